@@ -1,0 +1,49 @@
+#pragma once
+// Content-addressed artifact store: <data>/cas/sha256/<first 2 hex>/<64 hex>. Uploads are written
+// to <data>/cas/tmp/ while hashed, and renamed into place only when size and SHA-256 match, so a
+// blob in the store is always complete and correct. Nothing holds a whole artifact in memory.
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/errors/error.hpp"
+
+namespace kbfleet::broker {
+
+inline constexpr std::int64_t kMaxArtifactBytes = std::int64_t{64} << 30;  // 64 GiB
+
+class Cas {
+ public:
+  // Creates the directories; removes leftover temp files from a previous run.
+  [[nodiscard]] static Result<Cas> open(const std::filesystem::path& data_dir);
+
+  bool contains(std::string_view sha256) const;
+  std::filesystem::path path_of(std::string_view sha256) const;
+
+  class Upload {
+   public:
+    virtual ~Upload() = default;  // an uncommitted upload removes its temp file
+    // Appends bytes at `offset`, which must equal received(); INVALID_ARGUMENT otherwise, or if
+    // the total would exceed the declared size. IO_ERROR on write failure (e.g. disk full).
+    [[nodiscard]] virtual Status append(std::int64_t offset, std::string_view bytes) = 0;
+    // Verifies size and hash (HASH_MISMATCH naming both hashes), fsyncs and renames into place.
+    [[nodiscard]] virtual Status commit() = 0;
+    virtual std::int64_t received() const = 0;
+  };
+  // INVALID_ARGUMENT if sha256 is not 64 lowercase hex or size is out of [0, kMaxArtifactBytes].
+  [[nodiscard]] Result<std::unique_ptr<Upload>> begin(std::string_view sha256, std::int64_t size);
+
+  // Up to `length` bytes at `offset`. ARTIFACT_NOT_FOUND if the blob is absent;
+  // INVALID_ARGUMENT if offset is negative or beyond the end.
+  [[nodiscard]] Result<std::string> read(std::string_view sha256, std::int64_t offset, std::int64_t length) const;
+  // Blob size, or ARTIFACT_NOT_FOUND.
+  [[nodiscard]] Result<std::int64_t> size_of(std::string_view sha256) const;
+
+ private:
+  explicit Cas(std::filesystem::path root) : root_(std::move(root)) {}
+  std::filesystem::path root_;  // <data>/cas
+};
+
+}  // namespace kbfleet::broker

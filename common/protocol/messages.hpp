@@ -1,0 +1,183 @@
+#pragma once
+// Typed kbfleet protocol messages shared by broker, worker and clients. The wire layout of every
+// message is specified in docs/protocol.md; this header is its C++ mirror. Each struct has
+// encode(Writer&) writing its fields into an open map, and a decode(MapView) returning
+// PROTOCOL_ERROR naming the first bad field.
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/errors/error.hpp"
+#include "common/protocol/wire.hpp"
+
+namespace kbfleet::protocol {
+
+inline constexpr std::string_view kProtocolTag = "KBF/1";  // frame 0 of every message
+inline constexpr int kProtocolVersion = 1;
+
+// Message type names (frame 1).
+namespace msg {
+// client -> broker
+inline constexpr std::string_view kInfo = "info";
+inline constexpr std::string_view kSubmit = "submit";
+inline constexpr std::string_view kStatus = "status";
+inline constexpr std::string_view kCancel = "cancel";
+inline constexpr std::string_view kEvents = "events";
+inline constexpr std::string_view kWorkers = "workers";
+inline constexpr std::string_view kArtifacts = "artifacts";
+inline constexpr std::string_view kFetch = "fetch";
+// broker -> client replies
+inline constexpr std::string_view kSubmitted = "submitted";
+inline constexpr std::string_view kChunk = "chunk";
+inline constexpr std::string_view kError = "error";
+// worker -> broker
+inline constexpr std::string_view kReady = "ready";
+inline constexpr std::string_view kHeartbeat = "heartbeat";
+inline constexpr std::string_view kTaskEvents = "task_events";
+inline constexpr std::string_view kResult = "result";
+inline constexpr std::string_view kUploadBegin = "upload_begin";
+inline constexpr std::string_view kUploadChunk = "upload_chunk";
+inline constexpr std::string_view kUploadEnd = "upload_end";
+// broker -> worker
+inline constexpr std::string_view kTask = "task";
+inline constexpr std::string_view kReconnect = "reconnect";
+inline constexpr std::string_view kResultAck = "result_ack";
+inline constexpr std::string_view kUploadReady = "upload_ready";
+inline constexpr std::string_view kUploadAck = "upload_ack";
+inline constexpr std::string_view kUploadDone = "upload_done";
+}  // namespace msg
+
+// Task states as they appear on the wire.
+namespace state {
+inline constexpr std::string_view kQueued = "queued";
+inline constexpr std::string_view kRunning = "running";
+inline constexpr std::string_view kSucceeded = "succeeded";
+inline constexpr std::string_view kFailed = "failed";
+inline constexpr std::string_view kCancelled = "cancelled";
+inline constexpr std::string_view kTimedOut = "timed_out";
+bool is_terminal(std::string_view s);
+}  // namespace state
+
+// Event types.
+namespace event {
+inline constexpr std::string_view kStarted = "started";
+inline constexpr std::string_view kOutput = "output";
+inline constexpr std::string_view kProgress = "progress";
+inline constexpr std::string_view kArtifact = "artifact";
+inline constexpr std::string_view kError = "error";
+inline constexpr std::string_view kRetry = "retry";
+inline constexpr std::string_view kCancelled = "cancelled";
+inline constexpr std::string_view kDone = "done";
+}  // namespace event
+
+std::string task_topic(std::string_view task_id);      // "task.<id>"
+std::string plugin_topic(std::string_view plugin_id);  // "plugin.<id>"
+
+struct SubmitRequest {
+  std::string plugin;
+  std::string version;  // empty = any
+  std::string handler;
+  std::string input;    // msgpack bytes of the input value; empty = nil
+  std::map<std::string, std::string> env;
+  std::int64_t priority = 0;    // higher runs first
+  std::int64_t timeout_ms = 0;  // 0 = the manifest's quota
+  std::string idempotency_key;
+  void encode(Writer& w) const;
+  static Result<SubmitRequest> decode(const MapView& m);
+};
+
+// The broker's assignment of one attempt of a task to a worker.
+struct TaskAssignment {
+  std::string task_id;
+  std::int64_t attempt = 1;
+  std::string plugin;
+  std::string version;
+  std::string handler;
+  std::string input;  // msgpack bytes
+  std::map<std::string, std::string> env;
+  std::int64_t timeout_ms = 0;
+  void encode(Writer& w) const;
+  static Result<TaskAssignment> decode(const MapView& m);
+};
+
+struct ArtifactMeta {
+  std::string name;  // the manifest's artifact id
+  std::string path;  // relative to the workspace
+  std::int64_t size = 0;
+  std::string sha256;  // lowercase hex
+  std::string content_type;
+  void encode(Writer& w) const;
+  static Result<ArtifactMeta> decode(const MapView& m);
+};
+
+// How one attempt ended, reported by the worker and kept by the broker.
+struct TaskOutcome {
+  std::string state;  // succeeded | failed | cancelled | timed_out
+  std::int64_t exit_code = -1;  // -1 when the handler did not exit normally
+  std::int64_t signal = 0;      // terminating signal, 0 if none
+  std::string error_code;       // empty on success
+  std::string error_message;
+  std::string result;  // msgpack bytes of the handler's fd-3 {"result":...}; empty if none
+  std::int64_t cpu_ms = 0;
+  std::int64_t max_rss_kb = 0;
+  std::int64_t wall_ms = 0;
+  std::vector<std::string> layers;  // sandbox layers the attempt ran under
+  std::vector<ArtifactMeta> artifacts;
+  std::vector<std::string> artifact_errors;  // "name: CODE: message" for failed uploads
+  void encode(Writer& w) const;
+  static Result<TaskOutcome> decode(const MapView& m);
+};
+
+struct PluginOffer {
+  std::string id;
+  std::string version;
+  std::vector<std::string> handlers;
+  std::vector<std::string> capabilities;  // required by the plugin
+  std::string error_code;  // set when the manifest is invalid: the plugin is advertised as broken
+  std::string error_message;
+  void encode(Writer& w) const;
+  static Result<PluginOffer> decode(const MapView& m);
+};
+
+struct WorkerReady {
+  std::string worker_id;
+  std::string host;
+  std::int64_t pid = 0;
+  std::int64_t slots = 1;
+  std::vector<std::string> capabilities;  // granted by the operator
+  std::vector<std::string> layers;        // sandbox layers active on this host
+  std::vector<PluginOffer> plugins;
+  std::vector<std::string> running;  // task ids still running (after a reconnect)
+  void encode(Writer& w) const;
+  static Result<WorkerReady> decode(const MapView& m);
+};
+
+// One event as produced by a worker (before the broker numbers it).
+struct EventDraft {
+  std::string type;
+  std::int64_t ts_ms = 0;
+  std::string data;  // msgpack bytes of a map (see docs/protocol.md, "Events")
+};
+
+// An event as published: numbered per task from 1 without gaps.
+struct Event {
+  std::string task_id;
+  std::int64_t seq = 0;
+  std::string type;
+  std::int64_t ts_ms = 0;
+  std::string plugin;
+  std::int64_t attempt = 1;
+  std::string data;  // msgpack bytes of a map
+  void encode(Writer& w) const;
+  static Result<Event> decode(const MapView& m);
+};
+
+// Error reply body: {req, code, message, details}.
+void encode_error(Writer& w, std::int64_t req, const Error& e);
+Error decode_error(const MapView& m);
+
+std::int64_t now_ms();  // wall clock, milliseconds since the epoch
+
+}  // namespace kbfleet::protocol

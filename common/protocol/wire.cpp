@@ -1,0 +1,318 @@
+#include "common/protocol/wire.hpp"
+
+#include <cstring>
+
+#include <nlohmann/json.hpp>
+
+namespace kbfleet::protocol {
+namespace {
+
+tl::unexpected<Error> field_error(std::string_view key, std::string_view what) {
+  return make_error(ErrorCode::kProtocolError,
+                    "field '" + std::string(key) + "' " + std::string(what),
+                    {{"field", std::string(key)}});
+}
+
+bool is_nil(const msgpack::object* o) { return o == nullptr || o->type == msgpack::type::NIL; }
+
+void put_be32(std::string& buf, std::size_t at, std::uint32_t v) {
+  buf[at + 0] = static_cast<char>((v >> 24) & 0xff);
+  buf[at + 1] = static_cast<char>((v >> 16) & 0xff);
+  buf[at + 2] = static_cast<char>((v >> 8) & 0xff);
+  buf[at + 3] = static_cast<char>(v & 0xff);
+}
+
+struct StringStream {
+  std::string* out;
+  void write(const char* p, std::size_t n) { out->append(p, n); }
+};
+
+}  // namespace
+
+// ---- MapView -------------------------------------------------------------------------------
+
+const msgpack::object* MapView::get(std::string_view key) const {
+  if (map_ == nullptr || map_->type != msgpack::type::MAP) return nullptr;
+  const auto& m = map_->via.map;
+  for (std::uint32_t i = 0; i < m.size; ++i) {
+    const auto& k = m.ptr[i].key;
+    if (k.type == msgpack::type::STR && std::string_view(k.via.str.ptr, k.via.str.size) == key) {
+      return &m.ptr[i].val;
+    }
+  }
+  return nullptr;
+}
+
+Result<std::string_view> MapView::str(std::string_view key) const {
+  const auto* o = get(key);
+  if (is_nil(o)) return field_error(key, "is missing");
+  if (o->type != msgpack::type::STR) return field_error(key, "must be a string");
+  return std::string_view(o->via.str.ptr, o->via.str.size);
+}
+
+std::string_view MapView::str_or(std::string_view key, std::string_view dflt) const {
+  const auto* o = get(key);
+  if (is_nil(o) || o->type != msgpack::type::STR) return dflt;
+  return std::string_view(o->via.str.ptr, o->via.str.size);
+}
+
+Result<std::int64_t> MapView::i64(std::string_view key) const {
+  const auto* o = get(key);
+  if (is_nil(o)) return field_error(key, "is missing");
+  if (o->type == msgpack::type::POSITIVE_INTEGER) {
+    if (o->via.u64 > static_cast<std::uint64_t>(INT64_MAX)) return field_error(key, "is too large");
+    return static_cast<std::int64_t>(o->via.u64);
+  }
+  if (o->type == msgpack::type::NEGATIVE_INTEGER) return o->via.i64;
+  return field_error(key, "must be an integer");
+}
+
+std::int64_t MapView::i64_or(std::string_view key, std::int64_t dflt) const {
+  auto v = i64(key);
+  return v ? *v : dflt;
+}
+
+double MapView::f64_or(std::string_view key, double dflt) const {
+  const auto* o = get(key);
+  if (is_nil(o)) return dflt;
+  switch (o->type) {
+    case msgpack::type::FLOAT32:
+    case msgpack::type::FLOAT64: return o->via.f64;
+    case msgpack::type::POSITIVE_INTEGER: return static_cast<double>(o->via.u64);
+    case msgpack::type::NEGATIVE_INTEGER: return static_cast<double>(o->via.i64);
+    default: return dflt;
+  }
+}
+
+bool MapView::bool_or(std::string_view key, bool dflt) const {
+  const auto* o = get(key);
+  if (is_nil(o) || o->type != msgpack::type::BOOLEAN) return dflt;
+  return o->via.boolean;
+}
+
+Result<std::vector<std::string>> MapView::str_list_or_empty(std::string_view key) const {
+  std::vector<std::string> out;
+  const auto* o = get(key);
+  if (is_nil(o)) return out;
+  if (o->type != msgpack::type::ARRAY) return field_error(key, "must be an array of strings");
+  out.reserve(o->via.array.size);
+  for (std::uint32_t i = 0; i < o->via.array.size; ++i) {
+    const auto& e = o->via.array.ptr[i];
+    if (e.type != msgpack::type::STR) return field_error(key, "must be an array of strings");
+    out.emplace_back(e.via.str.ptr, e.via.str.size);
+  }
+  return out;
+}
+
+Result<std::map<std::string, std::string>> MapView::str_map_or_empty(std::string_view key) const {
+  std::map<std::string, std::string> out;
+  const auto* o = get(key);
+  if (is_nil(o)) return out;
+  if (o->type != msgpack::type::MAP) return field_error(key, "must be a map of strings");
+  for (std::uint32_t i = 0; i < o->via.map.size; ++i) {
+    const auto& kv = o->via.map.ptr[i];
+    if (kv.key.type != msgpack::type::STR || kv.val.type != msgpack::type::STR) {
+      return field_error(key, "must be a map of strings");
+    }
+    out.emplace(std::string(kv.key.via.str.ptr, kv.key.via.str.size),
+                std::string(kv.val.via.str.ptr, kv.val.via.str.size));
+  }
+  return out;
+}
+
+Result<std::optional<MapView>> MapView::map_or_none(std::string_view key) const {
+  const auto* o = get(key);
+  if (is_nil(o)) return std::optional<MapView>{};
+  if (o->type != msgpack::type::MAP) return field_error(key, "must be a map");
+  return std::optional<MapView>{MapView(o)};
+}
+
+Result<std::vector<const msgpack::object*>> MapView::array_or_empty(std::string_view key) const {
+  std::vector<const msgpack::object*> out;
+  const auto* o = get(key);
+  if (is_nil(o)) return out;
+  if (o->type != msgpack::type::ARRAY) return field_error(key, "must be an array");
+  out.reserve(o->via.array.size);
+  for (std::uint32_t i = 0; i < o->via.array.size; ++i) out.push_back(&o->via.array.ptr[i]);
+  return out;
+}
+
+std::string MapView::raw(std::string_view key) const {
+  const auto* o = get(key);
+  if (o == nullptr) return {};
+  std::string out;
+  StringStream s{&out};
+  msgpack::pack(s, *o);
+  return out;
+}
+
+// ---- Body ----------------------------------------------------------------------------------
+
+Result<Body> Body::decode(std::string_view bytes, const DecodeLimits& limits) {
+  if (bytes.size() > limits.max_bytes) {
+    return make_error(ErrorCode::kProtocolError,
+                      "message body of " + std::to_string(bytes.size()) + " bytes exceeds the limit of " +
+                          std::to_string(limits.max_bytes));
+  }
+  Body body;
+  try {
+    std::size_t off = 0;
+    body.handle_ = msgpack::unpack(bytes.data(), bytes.size(), off, nullptr, nullptr,
+                                   msgpack::unpack_limit(limits.array, limits.map, limits.str,
+                                                         limits.bin, limits.ext, limits.depth));
+    if (off != bytes.size()) {
+      return make_error(ErrorCode::kProtocolError, "trailing bytes after the message body");
+    }
+  } catch (const std::exception& e) {
+    return make_error(ErrorCode::kProtocolError, std::string("malformed msgpack body: ") + e.what());
+  }
+  if (body.handle_.get().type != msgpack::type::MAP) {
+    return make_error(ErrorCode::kProtocolError, "message body must be a msgpack map");
+  }
+  return body;
+}
+
+// ---- Writer --------------------------------------------------------------------------------
+
+void Writer::count_value() {
+  if (!open_.empty() && !open_.back().is_map) ++open_.back().count;
+}
+
+Writer& Writer::begin_map() {
+  count_value();
+  open_.push_back({buf_.size(), 0, true});
+  buf_.append("\xdf\0\0\0\0", 5);
+  return *this;
+}
+
+Writer& Writer::begin_array() {
+  count_value();
+  open_.push_back({buf_.size(), 0, false});
+  buf_.append("\xdd\0\0\0\0", 5);
+  return *this;
+}
+
+Writer& Writer::end_map() {
+  KB_CHECK(!open_.empty() && open_.back().is_map);
+  put_be32(buf_, open_.back().header_at + 1, open_.back().count);
+  open_.pop_back();
+  return *this;
+}
+
+Writer& Writer::end_array() {
+  KB_CHECK(!open_.empty() && !open_.back().is_map);
+  put_be32(buf_, open_.back().header_at + 1, open_.back().count);
+  open_.pop_back();
+  return *this;
+}
+
+Writer& Writer::key(std::string_view k) {
+  KB_CHECK(!open_.empty() && open_.back().is_map);
+  ++open_.back().count;
+  StringStream s{&buf_};
+  msgpack::packer<StringStream> pk(s);
+  pk.pack_str(static_cast<std::uint32_t>(k.size()));
+  pk.pack_str_body(k.data(), static_cast<std::uint32_t>(k.size()));
+  return *this;
+}
+
+Writer& Writer::str(std::string_view v) {
+  count_value();
+  StringStream s{&buf_};
+  msgpack::packer<StringStream> pk(s);
+  pk.pack_str(static_cast<std::uint32_t>(v.size()));
+  pk.pack_str_body(v.data(), static_cast<std::uint32_t>(v.size()));
+  return *this;
+}
+
+Writer& Writer::i64(std::int64_t v) {
+  count_value();
+  StringStream s{&buf_};
+  msgpack::packer<StringStream> pk(s);
+  pk.pack(v);
+  return *this;
+}
+
+Writer& Writer::f64(double v) {
+  count_value();
+  StringStream s{&buf_};
+  msgpack::packer<StringStream> pk(s);
+  pk.pack_double(v);
+  return *this;
+}
+
+Writer& Writer::boolean(bool v) {
+  count_value();
+  buf_.push_back(v ? '\xc3' : '\xc2');
+  return *this;
+}
+
+Writer& Writer::nil() {
+  count_value();
+  buf_.push_back('\xc0');
+  return *this;
+}
+
+Writer& Writer::bin(std::string_view bytes) {
+  count_value();
+  StringStream s{&buf_};
+  msgpack::packer<StringStream> pk(s);
+  pk.pack_bin(static_cast<std::uint32_t>(bytes.size()));
+  pk.pack_bin_body(bytes.data(), static_cast<std::uint32_t>(bytes.size()));
+  return *this;
+}
+
+Writer& Writer::raw(std::string_view encoded) {
+  if (encoded.empty()) return nil();
+  count_value();
+  buf_.append(encoded);
+  return *this;
+}
+
+Writer& Writer::kv_list(std::string_view k, const std::vector<std::string>& v) {
+  key(k).begin_array();
+  for (const auto& s : v) str(s);
+  return end_array();
+}
+
+Writer& Writer::kv_map(std::string_view k, const std::map<std::string, std::string>& v) {
+  key(k).begin_map();
+  for (const auto& [mk, mv] : v) kv(mk, mv);
+  return end_map();
+}
+
+std::string Writer::take() {
+  KB_CHECK(open_.empty());
+  return std::move(buf_);
+}
+
+// ---- JSON bridge ---------------------------------------------------------------------------
+
+std::string to_json(const msgpack::object& obj) {
+  std::string packed;
+  StringStream s{&packed};
+  msgpack::pack(s, obj);
+  auto json = msgpack_to_json(packed);
+  return json ? *json : std::string("null");
+}
+
+Result<std::string> json_to_msgpack(std::string_view json) {
+  auto parsed = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
+  if (parsed.is_discarded()) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "input is not valid JSON; pass a JSON value such as '{\"name\":\"x\"}'");
+  }
+  auto bytes = nlohmann::json::to_msgpack(parsed);
+  return std::string(bytes.begin(), bytes.end());
+}
+
+Result<std::string> msgpack_to_json(std::string_view msgpack_bytes) {
+  auto j = nlohmann::json::from_msgpack(msgpack_bytes.begin(), msgpack_bytes.end(),
+                                        /*strict=*/true, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    return make_error(ErrorCode::kProtocolError, "value is not valid msgpack or not representable as JSON");
+  }
+  return j.dump(-1, ' ', /*ensure_ascii=*/false, nlohmann::json::error_handler_t::replace);
+}
+
+}  // namespace kbfleet::protocol

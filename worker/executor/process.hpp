@@ -1,0 +1,107 @@
+#pragma once
+// HandlerProcess: one handler run as a child process, supervised from the worker's poll loop
+// (no threads). The contract it enforces (docs/plugins.md, "Handler contract"):
+//  - the child runs in its own process group, cwd = workspace, env exactly LaunchSpec::env,
+//    stdin = the input bytes (a sealed memfd), stdout/stderr/fd 3 = pipes, every other fd closed;
+//  - rlimits from the quotas: RLIMIT_CPU (cpu_ms, SIGXCPU -> CPU_LIMIT), RLIMIT_AS (memory_mb,
+//    a fallback until cgroups), RLIMIT_CORE 0, RLIMIT_NOFILE;
+//  - net kNone: the child enters a fresh network namespace with no interfaces before exec;
+//  - timeout -> SIGTERM to the whole group -> kill_grace_ms -> SIGKILL of the whole group;
+//  - output beyond output_bytes -> the group is killed and the outcome is kOutputLimit;
+//  - when the main process exits, the rest of its group is killed (no stragglers).
+// An exec or setup failure in the child is reported through a CLOEXEC pipe as an errno, so
+// "could not start" (EXEC_FAILED) is never mistaken for "handler failed".
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/errors/error.hpp"
+
+namespace kbfleet::worker {
+
+inline constexpr std::size_t kMaxLineBytes = 8192;  // longer lines are split (partial = true)
+
+struct Limits {
+  std::int64_t timeout_ms = 30000;  // 0 = none
+  std::int64_t cpu_ms = 0;          // 0 = none
+  std::int64_t memory_mb = 0;       // 0 = none
+  std::int64_t output_bytes = 8 << 20;
+  std::int64_t max_open_files = 1024;
+  std::int64_t kill_grace_ms = 2000;
+};
+
+enum class NetMode { kHost, kNone };
+
+struct LaunchSpec {
+  std::filesystem::path exec;      // absolute path of the program
+  std::vector<std::string> args;   // argv[1..]; argv[0] is exec
+  std::vector<std::string> env;    // complete environment, "NAME=value"
+  std::filesystem::path workspace; // cwd; must exist
+  std::string stdin_bytes;         // the handler's stdin
+  Limits limits;
+  NetMode net = NetMode::kHost;
+};
+
+enum class Stream { kStdout, kStderr };
+
+struct OutputLine {
+  Stream stream;
+  std::int64_t line;  // 1-based per stream; the pieces of a split line share the number
+  std::string text;   // without the trailing newline
+  bool partial;       // true if more of this line follows in the next piece
+};
+
+// Receives what a handler produces, in order. Called from on_ready()/on_tick()/finish.
+class Sink {
+ public:
+  virtual ~Sink() = default;
+  virtual void on_output(const OutputLine& line) = 0;
+  virtual void on_progress(double progress, std::string_view message) = 0;
+  virtual void on_result(std::string result_msgpack) = 0;   // fd 3 {"result": ...}
+  virtual void on_fd3_invalid(std::string_view why) = 0;     // a bad fd-3 line (counted, not fatal)
+};
+
+enum class EndReason { kExited, kSignaled, kTimeout, kOutputLimit, kCpuLimit, kCancelled };
+
+struct ProcessOutcome {
+  EndReason reason = EndReason::kExited;
+  int exit_code = -1;  // when the main process exited normally
+  int signal = 0;      // when it was killed by a signal
+  std::int64_t cpu_ms = 0;      // user + system, from wait4
+  std::int64_t max_rss_kb = 0;  // from wait4
+  std::int64_t wall_ms = 0;
+};
+
+class HandlerProcess {
+ public:
+  // Starts the handler. EXEC_FAILED (details: errno, step) if the child could not exec;
+  // IO_ERROR if a pipe, memfd or fork failed.
+  [[nodiscard]] static Result<std::unique_ptr<HandlerProcess>> spawn(const LaunchSpec& spec);
+  ~HandlerProcess();  // kills the group (SIGKILL) and reaps if still running
+
+  // Fds the owner polls for readability: open output pipes and the pidfd. Changes over time.
+  std::vector<int> poll_fds() const;
+  // Handles readiness of one fd from poll_fds(): reads without blocking, feeds the sink.
+  void on_ready(int fd, Sink& sink);
+  // Enforces deadlines (timeout, kill grace, post-exit drain). Returns milliseconds until the
+  // next deadline, or -1 if none; the owner uses it as (an upper bound of) its poll timeout.
+  std::int64_t on_tick(Sink& sink, std::chrono::steady_clock::time_point now);
+  // Cancels: SIGTERM to the group now, SIGKILL after kill_grace_ms; outcome kCancelled.
+  void cancel();
+  // True once the main process is reaped and the output pipes are closed (or given up on).
+  bool finished() const;
+  const ProcessOutcome& outcome() const;  // valid when finished()
+  int pid() const;
+
+ private:
+  struct State;
+  explicit HandlerProcess(std::unique_ptr<State> state);
+  std::unique_ptr<State> s_;
+};
+
+}  // namespace kbfleet::worker
