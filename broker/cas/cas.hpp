@@ -13,13 +13,17 @@
 namespace kbfleet::broker {
 
 inline constexpr std::int64_t kMaxArtifactBytes = std::int64_t{64} << 30;  // 64 GiB
+inline constexpr std::int64_t kMaxReadBytes = std::int64_t{4} << 20;        // one read() reply
 
 class Cas {
  public:
-  // Creates the directories; removes leftover temp files from a previous run.
+  // Creates the directories; removes leftover temp files from a previous run. IO_ERROR naming
+  // the directory on failure.
   [[nodiscard]] static Result<Cas> open(const std::filesystem::path& data_dir);
 
+  // False for an invalid sha256 string (never touches the file system with it).
   bool contains(std::string_view sha256) const;
+  // Empty path if sha256 is not 64 lowercase hex, so a peer's string never becomes a path.
   std::filesystem::path path_of(std::string_view sha256) const;
 
   class Upload {
@@ -28,17 +32,21 @@ class Cas {
     // Appends bytes at `offset`, which must equal received(); INVALID_ARGUMENT otherwise, or if
     // the total would exceed the declared size. IO_ERROR on write failure (e.g. disk full).
     [[nodiscard]] virtual Status append(std::int64_t offset, std::string_view bytes) = 0;
-    // Verifies size and hash (HASH_MISMATCH naming both hashes), fsyncs and renames into place.
+    // Verifies size (INVALID_ARGUMENT if fewer bytes than declared) and hash (HASH_MISMATCH
+    // naming both hashes; the temp file is removed), fsyncs and renames into place. If the blob
+    // already exists the temp file is discarded (dedupe). Append or commit after commit, or after
+    // a failed commit, is INVALID_ARGUMENT.
     [[nodiscard]] virtual Status commit() = 0;
     virtual std::int64_t received() const = 0;
   };
   // INVALID_ARGUMENT if sha256 is not 64 lowercase hex or size is out of [0, kMaxArtifactBytes].
   [[nodiscard]] Result<std::unique_ptr<Upload>> begin(std::string_view sha256, std::int64_t size);
 
-  // Up to `length` bytes at `offset`. ARTIFACT_NOT_FOUND if the blob is absent;
-  // INVALID_ARGUMENT if offset is negative or beyond the end.
+  // Up to min(length, kMaxReadBytes) bytes at `offset` (empty at the end). ARTIFACT_NOT_FOUND if
+  // the blob is absent; INVALID_ARGUMENT if sha256 is malformed, length is negative, or offset is
+  // negative or beyond the end.
   [[nodiscard]] Result<std::string> read(std::string_view sha256, std::int64_t offset, std::int64_t length) const;
-  // Blob size, or ARTIFACT_NOT_FOUND.
+  // Blob size, or ARTIFACT_NOT_FOUND (INVALID_ARGUMENT if sha256 is malformed).
   [[nodiscard]] Result<std::int64_t> size_of(std::string_view sha256) const;
 
  private:

@@ -22,7 +22,9 @@ struct CollectedArtifact {
 [[nodiscard]] Result<CollectedArtifact> collect_artifact(int workspace_fd, const manifest::ArtifactDecl& decl,
                                                           std::string_view task_id);
 
-// openat2 beneath `dir_fd` with no symlinks; PERMISSION_DENIED on escape attempts.
+// openat2 beneath `dir_fd` with no symlinks; PERMISSION_DENIED on escape attempts (message names
+// the path), ARTIFACT_NOT_FOUND if a component is missing, NOT_SUPPORTED without openat2 (Linux
+// < 5.6), IO_ERROR otherwise. O_CLOEXEC is always added to `flags`.
 [[nodiscard]] Result<posix::Fd> open_beneath(int dir_fd, std::string_view relative_path, int flags);
 
 }  // namespace kbfleet::worker

@@ -1,0 +1,177 @@
+#include "broker/broker.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "common/protocol/messages.hpp"
+
+namespace kbfleet::broker {
+
+using protocol::Writer;
+namespace msg = protocol::msg;
+
+Result<std::unique_ptr<Broker>> Broker::create(const BrokerOptions& options) {
+  auto cas = Cas::open(options.data_dir);
+  if (!cas) return tl::unexpected(cas.error());
+  std::unique_ptr<Broker> b(new Broker(options, std::move(*cas)));
+
+  auto bind = transport::bind_router(b->router_, options.bind);
+  if (!bind) return tl::unexpected(bind.error());
+  b->endpoints_.bind = *bind;
+
+  try {
+    b->xpub_.set(zmq::sockopt::xpub_verbose, 1);  // see every subscription, to count plugin topics
+    b->xpub_.set(zmq::sockopt::sndhwm, 100000);
+  } catch (const zmq::error_t& e) {
+    return make_error(ErrorCode::kInternal, std::string("xpub setsockopt: ") + e.what());
+  }
+  auto events = transport::bind_socket(b->xpub_, options.events);
+  if (!events) return tl::unexpected(events.error());
+  b->endpoints_.events = *events;
+
+  if (!options.metrics.empty()) {
+    auto ep = metrics::serve(options.metrics, b->metrics_.registry());
+    if (!ep) return tl::unexpected(ep.error());
+    b->endpoints_.metrics = ep->address;
+    b->metrics_endpoint_ = std::move(*ep);
+  }
+  return b;
+}
+
+Broker::Broker(BrokerOptions options, Cas cas)
+    : options_(std::move(options)),
+      ctx_(1),
+      router_(ctx_, zmq::socket_type::router),
+      xpub_(ctx_, zmq::socket_type::xpub),
+      cas_(std::move(cas)),
+      tasks_(static_cast<std::size_t>(options_.backlog_bytes)) {}
+
+Broker::~Broker() = default;
+
+void Broker::run(int stop_fd) {
+  spdlog::info("broker started bind={} events={} metrics={} data={}", endpoints_.bind, endpoints_.events,
+               endpoints_.metrics.empty() ? "off" : endpoints_.metrics, options_.data_dir);
+  next_heartbeat_ = Clock::now();
+  transport::Incoming in;
+  for (;;) {
+    zmq::pollitem_t items[] = {
+        {router_.handle(), 0, ZMQ_POLLIN, 0},
+        {xpub_.handle(), 0, ZMQ_POLLIN, 0},
+        {nullptr, stop_fd, ZMQ_POLLIN, 0},
+    };
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_heartbeat_ - Clock::now());
+    zmq::poll(items, 3, std::clamp(wait, std::chrono::milliseconds(0), std::chrono::milliseconds(1000)));
+    if (items[2].revents & ZMQ_POLLIN) break;
+    if (items[0].revents & ZMQ_POLLIN) {
+      // Drain a bounded batch so timers and subscriptions still get their turn under load.
+      for (int i = 0; i < 1000 && transport::recv_message(router_, transport::SocketKind::kRouter, in); ++i) {
+        on_router_message(in);
+      }
+    }
+    if (items[1].revents & ZMQ_POLLIN) {
+      zmq::message_t sub;
+      while (xpub_.recv(sub, zmq::recv_flags::dontwait)) on_subscription(sub);
+    }
+    if (Clock::now() >= next_heartbeat_) on_timers();
+  }
+  spdlog::info("broker stopping queued={} running={}", queued_, running_);
+}
+
+void Broker::on_router_message(transport::Incoming& in) {
+  if (in.error) {
+    metrics_.malformed(std::string(code_name(in.error->code)));
+    spdlog::warn("malformed message refused peer_bytes={} error=\"{}\"", in.peer.size(), in.error->message);
+    if (!in.peer.empty()) reply_error(in.peer, in.req, *in.error);
+    return;
+  }
+  workers_.touch(in.peer, Clock::now());
+  const std::string& type = in.type;
+  // Clients
+  if (type == msg::kSubmit) return on_submit(in);
+  if (type == msg::kStatus) return on_status(in);
+  if (type == msg::kEvents) return on_events(in);
+  if (type == msg::kCancel) return on_cancel(in);
+  if (type == msg::kInfo) return on_info(in);
+  if (type == msg::kWorkers) return on_workers(in);
+  if (type == msg::kArtifacts) return on_artifacts(in);
+  if (type == msg::kFetch) return on_fetch(in);
+  // Workers
+  if (type == msg::kReady) return on_ready(in);
+  if (type == msg::kHeartbeat) {
+    if (workers_.find(in.peer) == nullptr) reply(in.peer, msg::kReconnect, Writer().begin_map().end_map().take());
+    return;
+  }
+  if (type == msg::kTaskEvents) return on_task_events(in);
+  if (type == msg::kResult) return on_result(in);
+  if (type == msg::kUploadBegin) return on_upload_begin(in);
+  if (type == msg::kUploadChunk) return on_upload_chunk(in);
+  if (type == msg::kUploadEnd) return on_upload_end(in);
+  metrics_.malformed("UNKNOWN_TYPE");
+  reply_error(in.peer, in.req,
+              Error{ErrorCode::kProtocolError, "unknown message type '" + type + "' (see docs/protocol.md)", {}});
+}
+
+void Broker::on_subscription(const zmq::message_t& msg) {
+  // XPUB delivers subscriptions as one byte (1 = subscribe, 0 = unsubscribe) + the prefix.
+  if (msg.size() < 1) return;
+  const auto* p = static_cast<const char*>(msg.data());
+  std::string_view topic(p + 1, msg.size() - 1);
+  if (topic.rfind("plugin.", 0) != 0) return;
+  plugin_subscribers_ += (p[0] == 1) ? 1 : -1;
+  plugin_subscribers_ = std::max<std::int64_t>(plugin_subscribers_, 0);
+}
+
+void Broker::on_timers() {
+  auto now = Clock::now();
+  next_heartbeat_ = now + std::chrono::milliseconds(options_.heartbeat_ms);
+  auto heartbeat = Writer().begin_map().end_map().take();
+  for (const auto& [id, w] : workers_.all()) transport::send_message(router_, id, msg::kHeartbeat, heartbeat);
+  auto deadline = now - std::chrono::milliseconds(options_.heartbeat_ms * options_.liveness);
+  for (const auto& id : workers_.silent_since(deadline)) worker_lost(id, "missed heartbeats");
+  tasks_.expire(protocol::now_ms(), options_.retention_ms);
+  update_gauges();
+}
+
+void Broker::reply(const std::string& peer, std::string_view type, std::string body,
+                   std::vector<zmq::message_t> data) {
+  if (!transport::send_message(router_, peer, type, body, std::move(data))) {
+    spdlog::debug("reply dropped type={} (peer gone or queue full)", type);
+  }
+}
+
+void Broker::reply_error(const std::string& peer, std::int64_t req, const Error& e) {
+  metrics_.rejected(std::string(code_name(e.code)));
+  Writer w;
+  w.begin_map();
+  protocol::encode_error(w, req, e);
+  w.end_map();
+  reply(peer, msg::kError, w.take());
+}
+
+void Broker::emit(Task& t, std::string_view type, std::string data_msgpack) {
+  std::string body = tasks_.append_event(t, type, std::move(data_msgpack), protocol::now_ms());
+  auto send_on = [&](const std::string& topic) {
+    try {
+      xpub_.send(zmq::buffer(topic), zmq::send_flags::sndmore);
+      xpub_.send(zmq::buffer(protocol::kProtocolTag), zmq::send_flags::sndmore);
+      xpub_.send(zmq::str_buffer("event"), zmq::send_flags::sndmore);
+      xpub_.send(zmq::buffer(body), zmq::send_flags::none);
+    } catch (const zmq::error_t& e) {
+      spdlog::warn("event publish failed task={} error=\"{}\"", t.id, e.what());
+    }
+  };
+  send_on(protocol::task_topic(t.id));
+  if (plugin_subscribers_ > 0) send_on(protocol::plugin_topic(t.request.plugin));
+  metrics_.events_published.Increment();
+}
+
+void Broker::update_gauges() {
+  metrics_.queue_depth.Set(static_cast<double>(queued_));
+  metrics_.running.Set(static_cast<double>(running_));
+  metrics_.workers.Set(static_cast<double>(workers_.all().size()));
+  metrics_.slots_total.Set(static_cast<double>(workers_.total_slots()));
+  metrics_.slots_free.Set(static_cast<double>(workers_.free_slots()));
+}
+
+}  // namespace kbfleet::broker

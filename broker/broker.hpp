@@ -1,0 +1,122 @@
+#pragma once
+// The broker: one single-threaded zmq::poll loop (no locks) that accepts tasks from clients,
+// queues them, dispatches them to workers with free slots, republishes their events on XPUB with
+// a per-task replay backlog, stores their artifacts in the CAS and keeps their results for a
+// retention time. Clients and workers share one ROUTER endpoint (docs/protocol.md).
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <zmq.hpp>
+
+#include "broker/broker_metrics.hpp"
+#include "broker/cas/cas.hpp"
+#include "broker/dispatcher/worker_registry.hpp"
+#include "broker/queue/task_queue.hpp"
+#include "broker/tasks/task_store.hpp"
+#include "common/errors/error.hpp"
+#include "common/metrics/exposer.hpp"
+#include "common/posix/fd.hpp"
+#include "common/transport/frames.hpp"
+
+namespace kbfleet::broker {
+
+struct BrokerOptions {
+  std::string bind = "tcp://127.0.0.1:7700";
+  std::string events = "tcp://127.0.0.1:7701";
+  std::string metrics = "127.0.0.1:9470";  // empty = no metrics endpoint
+  std::string data_dir = "/var/lib/kbfleet";
+  std::int64_t heartbeat_ms = 1000;
+  std::int64_t liveness = 5;  // heartbeats a worker may miss before it is declared lost
+  std::int64_t retention_ms = 3600 * 1000;
+  std::int64_t max_queued = 100000;
+  std::int64_t backlog_bytes = 16 << 20;  // per task
+};
+
+struct Endpoints {
+  std::string bind;
+  std::string events;
+  std::string metrics;
+};
+
+class Broker {
+ public:
+  // Binds the endpoints, opens the CAS under data_dir and starts /metrics. IO_ERROR naming the
+  // endpoint or directory that failed.
+  [[nodiscard]] static Result<std::unique_ptr<Broker>> create(const BrokerOptions& options);
+  ~Broker();
+
+  const Endpoints& endpoints() const { return endpoints_; }
+  // Runs until `stop_fd` (e.g. a signalfd) becomes readable.
+  void run(int stop_fd);
+
+ private:
+  struct Upload {
+    std::string task_id;
+    std::string worker;
+    protocol::ArtifactMeta meta;
+    std::unique_ptr<Cas::Upload> blob;
+  };
+
+  Broker(BrokerOptions options, Cas cas);
+
+  // broker.cpp: loop, timers, events
+  void on_router_message(transport::Incoming& in);
+  void on_subscription(const zmq::message_t& msg);
+  void on_timers();
+  void reply(const std::string& peer, std::string_view type, std::string body,
+             std::vector<zmq::message_t> data = {});
+  void reply_error(const std::string& peer, std::int64_t req, const Error& e);
+  void emit(Task& t, std::string_view type, std::string data_msgpack);
+  void update_gauges();
+
+  // client_api.cpp
+  void on_info(transport::Incoming& in);
+  void on_submit(transport::Incoming& in);
+  void on_status(transport::Incoming& in);
+  void on_cancel(transport::Incoming& in);
+  void on_events(transport::Incoming& in);
+  void on_workers(transport::Incoming& in);
+  void on_artifacts(transport::Incoming& in);
+  void on_fetch(transport::Incoming& in);
+  Result<Task*> task_for(const transport::Incoming& in);
+
+  // dispatch.cpp: queue -> workers, results, lost workers
+  void dispatch_key(const std::string& key);
+  void dispatch_worker(WorkerInfo& w);
+  void start_task(WorkerInfo& w, Task& t);
+  void finish_task(Task& t, protocol::TaskOutcome outcome);
+  void fail_task(Task& t, std::string_view state, const Error& e);
+  void worker_lost(const std::string& routing_id, std::string_view why);
+
+  // worker_api.cpp
+  void on_ready(transport::Incoming& in);
+  void on_task_events(transport::Incoming& in);
+  void on_result(transport::Incoming& in);
+  void on_upload_begin(transport::Incoming& in);
+  void on_upload_chunk(transport::Incoming& in);
+  void on_upload_end(transport::Incoming& in);
+  Result<Task*> running_task_of(const std::string& worker, std::string_view task_id, std::int64_t attempt);
+
+  BrokerOptions options_;
+  Endpoints endpoints_;
+  zmq::context_t ctx_;
+  zmq::socket_t router_;
+  zmq::socket_t xpub_;
+  Cas cas_;
+  BrokerMetrics metrics_;
+  metrics::Endpoint metrics_endpoint_;
+  TaskQueue queue_;
+  TaskStore tasks_;
+  WorkerRegistry workers_;
+  std::map<std::string, Upload> uploads_;
+  std::uint64_t next_upload_ = 1;
+  std::int64_t queued_ = 0;   // tasks in state queued
+  std::int64_t running_ = 0;  // tasks in state running
+  std::int64_t plugin_subscribers_ = 0;  // XPUB subscriptions to "plugin." topics
+  Clock::time_point next_heartbeat_;
+};
+
+}  // namespace kbfleet::broker

@@ -1,0 +1,266 @@
+#include "broker/cas/cas.hpp"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <system_error>
+
+#include "common/hash/sha256.hpp"
+
+namespace kbfleet::broker {
+namespace {
+
+namespace fs = std::filesystem;
+
+tl::unexpected<Error> invalid_sha(std::string_view sha256) {
+  // Never echo more than a short prefix of what a peer sent.
+  return make_error(ErrorCode::kInvalidArgument,
+                    "artifact hash must be 64 lowercase hex characters, got '" +
+                        std::string(sha256.substr(0, 80)) + "'");
+}
+
+Status make_dir(const fs::path& dir) {
+  if (::mkdir(dir.c_str(), 0750) != 0 && errno != EEXIST) return errno_error("mkdir", dir.native(), errno);
+  return {};
+}
+
+// A rename or a new entry is durable only once its directory is fsynced (rename(2), fsync(2):
+// "Calling fsync() does not necessarily ensure that the entry in the directory ... has also
+// reached disk").
+Status fsync_dir(const fs::path& dir) {
+  int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return errno_error("open", dir.native(), errno);
+  int rc = ::fsync(fd);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return errno_error("fsync", dir.native(), err);
+  return {};
+}
+
+// Temp files left by a crash or a kill are incomplete by definition: nothing refers to them.
+Status remove_stale_temps(const fs::path& tmp_dir) {
+  DIR* d = ::opendir(tmp_dir.c_str());
+  if (d == nullptr) return errno_error("opendir", tmp_dir.native(), errno);
+  int dfd = ::dirfd(d);
+  Status status;
+  while (dirent* e = ::readdir(d)) {
+    std::string_view name = e->d_name;
+    if (name == "." || name == "..") continue;
+    if (::unlinkat(dfd, e->d_name, 0) != 0 && errno != ENOENT) {
+      status = errno_error("unlinkat", (tmp_dir / e->d_name).native(), errno);
+      break;
+    }
+  }
+  ::closedir(d);
+  return status;
+}
+
+class FileUpload final : public Cas::Upload {
+ public:
+  FileUpload(fs::path temp, int fd, fs::path final_path, std::string sha256, std::int64_t size)
+      : temp_(std::move(temp)), fd_(fd), final_(std::move(final_path)), sha256_(std::move(sha256)), size_(size) {}
+  ~FileUpload() override { discard(); }
+  FileUpload(const FileUpload&) = delete;
+  FileUpload& operator=(const FileUpload&) = delete;
+
+  Status append(std::int64_t offset, std::string_view bytes) override {
+    if (done_) return finished();
+    if (offset != received_) {
+      return make_error(ErrorCode::kInvalidArgument, "artifact chunk at offset " + std::to_string(offset) +
+                                                         ", expected offset " + std::to_string(received_));
+    }
+    if (static_cast<std::int64_t>(bytes.size()) > size_ - received_) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "artifact chunk would exceed the declared size of " + std::to_string(size_) + " bytes");
+    }
+    // pwrite at the logical offset, so a chunk that failed half-way (ENOSPC) can be retried.
+    std::size_t done = 0;
+    while (done < bytes.size()) {
+      ssize_t n = ::pwrite(fd_, bytes.data() + done, bytes.size() - done, received_ + static_cast<off_t>(done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) return errno_error("pwrite", temp_.native(), errno);
+      done += static_cast<std::size_t>(n);
+    }
+    hasher_.update(bytes);
+    received_ += static_cast<std::int64_t>(bytes.size());
+    return {};
+  }
+
+  Status commit() override {
+    if (done_) return finished();
+    if (received_ != size_) {
+      discard();
+      return make_error(ErrorCode::kInvalidArgument, "artifact incomplete: declared " + std::to_string(size_) +
+                                                         " bytes, received " + std::to_string(received_));
+    }
+    std::string actual = hasher_.hex_digest();
+    if (actual != sha256_) {
+      discard();
+      return make_error(ErrorCode::kHashMismatch,
+                        "artifact hash mismatch: declared " + sha256_ + ", received " + actual,
+                        {{"declared", sha256_}, {"received", actual}});
+    }
+    struct stat st;
+    if (::stat(final_.c_str(), &st) == 0) {
+      discard();  // dedupe: identical content is already stored
+      return {};
+    }
+    return persist();
+  }
+
+  std::int64_t received() const override { return received_; }
+
+ private:
+  // Data before name: fsync the file, rename it, then fsync the directory holding the new name.
+  Status persist() {
+    if (::fsync(fd_) != 0) {
+      int err = errno;
+      discard();
+      return errno_error("fsync", temp_.native(), err);
+    }
+    if (::close(std::exchange(fd_, -1)) != 0 && errno != EINTR) {
+      int err = errno;
+      discard();
+      return errno_error("close", temp_.native(), err);
+    }
+    const fs::path shard = final_.parent_path();
+    bool new_shard = ::mkdir(shard.c_str(), 0750) == 0;
+    if (!new_shard && errno != EEXIST) {
+      int err = errno;
+      discard();
+      return errno_error("mkdir", shard.native(), err);
+    }
+    if (::rename(temp_.c_str(), final_.c_str()) != 0) {
+      int err = errno;
+      discard();
+      return errno_error("rename", temp_.native() + " -> " + final_.native(), err);
+    }
+    done_ = true;
+    // From here the blob is complete and in place; a failed directory fsync only weakens
+    // durability across a power loss, and is still reported.
+    if (new_shard) {
+      if (auto s = fsync_dir(shard.parent_path()); !s) return s;
+    }
+    return fsync_dir(shard);
+  }
+
+  void discard() {
+    if (fd_ >= 0) ::close(std::exchange(fd_, -1));
+    if (!done_) ::unlink(temp_.c_str());
+    done_ = true;
+  }
+
+  static tl::unexpected<Error> finished() {
+    return make_error(ErrorCode::kInvalidArgument, "artifact upload already committed or abandoned");
+  }
+
+  fs::path temp_;
+  int fd_;
+  fs::path final_;
+  std::string sha256_;
+  std::int64_t size_;
+  std::int64_t received_ = 0;
+  hash::Sha256 hasher_;
+  bool done_ = false;  // the temp file no longer exists (renamed or removed)
+};
+
+}  // namespace
+
+Result<Cas> Cas::open(const fs::path& data_dir) {
+  std::error_code ec;
+  fs::create_directories(data_dir, ec);
+  if (ec) {
+    return make_error(ErrorCode::kIoError, "create_directories(" + data_dir.native() + "): " + ec.message());
+  }
+  fs::path root = data_dir / "cas";
+  for (const fs::path& dir : {root, root / "sha256", root / "tmp"}) {
+    if (auto s = make_dir(dir); !s) return tl::unexpected(s.error());
+  }
+  if (auto s = remove_stale_temps(root / "tmp"); !s) return tl::unexpected(s.error());
+  return Cas(std::move(root));
+}
+
+bool Cas::contains(std::string_view sha256) const {
+  if (!hash::is_sha256_hex(sha256)) return false;
+  struct stat st;
+  return ::stat(path_of(sha256).c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+fs::path Cas::path_of(std::string_view sha256) const {
+  if (!hash::is_sha256_hex(sha256)) return {};
+  return root_ / "sha256" / std::string(sha256.substr(0, 2)) / std::string(sha256);
+}
+
+Result<std::unique_ptr<Cas::Upload>> Cas::begin(std::string_view sha256, std::int64_t size) {
+  if (!hash::is_sha256_hex(sha256)) return invalid_sha(sha256);
+  if (size < 0 || size > kMaxArtifactBytes) {
+    return make_error(ErrorCode::kInvalidArgument, "artifact size " + std::to_string(size) +
+                                                       " is out of range [0, " + std::to_string(kMaxArtifactBytes) +
+                                                       "]");
+  }
+  std::string temp = (root_ / "tmp" / "upload-XXXXXX").native();
+  int fd = ::mkostemp(temp.data(), O_CLOEXEC);
+  if (fd < 0) return errno_error("mkostemp", temp, errno);
+  return std::make_unique<FileUpload>(fs::path(temp), fd, path_of(sha256), std::string(sha256), size);
+}
+
+Result<std::string> Cas::read(std::string_view sha256, std::int64_t offset, std::int64_t length) const {
+  if (!hash::is_sha256_hex(sha256)) return invalid_sha(sha256);
+  if (offset < 0 || length < 0) {
+    return make_error(ErrorCode::kInvalidArgument, "artifact read needs offset >= 0 and length >= 0");
+  }
+  const fs::path path = path_of(sha256);
+  // A fresh fd per read: the broker keeps no fds open between chunks of a fetch.
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0 && errno == ENOENT) {
+    return make_error(ErrorCode::kArtifactNotFound, "artifact " + std::string(sha256) + " is not in the store");
+  }
+  if (fd < 0) return errno_error("open", path.native(), errno);
+  struct stat st;
+  if (::fstat(fd, &st) != 0) {
+    int err = errno;
+    ::close(fd);
+    return errno_error("fstat", path.native(), err);
+  }
+  if (offset > st.st_size) {
+    ::close(fd);
+    return make_error(ErrorCode::kInvalidArgument, "artifact read at offset " + std::to_string(offset) +
+                                                       " is beyond its size of " + std::to_string(st.st_size));
+  }
+  std::int64_t want = std::min({length, kMaxReadBytes, static_cast<std::int64_t>(st.st_size) - offset});
+  std::string out(static_cast<std::size_t>(want), '\0');
+  std::size_t got = 0;
+  while (got < out.size()) {
+    ssize_t n = ::pread(fd, out.data() + got, out.size() - got, offset + static_cast<off_t>(got));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int err = errno;
+      ::close(fd);
+      return errno_error("pread", path.native(), err);
+    }
+    if (n == 0) break;
+    got += static_cast<std::size_t>(n);
+  }
+  ::close(fd);
+  out.resize(got);
+  return out;
+}
+
+Result<std::int64_t> Cas::size_of(std::string_view sha256) const {
+  if (!hash::is_sha256_hex(sha256)) return invalid_sha(sha256);
+  const fs::path path = path_of(sha256);
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) {
+      return make_error(ErrorCode::kArtifactNotFound, "artifact " + std::string(sha256) + " is not in the store");
+    }
+    return errno_error("stat", path.native(), errno);
+  }
+  return static_cast<std::int64_t>(st.st_size);
+}
+
+}  // namespace kbfleet::broker

@@ -1,0 +1,267 @@
+// Client requests: submit, status, cancel, events (replay), info, workers, artifacts, fetch.
+#include <spdlog/spdlog.h>
+
+#include "broker/broker.hpp"
+#include "common/hash/sha256.hpp"
+
+namespace kbfleet::broker {
+
+using protocol::Writer;
+namespace msg = protocol::msg;
+namespace state = protocol::state;
+
+namespace {
+
+constexpr std::size_t kMaxInputBytes = 1 << 20;
+constexpr std::size_t kMaxEnvVars = 256;
+constexpr std::int64_t kMaxReplayEvents = 5000;
+constexpr std::int64_t kMaxChunkBytes = 4 << 20;
+
+std::string join(const std::set<std::string>& items) {
+  std::string out;
+  for (const auto& s : items) {
+    if (!out.empty()) out += ", ";
+    out += s;
+  }
+  return out.empty() ? "(none)" : out;
+}
+
+bool valid_name(std::string_view s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
+    if (!ok) return false;
+  }
+  return true;
+}
+
+void encode_task(Writer& w, const Task& t) {
+  w.begin_map();
+  w.kv("task_id", t.id).kv("plugin", t.request.plugin).kv("version", t.version.empty() ? t.request.version : t.version);
+  w.kv("handler", t.request.handler).kv("state", t.state).kv("priority", t.request.priority);
+  w.kv("attempt", t.attempt).kv("worker", t.worker_name);
+  w.kv("submitted_ms", t.submitted_ms).kv("started_ms", t.started_ms).kv("finished_ms", t.finished_ms);
+  w.kv("events", t.next_seq - 1);
+  if (t.outcome) {
+    w.key("outcome").begin_map();
+    t.outcome->encode(w);
+    w.end_map();
+  }
+  w.key("artifacts").begin_array();
+  for (const auto& a : t.artifacts) {
+    w.begin_map();
+    a.encode(w);
+    w.end_map();
+  }
+  w.end_array();
+  w.end_map();
+}
+
+}  // namespace
+
+Result<Task*> Broker::task_for(const transport::Incoming& in) {
+  auto id = in.body->view().str("task_id");
+  if (!id) return tl::unexpected(id.error());
+  Task* t = tasks_.find(*id);
+  if (t == nullptr) {
+    return make_error(ErrorCode::kTaskNotFound,
+                      "no task " + std::string(*id) + " (unknown id, or its result expired after the retention time)",
+                      {{"task_id", std::string(*id)}});
+  }
+  return t;
+}
+
+void Broker::on_info(transport::Incoming& in) {
+  Writer w;
+  w.begin_map().kv("req", in.req).kv("protocol", protocol::kProtocolVersion).kv("version", "0.1.0");
+  w.kv("events_endpoint", endpoints_.events).kv("workers", static_cast<std::int64_t>(workers_.all().size()));
+  w.end_map();
+  reply(in.peer, msg::kInfo, w.take());
+}
+
+void Broker::on_submit(transport::Incoming& in) {
+  auto req = protocol::SubmitRequest::decode(in.body->view());
+  if (!req) return reply_error(in.peer, in.req, req.error());
+  auto invalid = [&](std::string field, std::string message) {
+    reply_error(in.peer, in.req, Error{ErrorCode::kInvalidArgument, std::move(message), {{"field", std::move(field)}}});
+  };
+  if (!valid_name(req->plugin)) return invalid("plugin", "plugin id '" + req->plugin + "' is not valid ([a-z0-9._-], at most 64)");
+  if (req->handler.empty() || req->handler.size() > 64) return invalid("handler", "handler name must be 1-64 characters");
+  if (req->input.size() > kMaxInputBytes) return invalid("input", "input exceeds 1 MiB; pass large data as a file the handler fetches");
+  if (req->env.size() > kMaxEnvVars) return invalid("env", "at most 256 environment variables");
+
+  if (!req->idempotency_key.empty()) {
+    if (Task* existing = tasks_.find_by_idempotency_key(req->idempotency_key)) {
+      Writer w;
+      w.begin_map().kv("req", in.req).kv("task_id", existing->id).kv("existing", true).end_map();
+      return reply(in.peer, msg::kSubmitted, w.take());
+    }
+  }
+  auto offer = workers_.lookup(req->plugin, req->version, req->handler);
+  if (offer.any_worker && !offer.offered) {
+    if (offer.broken && offer.versions.empty()) {
+      return reply_error(in.peer, in.req,
+                         Error{ErrorCode::kManifestInvalid,
+                               "plugin '" + req->plugin + "' has an invalid manifest on the workers: " +
+                                   offer.broken->error_message + " (fix kbfleet.yaml and restart the workers)",
+                               {{"plugin", req->plugin}}});
+    }
+    std::string msg = offer.versions.empty()
+                          ? "no connected worker offers plugin '" + req->plugin + "'; `kbfleet workers` lists what is offered"
+                          : "plugin '" + req->plugin + "' has no version '" + req->version + "'; offered: " + join(offer.versions);
+    return reply_error(in.peer, in.req, Error{ErrorCode::kPluginNotFound, msg, {{"plugin", req->plugin}}});
+  }
+  if (offer.offered && !offer.handlers.count(req->handler)) {
+    return reply_error(in.peer, in.req,
+                       Error{ErrorCode::kHandlerNotFound,
+                             "plugin '" + req->plugin + "' has no handler '" + req->handler + "'; handlers: " + join(offer.handlers),
+                             {{"plugin", req->plugin}, {"handler", req->handler}}});
+  }
+  if (queued_ >= options_.max_queued) {
+    return reply_error(in.peer, in.req,
+                       Error{ErrorCode::kQueueFull,
+                             "the broker already holds " + std::to_string(queued_) + " queued tasks; retry later",
+                             {{"retry_after_ms", "1000"}}});
+  }
+
+  Task& t = tasks_.create(std::move(*req), protocol::now_ms());
+  ++queued_;
+  metrics_.submitted.Increment();
+  const std::string key = queue_key(t.request.plugin, t.request.version);
+  queue_.push(key, t.request.priority, t.id);
+  spdlog::debug("task accepted task={} plugin={} handler={}", t.id, t.request.plugin, t.request.handler);
+
+  Writer w;
+  w.begin_map().kv("req", in.req).kv("task_id", t.id).kv("existing", false).end_map();
+  reply(in.peer, msg::kSubmitted, w.take());
+  dispatch_key(key);
+}
+
+void Broker::on_status(transport::Incoming& in) {
+  auto t = task_for(in);
+  if (!t) return reply_error(in.peer, in.req, t.error());
+  Writer w;
+  w.begin_map().kv("req", in.req).key("task");
+  encode_task(w, **t);
+  w.end_map();
+  reply(in.peer, msg::kStatus, w.take());
+}
+
+void Broker::on_cancel(transport::Incoming& in) {
+  auto found = task_for(in);
+  if (!found) return reply_error(in.peer, in.req, found.error());
+  Task& t = **found;
+  if (t.state == state::kQueued) {
+    --queued_;  // the queue entry is discarded lazily at pop time
+    emit(t, protocol::event::kCancelled, Writer().begin_map().kv("by", "client").end_map().take());
+    protocol::TaskOutcome o;
+    o.state = std::string(state::kCancelled);
+    o.error_code = std::string(code_name(ErrorCode::kCancelled));
+    o.error_message = "cancelled before it started";
+    finish_task(t, std::move(o));
+  } else if (t.state == state::kRunning && !t.cancel_requested) {
+    t.cancel_requested = true;
+    emit(t, protocol::event::kCancelled, Writer().begin_map().kv("by", "client").end_map().take());
+    Writer w;
+    w.begin_map().kv("task_id", t.id).kv("attempt", t.attempt).end_map();
+    reply(t.worker, msg::kCancel, w.take());
+  }
+  Writer w;
+  w.begin_map().kv("req", in.req).kv("task_id", t.id).kv("state", t.state).end_map();
+  reply(in.peer, msg::kCancel, w.take());
+}
+
+void Broker::on_events(transport::Incoming& in) {
+  auto found = task_for(in);
+  if (!found) return reply_error(in.peer, in.req, found.error());
+  Task& t = **found;
+  const auto v = in.body->view();
+  std::int64_t from = std::max<std::int64_t>(v.i64_or("from_seq", 1), t.first_seq);
+  std::int64_t max = std::clamp<std::int64_t>(v.i64_or("max", 1000), 1, kMaxReplayEvents);
+  Writer w;
+  w.begin_map().kv("req", in.req).kv("task_id", t.id).kv("state", t.state);
+  w.kv("first_seq", t.first_seq).kv("last_seq", t.next_seq - 1);
+  w.key("events").begin_array();
+  std::int64_t seq = from;
+  for (; seq < t.next_seq && seq < from + max; ++seq) {
+    w.raw(t.backlog[static_cast<std::size_t>(seq - t.first_seq)]);
+  }
+  w.end_array();
+  w.kv("next_seq", seq);
+  w.kv("finished", state::is_terminal(t.state) && seq >= t.next_seq);
+  w.end_map();
+  reply(in.peer, msg::kEvents, w.take());
+}
+
+void Broker::on_workers(transport::Incoming& in) {
+  Writer w;
+  w.begin_map().kv("req", in.req).key("workers").begin_array();
+  for (const auto& [rid, info] : workers_.all()) {
+    w.begin_map();
+    w.kv("worker_id", info.ready.worker_id).kv("host", info.ready.host).kv("pid", info.ready.pid);
+    w.kv("slots", info.ready.slots).kv("free", info.free).kv("running", static_cast<std::int64_t>(info.running.size()));
+    w.kv_list("capabilities", info.ready.capabilities).kv_list("layers", info.ready.layers);
+    w.key("plugins").begin_array();
+    for (const auto& p : info.ready.plugins) {
+      w.begin_map();
+      p.encode(w);
+      w.end_map();
+    }
+    w.end_array();
+    w.end_map();
+  }
+  w.end_array().end_map();
+  reply(in.peer, msg::kWorkers, w.take());
+}
+
+void Broker::on_artifacts(transport::Incoming& in) {
+  auto t = task_for(in);
+  if (!t) return reply_error(in.peer, in.req, t.error());
+  Writer w;
+  w.begin_map().kv("req", in.req).kv("task_id", (*t)->id).key("artifacts").begin_array();
+  for (const auto& a : (*t)->artifacts) {
+    w.begin_map();
+    a.encode(w);
+    w.end_map();
+  }
+  w.end_array().end_map();
+  reply(in.peer, msg::kArtifacts, w.take());
+}
+
+void Broker::on_fetch(transport::Incoming& in) {
+  auto t = task_for(in);
+  if (!t) return reply_error(in.peer, in.req, t.error());
+  const auto v = in.body->view();
+  auto name = v.str("name");
+  if (!name) return reply_error(in.peer, in.req, name.error());
+  const protocol::ArtifactMeta* meta = nullptr;
+  for (const auto& a : (*t)->artifacts) {
+    if (a.name == *name) meta = &a;
+  }
+  if (meta == nullptr) {
+    return reply_error(in.peer, in.req,
+                       Error{ErrorCode::kArtifactNotFound,
+                             "task " + (*t)->id + " has no artifact '" + std::string(*name) + "'; `kbfleet artifacts ls` lists them",
+                             {{"name", std::string(*name)}}});
+  }
+  std::int64_t offset = v.i64_or("offset", 0);
+  std::int64_t length = std::clamp<std::int64_t>(v.i64_or("length", 256 << 10), 1, kMaxChunkBytes);
+  if (offset < 0 || offset > meta->size) {
+    return reply_error(in.peer, in.req, Error{ErrorCode::kInvalidArgument, "offset is outside the artifact", {{"field", "offset"}}});
+  }
+  std::string bytes;
+  if (offset < meta->size) {
+    auto data = cas_.read(meta->sha256, offset, length);
+    if (!data) return reply_error(in.peer, in.req, data.error());
+    bytes = std::move(*data);
+  }
+  metrics_.artifact_bytes_out.Increment(static_cast<double>(bytes.size()));
+  Writer w;
+  w.begin_map().kv("req", in.req).kv("offset", offset).kv("size", meta->size).kv("sha256", meta->sha256);
+  w.kv("eof", offset + static_cast<std::int64_t>(bytes.size()) >= meta->size).end_map();
+  std::vector<zmq::message_t> data;
+  data.emplace_back(bytes.data(), bytes.size());
+  reply(in.peer, msg::kChunk, w.take(), std::move(data));
+}
+
+}  // namespace kbfleet::broker

@@ -1,0 +1,134 @@
+// Dispatch: queued tasks go to workers with credit (free slots) that serve their queue key;
+// results free the slot and pull the next task; a lost worker fails its tasks (WORKER_LOST).
+#include <spdlog/spdlog.h>
+
+#include "broker/broker.hpp"
+
+namespace kbfleet::broker {
+
+using protocol::Writer;
+namespace msg = protocol::msg;
+namespace state = protocol::state;
+
+namespace {
+
+double seconds_between(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+}  // namespace
+
+void Broker::dispatch_key(const std::string& key) {
+  if (queue_.empty_for(key)) return;
+  for (WorkerInfo* w : workers_.with_credit_for(key)) {
+    dispatch_worker(*w);
+    if (queue_.empty_for(key)) return;
+  }
+}
+
+void Broker::dispatch_worker(WorkerInfo& w) {
+  auto alive = [this](const std::string& id) {
+    const Task* t = tasks_.find(id);
+    return t != nullptr && t->state == state::kQueued;
+  };
+  while (w.free > 0) {
+    auto id = queue_.pop_best(w.keys, alive);
+    if (!id) return;
+    start_task(w, *tasks_.find(*id));
+  }
+}
+
+void Broker::start_task(WorkerInfo& w, Task& t) {
+  --queued_;
+  ++running_;
+  t.state = std::string(state::kRunning);
+  ++t.attempt;
+  t.worker = w.routing_id;
+  t.worker_name = w.ready.worker_id;
+  t.started_ms = protocol::now_ms();
+  t.started_at = Clock::now();
+  for (const auto& p : w.ready.plugins) {
+    if (p.id == t.request.plugin && p.error_code.empty() &&
+        (t.request.version.empty() || p.version == t.request.version)) {
+      t.version = p.version;
+      break;
+    }
+  }
+  workers_.assign(w, t.id);
+  metrics_.queue_wait.Observe(seconds_between(t.queued_at, t.started_at));
+
+  protocol::TaskAssignment a;
+  a.task_id = t.id;
+  a.attempt = t.attempt;
+  a.plugin = t.request.plugin;
+  a.version = t.version;
+  a.handler = t.request.handler;
+  a.input = t.request.input;
+  a.env = t.request.env;
+  a.timeout_ms = t.request.timeout_ms;
+  Writer body;
+  body.begin_map();
+  a.encode(body);
+  body.end_map();
+  reply(w.routing_id, msg::kTask, body.take());
+  emit(t, protocol::event::kStarted,
+       Writer().begin_map().kv("worker", w.ready.worker_id).kv("attempt", t.attempt).kv("version", t.version).end_map().take());
+  spdlog::debug("task dispatched task={} worker={} attempt={}", t.id, w.ready.worker_id, t.attempt);
+}
+
+void Broker::finish_task(Task& t, protocol::TaskOutcome outcome) {
+  if (t.state == state::kRunning) {
+    --running_;
+    metrics_.run_time.Observe(seconds_between(t.started_at, Clock::now()));
+    if (WorkerInfo* w = workers_.find(t.worker)) workers_.release(*w, t.id);
+  }
+  // A cancel that raced with completion: the handler's own outcome stands, as reported.
+  t.state = outcome.state;
+  t.worker.clear();
+  metrics_.finished(outcome.state, outcome.error_code);
+  if (!outcome.error_code.empty()) {
+    emit(t, protocol::event::kError,
+         Writer().begin_map().kv("code", outcome.error_code).kv("message", outcome.error_message).end_map().take());
+  }
+  Writer done;
+  done.begin_map();
+  outcome.encode(done);
+  done.end_map();
+  t.outcome = std::move(outcome);
+  emit(t, protocol::event::kDone, done.take());
+  tasks_.mark_finished(t, protocol::now_ms());
+  spdlog::debug("task finished task={} state={}", t.id, t.state);
+}
+
+void Broker::fail_task(Task& t, std::string_view final_state, const Error& e) {
+  protocol::TaskOutcome o;
+  o.state = std::string(final_state);
+  o.error_code = std::string(code_name(e.code));
+  o.error_message = e.message;
+  finish_task(t, std::move(o));
+}
+
+void Broker::worker_lost(const std::string& routing_id, std::string_view why) {
+  WorkerInfo* w = workers_.find(routing_id);
+  if (w == nullptr) return;
+  std::string name = w->ready.worker_id;
+  auto running = workers_.remove(routing_id);
+  metrics_.workers_lost.Increment();
+  spdlog::warn("worker lost worker={} reason=\"{}\" tasks={}", name, why, running.size());
+  for (auto it = uploads_.begin(); it != uploads_.end();) {
+    it = it->second.worker == routing_id ? uploads_.erase(it) : std::next(it);
+  }
+  for (const auto& id : running) {
+    Task* t = tasks_.find(id);
+    if (t == nullptr || t->state != state::kRunning) continue;
+    // TODO(#5): requeue with attempt + 1 when the retry policy allows.
+    fail_task(*t, t->cancel_requested ? state::kCancelled : state::kFailed,
+              Error{ErrorCode::kWorkerLost,
+                    "worker " + name + " stopped answering while running this task (" + std::string(why) +
+                        "); submit it again",
+                    {}});
+  }
+  update_gauges();
+}
+
+}  // namespace kbfleet::broker

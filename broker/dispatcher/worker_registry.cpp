@@ -1,0 +1,114 @@
+#include "broker/dispatcher/worker_registry.hpp"
+
+#include <algorithm>
+
+#include "broker/queue/task_queue.hpp"
+
+namespace kbfleet::broker {
+namespace {
+
+bool grants_all(const protocol::WorkerReady& w, const protocol::PluginOffer& p) {
+  for (const auto& cap : p.capabilities) {
+    if (std::find(w.capabilities.begin(), w.capabilities.end(), cap) == w.capabilities.end()) return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+std::set<std::string> WorkerRegistry::upsert(const std::string& routing_id, protocol::WorkerReady ready,
+                                             Clock::time_point now) {
+  std::set<std::string> previous;
+  if (auto it = workers_.find(routing_id); it != workers_.end()) previous = std::move(it->second.running);
+  WorkerInfo w;
+  w.routing_id = routing_id;
+  w.free = ready.slots;
+  w.last_seen = now;
+  std::set<std::string> keys;
+  for (const auto& p : ready.plugins) {
+    if (!p.error_code.empty() || !grants_all(ready, p)) continue;
+    keys.insert(queue_key(p.id, ""));
+    keys.insert(queue_key(p.id, p.version));
+  }
+  w.keys.assign(keys.begin(), keys.end());
+  w.ready = std::move(ready);
+  workers_[routing_id] = std::move(w);
+  return previous;
+}
+
+std::set<std::string> WorkerRegistry::remove(const std::string& routing_id) {
+  auto it = workers_.find(routing_id);
+  if (it == workers_.end()) return {};
+  auto running = std::move(it->second.running);
+  workers_.erase(it);
+  return running;
+}
+
+WorkerInfo* WorkerRegistry::find(const std::string& routing_id) {
+  auto it = workers_.find(routing_id);
+  return it == workers_.end() ? nullptr : &it->second;
+}
+
+void WorkerRegistry::touch(const std::string& routing_id, Clock::time_point now) {
+  if (auto* w = find(routing_id)) w->last_seen = now;
+}
+
+std::vector<std::string> WorkerRegistry::silent_since(Clock::time_point deadline) const {
+  std::vector<std::string> out;
+  for (const auto& [id, w] : workers_) {
+    if (w.last_seen < deadline) out.push_back(id);
+  }
+  return out;
+}
+
+std::vector<WorkerInfo*> WorkerRegistry::with_credit_for(const std::string& key) {
+  std::vector<WorkerInfo*> out;
+  for (auto& [id, w] : workers_) {
+    if (w.free > 0 && std::binary_search(w.keys.begin(), w.keys.end(), key)) out.push_back(&w);
+  }
+  std::stable_sort(out.begin(), out.end(), [](auto* a, auto* b) { return a->free > b->free; });
+  return out;
+}
+
+void WorkerRegistry::assign(WorkerInfo& w, const std::string& task_id) {
+  if (w.running.insert(task_id).second) --w.free;
+}
+
+void WorkerRegistry::release(WorkerInfo& w, const std::string& task_id) {
+  if (w.running.erase(task_id) > 0) ++w.free;
+}
+
+PluginLookup WorkerRegistry::lookup(std::string_view plugin, std::string_view version,
+                                    std::string_view /*handler*/) const {
+  PluginLookup out;
+  out.any_worker = !workers_.empty();
+  for (const auto& [id, w] : workers_) {
+    for (const auto& p : w.ready.plugins) {
+      if (p.id != plugin) continue;
+      if (!p.error_code.empty()) {
+        if (!out.broken) out.broken = p;
+        continue;
+      }
+      out.versions.insert(p.version);
+      if (version.empty() || p.version == version) {
+        out.offered = true;
+        out.handlers.insert(p.handlers.begin(), p.handlers.end());
+      }
+    }
+  }
+  return out;
+}
+
+std::int64_t WorkerRegistry::total_slots() const {
+  std::int64_t n = 0;
+  for (const auto& [id, w] : workers_) n += w.ready.slots;
+  return n;
+}
+
+std::int64_t WorkerRegistry::free_slots() const {
+  std::int64_t n = 0;
+  for (const auto& [id, w] : workers_) n += w.free;
+  return n;
+}
+
+}  // namespace kbfleet::broker

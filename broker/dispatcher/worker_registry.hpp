@@ -1,0 +1,63 @@
+#pragma once
+// The connected workers: their slots (credit), the plugins they offer, the tasks they run, and
+// when they were last heard from. Pure bookkeeping with an injected clock; no sockets.
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "common/protocol/messages.hpp"
+
+namespace kbfleet::broker {
+
+using Clock = std::chrono::steady_clock;
+
+struct WorkerInfo {
+  std::string routing_id;  // ZeroMQ identity on the ROUTER
+  protocol::WorkerReady ready;
+  std::int64_t free = 0;  // slots without a task
+  std::set<std::string> running;
+  std::vector<std::string> keys;  // queue keys this worker can serve
+  Clock::time_point last_seen;
+};
+
+// What the fleet offers for one plugin id, to answer submissions precisely.
+struct PluginLookup {
+  bool any_worker = false;      // at least one worker is connected
+  bool offered = false;         // a connected worker offers a valid manifest for the id/version
+  std::set<std::string> versions;  // valid versions offered for the id
+  std::set<std::string> handlers;  // handlers offered for the id/version
+  std::optional<protocol::PluginOffer> broken;  // an invalid manifest advertised for the id
+};
+
+class WorkerRegistry {
+ public:
+  // Adds or replaces a worker; returns the task ids it was running before (replaced entry).
+  std::set<std::string> upsert(const std::string& routing_id, protocol::WorkerReady ready, Clock::time_point now);
+  // Removes a worker; returns the tasks it was running.
+  std::set<std::string> remove(const std::string& routing_id);
+  WorkerInfo* find(const std::string& routing_id);
+  void touch(const std::string& routing_id, Clock::time_point now);
+  // Workers silent since before `deadline`.
+  std::vector<std::string> silent_since(Clock::time_point deadline) const;
+
+  // Workers with credit that can serve `key`, most free slots first.
+  std::vector<WorkerInfo*> with_credit_for(const std::string& key);
+
+  void assign(WorkerInfo& w, const std::string& task_id);
+  void release(WorkerInfo& w, const std::string& task_id);
+
+  PluginLookup lookup(std::string_view plugin, std::string_view version, std::string_view handler) const;
+
+  const std::map<std::string, WorkerInfo>& all() const { return workers_; }
+  std::int64_t total_slots() const;
+  std::int64_t free_slots() const;
+
+ private:
+  std::map<std::string, WorkerInfo> workers_;
+};
+
+}  // namespace kbfleet::broker

@@ -1,0 +1,200 @@
+// Worker messages: ready, task events, results and artifact uploads. A worker may only report
+// on tasks the broker dispatched to it, for the attempt it was given.
+#include <spdlog/spdlog.h>
+
+#include "broker/broker.hpp"
+#include "common/hash/sha256.hpp"
+
+namespace kbfleet::broker {
+
+using protocol::Writer;
+namespace msg = protocol::msg;
+namespace state = protocol::state;
+
+namespace {
+constexpr std::size_t kMaxEventsPerBatch = 10000;
+constexpr std::size_t kMaxUploadsPerWorker = 16;
+constexpr std::int64_t kUploadChunkBytes = 256 << 10;
+constexpr std::int64_t kUploadWindow = 4;
+}  // namespace
+
+Result<Task*> Broker::running_task_of(const std::string& worker, std::string_view task_id, std::int64_t attempt) {
+  Task* t = tasks_.find(task_id);
+  if (t == nullptr || t->state != state::kRunning || t->worker != worker || t->attempt != attempt) {
+    return make_error(ErrorCode::kTaskNotFound,
+                      "task " + std::string(task_id) + " attempt " + std::to_string(attempt) +
+                          " is not running on this worker (stale or unknown)",
+                      {{"task_id", std::string(task_id)}});
+  }
+  return t;
+}
+
+void Broker::on_ready(transport::Incoming& in) {
+  auto ready = protocol::WorkerReady::decode(in.body->view());
+  if (!ready) return reply_error(in.peer, in.req, ready.error());
+  const bool known = workers_.find(in.peer) != nullptr;
+  std::string name = ready->worker_id;
+  auto slots = ready->slots;
+  auto plugins = ready->plugins.size();
+  auto still_running = ready->running;
+  auto previous = workers_.upsert(in.peer, std::move(*ready), Clock::now());
+  WorkerInfo& w = *workers_.find(in.peer);
+  // Tasks we believe run there and the worker still runs keep their slot; tasks it no longer
+  // knows were lost with its previous incarnation.
+  for (const auto& id : previous) {
+    if (std::find(still_running.begin(), still_running.end(), id) != still_running.end()) {
+      workers_.assign(w, id);
+    } else if (Task* t = tasks_.find(id); t != nullptr && t->state == state::kRunning) {
+      t->worker.clear();
+      fail_task(*t, state::kFailed,
+                Error{ErrorCode::kWorkerLost, "worker " + name + " restarted while running this task; submit it again", {}});
+    }
+  }
+  spdlog::info("worker {} worker={} slots={} plugins={}", known ? "re-announced" : "joined", name, slots, plugins);
+  update_gauges();
+  dispatch_worker(w);
+}
+
+void Broker::on_task_events(transport::Incoming& in) {
+  const auto v = in.body->view();
+  auto task_id = v.str("task_id");
+  if (!task_id) return reply_error(in.peer, in.req, task_id.error());
+  auto t = running_task_of(in.peer, *task_id, v.i64_or("attempt", 1));
+  if (!t) {
+    metrics_.malformed("STALE_EVENTS");
+    return;  // late events of a finished or reassigned attempt are dropped (counted)
+  }
+  auto events = v.array_or_empty("events");
+  if (!events || events->size() > kMaxEventsPerBatch) {
+    metrics_.malformed("PROTOCOL_ERROR");
+    return;
+  }
+  for (const auto* e : *events) {
+    if (e->type != msgpack::type::MAP) continue;
+    protocol::MapView ev(e);
+    auto type = ev.str_or("type", "");
+    // Workers may send only what a handler produces; lifecycle events are the broker's.
+    if (type != protocol::event::kOutput && type != protocol::event::kProgress) {
+      metrics_.malformed("EVENT_TYPE");
+      continue;
+    }
+    emit(**t, type, ev.raw("data"));
+  }
+}
+
+void Broker::on_result(transport::Incoming& in) {
+  const auto v = in.body->view();
+  auto task_id = v.str("task_id");
+  if (!task_id) return reply_error(in.peer, in.req, task_id.error());
+  std::int64_t attempt = v.i64_or("attempt", 1);
+  // Acknowledge even stale results so the worker stops re-sending them.
+  Writer ack;
+  ack.begin_map().kv("task_id", *task_id).kv("attempt", attempt).end_map();
+  reply(in.peer, msg::kResultAck, ack.take());
+
+  auto t = running_task_of(in.peer, *task_id, attempt);
+  if (!t) {
+    spdlog::warn("stale result ignored task={} attempt={}", *task_id, attempt);
+    return;
+  }
+  auto outcome_view = v.map_or_none("outcome");
+  if (!outcome_view || !*outcome_view) {
+    return fail_task(**t, state::kFailed, Error{ErrorCode::kProtocolError, "the worker sent a result without an outcome", {}});
+  }
+  auto outcome = protocol::TaskOutcome::decode(**outcome_view);
+  if (!outcome) return fail_task(**t, state::kFailed, outcome.error());
+  outcome->artifacts = (*t)->artifacts;  // what the broker verified, not what the worker claims
+  WorkerInfo* w = workers_.find(in.peer);
+  finish_task(**t, std::move(*outcome));
+  if (w != nullptr) dispatch_worker(*w);
+}
+
+void Broker::on_upload_begin(transport::Incoming& in) {
+  const auto v = in.body->view();
+  auto task_id = v.str("task_id");
+  if (!task_id) return reply_error(in.peer, in.req, task_id.error());
+  auto t = running_task_of(in.peer, *task_id, v.i64_or("attempt", 1));
+  if (!t) return reply_error(in.peer, in.req, t.error());
+  auto meta = protocol::ArtifactMeta::decode(v);
+  if (!meta) return reply_error(in.peer, in.req, meta.error());
+  if (!hash::is_sha256_hex(meta->sha256)) {
+    return reply_error(in.peer, in.req, Error{ErrorCode::kInvalidArgument, "sha256 must be 64 lowercase hex characters", {}});
+  }
+  std::size_t mine = 0;
+  for (const auto& [id, u] : uploads_) mine += (u.worker == in.peer);
+  if (mine >= kMaxUploadsPerWorker) {
+    return reply_error(in.peer, in.req, Error{ErrorCode::kQuotaExceeded, "too many concurrent uploads from this worker", {}});
+  }
+  Writer w;
+  if (cas_.contains(meta->sha256)) {  // dedupe: the blob is already stored and verified
+    (*t)->artifacts.push_back(*meta);
+    Writer art;
+    art.begin_map();
+    meta->encode(art);
+    art.end_map();
+    emit(**t, protocol::event::kArtifact, art.take());
+    w.begin_map().kv("req", in.req).kv("upload_id", "").kv("have", true).end_map();
+    return reply(in.peer, msg::kUploadReady, w.take());
+  }
+  auto blob = cas_.begin(meta->sha256, meta->size);
+  if (!blob) return reply_error(in.peer, in.req, blob.error());
+  std::string id = std::to_string(next_upload_++);
+  uploads_[id] = Upload{(*t)->id, in.peer, *meta, std::move(*blob)};
+  w.begin_map().kv("req", in.req).kv("upload_id", id).kv("have", false);
+  w.kv("chunk_bytes", kUploadChunkBytes).kv("window", kUploadWindow).end_map();
+  reply(in.peer, msg::kUploadReady, w.take());
+}
+
+void Broker::on_upload_chunk(transport::Incoming& in) {
+  const auto v = in.body->view();
+  std::string id(v.str_or("upload_id", ""));
+  auto it = uploads_.find(id);
+  if (it == uploads_.end() || it->second.worker != in.peer) {
+    return reply_error(in.peer, in.req, Error{ErrorCode::kArtifactUploadFailed, "unknown upload " + id, {{"upload_id", id}}});
+  }
+  std::string_view bytes;
+  if (!in.data.empty()) bytes = std::string_view(static_cast<const char*>(in.data[0].data()), in.data[0].size());
+  auto st = it->second.blob->append(v.i64_or("offset", -1), bytes);
+  Writer w;
+  if (!st) {
+    w.begin_map().kv("upload_id", id).kv("ok", false);
+    w.key("error").begin_map().kv("code", code_name(st.error().code)).kv("message", st.error().message).end_map();
+    w.end_map();
+    uploads_.erase(it);
+    return reply(in.peer, msg::kUploadDone, w.take());
+  }
+  metrics_.artifact_bytes_in.Increment(static_cast<double>(bytes.size()));
+  w.begin_map().kv("upload_id", id).kv("received", it->second.blob->received()).end_map();
+  reply(in.peer, msg::kUploadAck, w.take());
+}
+
+void Broker::on_upload_end(transport::Incoming& in) {
+  const auto v = in.body->view();
+  std::string id(v.str_or("upload_id", ""));
+  auto it = uploads_.find(id);
+  if (it == uploads_.end() || it->second.worker != in.peer) {
+    return reply_error(in.peer, in.req, Error{ErrorCode::kArtifactUploadFailed, "unknown upload " + id, {{"upload_id", id}}});
+  }
+  Upload up = std::move(it->second);
+  uploads_.erase(it);
+  auto st = up.blob->commit();
+  Writer w;
+  w.begin_map().kv("upload_id", id).kv("ok", static_cast<bool>(st));
+  if (!st) {
+    spdlog::warn("artifact refused task={} name={} error=\"{}\"", up.task_id, up.meta.name, st.error().message);
+    w.key("error").begin_map().kv("code", code_name(st.error().code)).kv("message", st.error().message).end_map();
+  }
+  w.end_map();
+  reply(in.peer, msg::kUploadDone, w.take());
+  if (!st) return;
+  Task* t = tasks_.find(up.task_id);
+  if (t == nullptr || t->state != state::kRunning) return;
+  t->artifacts.push_back(up.meta);
+  Writer art;
+  art.begin_map();
+  up.meta.encode(art);
+  art.end_map();
+  emit(*t, protocol::event::kArtifact, art.take());
+}
+
+}  // namespace kbfleet::broker

@@ -1,0 +1,58 @@
+#pragma once
+// A kbfleet client connection: request/reply over a DEALER to the broker (matched by "req"),
+// and a SUB socket for a task's live events. Knows only the broker endpoint: the event
+// endpoint is learned with an `info` request.
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <zmq.hpp>
+
+#include "common/errors/error.hpp"
+#include "common/protocol/wire.hpp"
+
+namespace kbfleet::cli {
+
+struct Reply {
+  std::string type;
+  protocol::Body body;
+  std::vector<zmq::message_t> data;
+};
+
+class Client {
+ public:
+  Client(std::string endpoint, std::chrono::milliseconds timeout);
+  // Sends `type` with a body written by fn(Writer&) into an open map (the client adds "req")
+  // and waits for the matching reply. An `error` reply becomes its Error; no answer within the
+  // timeout is BROKER_UNREACHABLE with a message saying how to point at the right broker.
+  template <typename Fn>
+  [[nodiscard]] Result<Reply> call(std::string_view type, Fn&& fn) {
+    protocol::Writer w;
+    w.begin_map();
+    std::int64_t req = next_req_++;
+    w.kv("req", req);
+    fn(w);
+    w.end_map();
+    return exchange(type, req, w.take());
+  }
+  // Sends without waiting for an answer (cancel on Ctrl-C).
+  void send_only(std::string_view type, std::string body);
+
+  const std::string& endpoint() const { return endpoint_; }
+  zmq::context_t& context() { return ctx_; }
+  std::chrono::milliseconds timeout() const { return timeout_; }
+  Error unreachable() const;
+
+ private:
+  [[nodiscard]] Result<Reply> exchange(std::string_view type, std::int64_t req, std::string body);
+  std::string endpoint_;
+  std::chrono::milliseconds timeout_;
+  zmq::context_t ctx_;
+  zmq::socket_t dealer_;
+  std::int64_t next_req_ = 1;
+  bool connected_ = false;
+};
+
+}  // namespace kbfleet::cli

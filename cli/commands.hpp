@@ -1,0 +1,32 @@
+#pragma once
+// The `kbfleet` subcommands. Each returns the process exit code (cli/exit_codes.hpp) and prints
+// errors as "kbfleet: CODE: message" on stderr.
+#include <map>
+#include <string>
+
+#include "cli/client.hpp"
+
+namespace kbfleet::cli {
+
+struct SubmitArgs {
+  std::string plugin;  // PLUGIN[@VERSION]
+  std::string handler;
+  std::string input;   // JSON text or @file.json
+  std::map<std::string, std::string> env;
+  std::int64_t priority = 0;
+  std::int64_t timeout_ms = 0;
+  std::string idempotency_key;
+};
+
+enum class Format { kText, kJson };
+
+int cmd_run(Client& c, const SubmitArgs& a, int interrupt_fd);
+int cmd_submit(Client& c, const SubmitArgs& a);
+int cmd_status(Client& c, const std::string& id, Format f);
+int cmd_tail(Client& c, const std::string& id, Format f, int interrupt_fd);
+int cmd_cancel(Client& c, const std::string& id);
+int cmd_artifacts_ls(Client& c, const std::string& id, Format f);
+int cmd_artifacts_get(Client& c, const std::string& id, const std::string& name, const std::string& out);
+int cmd_workers(Client& c, Format f);
+
+}  // namespace kbfleet::cli

@@ -1,0 +1,100 @@
+// kbfleet: the command-line client. Parses arguments with CLI11 and calls cli/commands.
+#include <signal.h>
+#include <sys/signalfd.h>
+
+#include <cstdlib>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+
+#include "cli/commands.hpp"
+#include "cli/exit_codes.hpp"
+
+namespace {
+
+void add_submit_options(CLI::App* cmd, kbfleet::cli::SubmitArgs& a, std::vector<std::string>& env) {
+  cmd->add_option("plugin", a.plugin, "PLUGIN[@VERSION]")->required();
+  cmd->add_option("handler", a.handler, "handler name")->required();
+  cmd->add_option("--input,-i", a.input, "input as JSON, or @file.json");
+  cmd->add_option("--env,-e", env, "NAME=VALUE for the handler (the manifest must allow NAME)");
+  cmd->add_option("--priority", a.priority, "higher runs first")->capture_default_str();
+  cmd->add_option("--timeout", a.timeout_ms, "timeout in ms (default: the manifest's quota)");
+  cmd->add_option("--idempotency-key", a.idempotency_key, "a second submit with this key returns the first task");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  using kbfleet::cli::Format;
+  const char* env_broker = std::getenv("KBFLEET_BROKER");
+  std::string broker = env_broker && *env_broker ? env_broker : "tcp://127.0.0.1:7700";
+  std::int64_t timeout_ms = 5000;
+  kbfleet::cli::SubmitArgs submit_args;
+  std::vector<std::string> env;
+  std::string id, name, out;
+  bool json = false;
+
+  CLI::App app{"kbfleet: run plugin handlers on a kbfleet fleet"};
+  app.require_subcommand(1);
+  app.add_option("--broker", broker, "broker endpoint (default $KBFLEET_BROKER or tcp://127.0.0.1:7700)");
+  app.add_option("--request-timeout", timeout_ms, "ms to wait for each broker answer")->capture_default_str();
+
+  auto* run = app.add_subcommand("run", "run a handler and stream its output; exits with its status");
+  add_submit_options(run, submit_args, env);
+  auto* submit = app.add_subcommand("submit", "queue a handler run and print its task id");
+  add_submit_options(submit, submit_args, env);
+  auto* status = app.add_subcommand("status", "show a task's state and result");
+  status->add_option("id", id, "task id")->required();
+  status->add_flag("--json", json, "machine-readable output");
+  auto* tail = app.add_subcommand("tail", "print a task's output from its first line until it ends");
+  tail->add_option("id", id, "task id")->required();
+  tail->add_flag("--json", json, "print every event as a JSON line");
+  auto* cancel = app.add_subcommand("cancel", "cancel a queued or running task");
+  cancel->add_option("id", id, "task id")->required();
+  auto* artifacts = app.add_subcommand("artifacts", "list or fetch a task's artifacts");
+  artifacts->require_subcommand(1);
+  auto* ls = artifacts->add_subcommand("ls", "list a task's artifacts");
+  ls->add_option("id", id, "task id")->required();
+  ls->add_flag("--json", json, "machine-readable output");
+  auto* get = artifacts->add_subcommand("get", "download an artifact and verify its sha256");
+  get->add_option("id", id, "task id")->required();
+  get->add_option("name", name, "artifact id from the manifest")->required();
+  get->add_option("-o,--output", out, "file to write (- for stdout)")->required();
+  auto* workers = app.add_subcommand("workers", "list connected workers and their plugins");
+  workers->add_flag("--json", json, "machine-readable output");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : kbfleet::cli::kExitUsage;
+  }
+  for (const auto& kv : env) {
+    auto eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      std::cerr << "kbfleet: --env expects NAME=VALUE, got '" << kv << "'\n";
+      return kbfleet::cli::kExitUsage;
+    }
+    submit_args.env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+
+  // SIGINT arrives through a signalfd so `run` can cancel the task instead of dying.
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGINT);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  int interrupt_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  signal(SIGPIPE, SIG_IGN);
+
+  kbfleet::cli::Client client(broker, std::chrono::milliseconds(timeout_ms));
+  const Format f = json ? Format::kJson : Format::kText;
+  if (*run) return kbfleet::cli::cmd_run(client, submit_args, interrupt_fd);
+  if (*submit) return kbfleet::cli::cmd_submit(client, submit_args);
+  if (*status) return kbfleet::cli::cmd_status(client, id, f);
+  if (*tail) return kbfleet::cli::cmd_tail(client, id, f, interrupt_fd);
+  if (*cancel) return kbfleet::cli::cmd_cancel(client, id);
+  if (*ls) return kbfleet::cli::cmd_artifacts_ls(client, id, f);
+  if (*get) return kbfleet::cli::cmd_artifacts_get(client, id, name, out);
+  if (*workers) return kbfleet::cli::cmd_workers(client, f);
+  return kbfleet::cli::kExitUsage;
+}

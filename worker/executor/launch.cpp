@@ -1,0 +1,350 @@
+#include "worker/executor/launch.hpp"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace kbfleet::worker {
+namespace {
+
+// Steps the child can fail at, reported to the parent as {step, errno}.
+enum class Step : std::int32_t {
+  kDupErrorPipe,
+  kSetpgid,
+  kDupStdin,
+  kDupStdout,
+  kDupStderr,
+  kDupFd3,
+  kCloseFds,
+  kSignalMask,
+  kRlimitCore,
+  kRlimitNofile,
+  kRlimitCpu,
+  kRlimitAs,
+  kUnshareNet,
+  kChdir,
+  kPdeathsig,
+  kParentGone,
+  kExecve,
+};
+
+struct ChildError {
+  std::int32_t step;
+  std::int32_t err;
+};
+
+// Where the child's error pipe lives while it sets up: right above the handler's fds 0-3, so
+// closing [5, max] keeps it, and O_CLOEXEC makes execve close it (EOF = success).
+constexpr int kErrorFd = 4;
+// The parent moves every fd it hands to the child at or above this number, so the dup2 calls
+// into 0-4 never overwrite a source that happens to sit there (a daemon may have 0-2 closed).
+constexpr int kFirstSourceFd = 10;
+
+struct Rlimit {
+  bool set = false;
+  rlimit value{};
+};
+
+// Everything the child needs, prepared before fork(): the child only makes syscalls.
+struct ChildPlan {
+  const char* path;
+  char* const* argv;
+  char* const* envp;
+  const char* workspace;
+  int stdin_fd, stdout_fd, stderr_fd, fd3_fd, error_fd;
+  Rlimit core, nofile, cpu, as;
+  bool new_net;
+  pid_t parent;
+  int max_fd;  // upper bound for the close loop when close_range is unavailable
+};
+
+[[noreturn]] void child_fail(int error_fd, Step step) noexcept {
+  ChildError rec{static_cast<std::int32_t>(step), errno};
+  while (::write(error_fd, &rec, sizeof rec) < 0 && errno == EINTR) {
+  }
+  ::_exit(127);
+}
+
+// Runs in the child between fork and execve: no allocation, no exceptions, no logging.
+[[noreturn]] void run_child(const ChildPlan& p) noexcept {
+  if (::dup3(p.error_fd, kErrorFd, O_CLOEXEC) < 0) child_fail(p.error_fd, Step::kDupErrorPipe);
+  const int err = kErrorFd;
+  if (::setpgid(0, 0) < 0) child_fail(err, Step::kSetpgid);
+  if (::dup2(p.stdin_fd, STDIN_FILENO) < 0) child_fail(err, Step::kDupStdin);
+  if (::dup2(p.stdout_fd, STDOUT_FILENO) < 0) child_fail(err, Step::kDupStdout);
+  if (::dup2(p.stderr_fd, STDERR_FILENO) < 0) child_fail(err, Step::kDupStderr);
+  if (::dup2(p.fd3_fd, 3) < 0) child_fail(err, Step::kDupFd3);
+  if (::close_range(kErrorFd + 1, ~0U, 0) < 0) {
+    if (errno != ENOSYS && errno != EINVAL) child_fail(err, Step::kCloseFds);
+    for (int fd = kErrorFd + 1; fd <= p.max_fd; ++fd) ::close(fd);
+  }
+
+  // The parent blocked every signal around fork() so no handler of the worker runs here; reset
+  // dispositions first, then unblock. SIGKILL/SIGSTOP and glibc's reserved ones fail: ignored.
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);
+  sigset_t none;
+  sigemptyset(&none);
+  if (::sigprocmask(SIG_SETMASK, &none, nullptr) < 0) child_fail(err, Step::kSignalMask);
+
+  if (p.core.set && ::setrlimit(RLIMIT_CORE, &p.core.value) < 0) child_fail(err, Step::kRlimitCore);
+  if (p.nofile.set && ::setrlimit(RLIMIT_NOFILE, &p.nofile.value) < 0) {
+    child_fail(err, Step::kRlimitNofile);
+  }
+  if (p.cpu.set && ::setrlimit(RLIMIT_CPU, &p.cpu.value) < 0) child_fail(err, Step::kRlimitCpu);
+  if (p.as.set && ::setrlimit(RLIMIT_AS, &p.as.value) < 0) child_fail(err, Step::kRlimitAs);
+  if (p.new_net && ::unshare(CLONE_NEWNET) < 0) child_fail(err, Step::kUnshareNet);
+  if (::chdir(p.workspace) < 0) child_fail(err, Step::kChdir);
+
+  // PR_SET_PDEATHSIG fires only for a parent death after the call; if the worker died before it,
+  // we were already reparented, which getppid() shows (prctl(2), "PR_SET_PDEATHSIG").
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(err, Step::kPdeathsig);
+  if (::getppid() != p.parent) {
+    errno = ESRCH;
+    child_fail(err, Step::kParentGone);
+  }
+  ::execve(p.path, p.argv, p.envp);
+  child_fail(err, Step::kExecve);
+}
+
+// The call and object a failed step names in EXEC_FAILED ("execve(/bin/x): Permission denied").
+struct StepName {
+  const char* call;
+  std::string object;
+};
+
+StepName step_name(Step step, const LaunchSpec& spec) {
+  switch (step) {
+    case Step::kDupErrorPipe: return {"dup3", "error pipe"};
+    case Step::kSetpgid: return {"setpgid", "0, 0"};
+    case Step::kDupStdin: return {"dup2", "stdin"};
+    case Step::kDupStdout: return {"dup2", "stdout"};
+    case Step::kDupStderr: return {"dup2", "stderr"};
+    case Step::kDupFd3: return {"dup2", "fd 3"};
+    case Step::kCloseFds: return {"close_range", "5, ~0"};
+    case Step::kSignalMask: return {"sigprocmask", "SIG_SETMASK"};
+    case Step::kRlimitCore: return {"setrlimit", "RLIMIT_CORE"};
+    case Step::kRlimitNofile: return {"setrlimit", "RLIMIT_NOFILE"};
+    case Step::kRlimitCpu: return {"setrlimit", "RLIMIT_CPU"};
+    case Step::kRlimitAs: return {"setrlimit", "RLIMIT_AS"};
+    case Step::kUnshareNet: return {"unshare", "CLONE_NEWNET"};
+    case Step::kChdir: return {"chdir", spec.workspace.string()};
+    case Step::kPdeathsig: return {"prctl", "PR_SET_PDEATHSIG"};
+    case Step::kParentGone: return {"getppid", "the worker exited during spawn"};
+    case Step::kExecve: return {"execve", spec.exec.string()};
+  }
+  return {"unknown step", std::to_string(static_cast<int>(step))};
+}
+
+Status validate(const LaunchSpec& spec) {
+  if (!spec.exec.is_absolute()) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "handler program path must be absolute: " + spec.exec.string());
+  }
+  auto has_nul = [](const std::string& s) { return s.find('\0') != std::string::npos; };
+  for (const auto& arg : spec.args) {
+    if (has_nul(arg)) return make_error(ErrorCode::kInvalidArgument, "handler argument has a NUL byte");
+  }
+  for (const auto& var : spec.env) {
+    if (has_nul(var)) return make_error(ErrorCode::kInvalidArgument, "handler env entry has a NUL byte");
+  }
+  return {};
+}
+
+// The fd the child reads as stdin: a sealed memfd holding the bytes, or /dev/null.
+Result<posix::Fd> open_stdin(const std::string& bytes) {
+  if (bytes.empty()) {
+    posix::Fd fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+    if (!fd) return errno_error("open", "/dev/null", errno);
+    return fd;
+  }
+  posix::Fd fd(::memfd_create("kbfleet-stdin", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+  if (!fd) return errno_error("memfd_create", "kbfleet-stdin", errno);
+  if (auto st = posix::write_all(fd.get(), bytes); !st) return tl::unexpected(st.error());
+  // Sealed so the handler cannot rewrite its input for a retry of the same memfd (none today).
+  if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0) {
+    return errno_error("fcntl(F_ADD_SEALS)", "stdin memfd", errno);
+  }
+  if (::lseek(fd.get(), 0, SEEK_SET) < 0) return errno_error("lseek", "stdin memfd", errno);
+  return fd;
+}
+
+Result<posix::Fd> move_high(posix::Fd fd, const char* what) {
+  posix::Fd high(::fcntl(fd.get(), F_DUPFD_CLOEXEC, kFirstSourceFd));
+  if (!high) return errno_error("fcntl(F_DUPFD_CLOEXEC)", what, errno);
+  return high;
+}
+
+Status set_nonblocking(const posix::Fd& fd, const char* what) {
+  int flags = ::fcntl(fd.get(), F_GETFL);
+  if (flags < 0 || ::fcntl(fd.get(), F_SETFL, flags | O_NONBLOCK) < 0) {
+    return errno_error("fcntl(O_NONBLOCK)", what, errno);
+  }
+  return {};
+}
+
+// {want, want}, lowered to the worker's hard limit: an unprivileged worker cannot raise it, and
+// the handler gets no more than the worker has anyway.
+Rlimit capped_rlimit(int resource, rlim_t soft, rlim_t hard) {
+  rlimit current{};
+  Rlimit out;
+  out.set = true;
+  out.value = {soft, hard};
+  if (::getrlimit(resource, &current) == 0 && current.rlim_max != RLIM_INFINITY) {
+    out.value.rlim_max = std::min(hard, current.rlim_max);
+    out.value.rlim_cur = std::min(soft, out.value.rlim_max);
+  }
+  return out;
+}
+
+void plan_rlimits(const Limits& limits, ChildPlan& plan) {
+  plan.core = capped_rlimit(RLIMIT_CORE, 0, 0);
+  if (limits.max_open_files > 0) {
+    auto n = static_cast<rlim_t>(limits.max_open_files);
+    plan.nofile = capped_rlimit(RLIMIT_NOFILE, n, n);
+  }
+  if (limits.cpu_ms > 0) {
+    // RLIMIT_CPU counts whole seconds: SIGXCPU at the soft limit, SIGKILL at the hard one.
+    auto soft = static_cast<rlim_t>((limits.cpu_ms + 999) / 1000);
+    plan.cpu = capped_rlimit(RLIMIT_CPU, soft, soft + 1);
+  }
+  if (limits.memory_mb > 0) {
+    constexpr rlim_t kMiB = 1 << 20;
+    auto mb = static_cast<rlim_t>(limits.memory_mb);
+    rlim_t bytes = mb > RLIM_INFINITY / kMiB ? RLIM_INFINITY : mb * kMiB;
+    plan.as = capped_rlimit(RLIMIT_AS, bytes, bytes);
+  }
+}
+
+// Reads the child's error pipe until EOF (execve closed it: success) or a record arrives.
+Result<std::optional<ChildError>> read_child_error(const posix::Fd& error_read) {
+  ChildError rec{};
+  ssize_t n;
+  do {
+    n = ::read(error_read.get(), &rec, sizeof rec);
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) return errno_error("read", "spawn error pipe", errno);
+  if (n == 0) return std::optional<ChildError>{};
+  if (n != sizeof rec) {
+    return make_error(ErrorCode::kIoError, "short read from the spawn error pipe");
+  }
+  return std::optional<ChildError>{rec};
+}
+
+void reap_blocking(pid_t pid) {
+  int status;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+}
+
+}  // namespace
+
+Result<Launched> launch(const LaunchSpec& spec) {
+  if (auto st = validate(spec); !st) return tl::unexpected(st.error());
+
+  auto stdin_src = open_stdin(spec.stdin_bytes).and_then(
+      [](posix::Fd fd) { return move_high(std::move(fd), "stdin"); });
+  if (!stdin_src) return tl::unexpected(stdin_src.error());
+  auto out = posix::make_pipe();
+  auto err = posix::make_pipe();
+  auto fd3 = posix::make_pipe();
+  auto error_pipe = posix::make_pipe();
+  for (auto* p : {&out, &err, &fd3, &error_pipe}) {
+    if (!*p) return tl::unexpected(p->error());
+  }
+  auto out_w = move_high(std::move(out->write), "stdout pipe");
+  auto err_w = move_high(std::move(err->write), "stderr pipe");
+  auto fd3_w = move_high(std::move(fd3->write), "fd 3 pipe");
+  auto error_w = move_high(std::move(error_pipe->write), "error pipe");
+  for (auto* p : {&out_w, &err_w, &fd3_w, &error_w}) {
+    if (!*p) return tl::unexpected(p->error());
+  }
+  for (auto st : {set_nonblocking(out->read, "stdout pipe"), set_nonblocking(err->read, "stderr pipe"),
+                  set_nonblocking(fd3->read, "fd 3 pipe")}) {
+    if (!st) return tl::unexpected(st.error());
+  }
+
+  std::string path = spec.exec.string();
+  std::string workspace = spec.workspace.string();
+  std::vector<char*> argv{path.data()};
+  std::vector<std::string> args = spec.args;  // mutable copies: execve takes char* const*
+  std::vector<std::string> env = spec.env;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+
+  ChildPlan plan{};
+  plan.path = path.c_str();
+  plan.argv = argv.data();
+  plan.envp = envp.data();
+  plan.workspace = workspace.c_str();
+  plan.stdin_fd = stdin_src->get();
+  plan.stdout_fd = out_w->get();
+  plan.stderr_fd = err_w->get();
+  plan.fd3_fd = fd3_w->get();
+  plan.error_fd = error_w->get();
+  plan_rlimits(spec.limits, plan);
+  plan.new_net = spec.net == NetMode::kNone;
+  plan.parent = ::getpid();
+  long open_max = ::sysconf(_SC_OPEN_MAX);
+  plan.max_fd = open_max > 0 && open_max < (1 << 20) ? static_cast<int>(open_max) : (1 << 20);
+
+  // Block every signal across fork() so the child runs none of the worker's handlers before it
+  // resets them (the posix_spawn approach); the parent restores its mask right after.
+  sigset_t all, old;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &old);
+  pid_t pid = ::fork();
+  if (pid == 0) run_child(plan);
+  int fork_errno = errno;
+  ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  if (pid < 0) return errno_error("fork", path, fork_errno);
+
+  // Our copies of the child's ends must go, or the error pipe never reaches EOF.
+  stdin_src->reset();
+  out_w->reset();
+  err_w->reset();
+  fd3_w->reset();
+  error_w->reset();
+
+  auto child_error = read_child_error(error_pipe->read);
+  if (!child_error || *child_error) {
+    ::kill(pid, SIGKILL);  // only needed if the pipe read itself failed
+    reap_blocking(pid);
+    if (!child_error) return tl::unexpected(child_error.error());
+    const ChildError& rec = **child_error;
+    StepName name = step_name(static_cast<Step>(rec.step), spec);
+    auto e = errno_error(name.call, name.object, rec.err);
+    e.value().code = ErrorCode::kExecFailed;
+    e.value().details["step"] = name.call;
+    return e;
+  }
+
+  posix::Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  if (!pidfd) {
+    int e = errno;
+    ::kill(-pid, SIGKILL);
+    reap_blocking(pid);
+    return errno_error("pidfd_open", std::to_string(pid), e);
+  }
+  return Launched{pid, std::move(pidfd), std::move(out->read), std::move(err->read),
+                  std::move(fd3->read)};
+}
+
+}  // namespace kbfleet::worker

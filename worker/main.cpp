@@ -1,0 +1,112 @@
+// kbfleet-worker: parses flags, probes the sandbox layers, loads the plugins and runs the worker
+// until SIGTERM/SIGINT. Exit codes: 64 bad flags, 78 bad configuration (plugins dir, endpoint),
+// 69 a layer required by --require-layer is missing.
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <spdlog/spdlog.h>
+
+#include "common/log/log.hpp"
+#include "worker/sandbox/probe.hpp"
+#include "worker/worker.hpp"
+
+extern char** environ;
+
+namespace {
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
+  return out.empty() ? "none" : out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  kbfleet::worker::WorkerOptions opt;
+  std::string log_level = "info";
+  bool allow_degraded = false, allow_unsandboxed = false, check_sandbox = false;
+  std::vector<std::string> required_layers;
+  CLI::App app{"kbfleet-worker: runs kbfleet plugin handlers for a broker"};
+  app.add_option("--broker", opt.broker, "broker endpoint")->capture_default_str();
+  app.add_option("--plugins", opt.plugins_dir, "directory of plugins (<id>/kbfleet.yaml or <id>/<version>/kbfleet.yaml)");
+  app.add_option("--work", opt.work_dir, "directory for per-task workspaces")->capture_default_str();
+  app.add_option("--slots", opt.slots, "tasks run at once")->check(CLI::Range(1, 4096))->capture_default_str();
+  app.add_option("--metrics", opt.metrics, "HOST:PORT for Prometheus /metrics (port 0 = any; empty = off)");
+  app.add_option("--worker-id", opt.worker_id, "name shown in `kbfleet workers` (default HOST-PID)");
+  app.add_option("--grant", opt.policy.granted, "grant a capability to plugins run here (repeatable)");
+  app.add_flag("--allow-degraded", allow_degraded, "run plugins even when a sandbox layer they need is unavailable");
+  app.add_flag("--allow-unsandboxed", allow_unsandboxed, "run plugins whose manifest says `sandbox: none` (trusted only)");
+  app.add_option("--require-layer", required_layers, "exit if this sandbox layer is unavailable (repeatable)");
+  app.add_flag("--check-sandbox", check_sandbox, "print the sandbox layers of this host and exit");
+  app.add_option("--heartbeat-ms", opt.heartbeat_ms, "heartbeat interval")->check(CLI::Range(10, 60000))->capture_default_str();
+  app.add_option("--liveness", opt.liveness, "silent heartbeats before the broker is presumed gone")->check(CLI::Range(2, 100))->capture_default_str();
+  app.add_option("--kill-grace-ms", opt.policy.kill_grace_ms, "SIGTERM to SIGKILL grace on timeout or cancel")->check(CLI::Range(0, 600000))->capture_default_str();
+  app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? 0 : 64;
+  }
+  kbfleet::log::init("worker", log_level);
+
+  opt.policy.layers = kbfleet::worker::probe_sandbox();
+  const auto active = opt.policy.layers.active();
+  const auto missing = opt.policy.layers.missing();
+  std::vector<std::string> missing_required;
+  for (const auto& l : required_layers) {
+    if (std::find(active.begin(), active.end(), l) == active.end()) missing_required.push_back(l);
+  }
+  if (check_sandbox) {
+    for (const auto& l : active) std::cout << l << "=active\n";
+    for (const auto& l : missing) std::cout << l << "=unavailable\n";
+    return missing_required.empty() ? 0 : 69;
+  }
+  spdlog::info("sandbox layers active={} unavailable={}", join(active), join(missing));
+  if (!missing_required.empty()) {
+    std::cerr << "kbfleet-worker: required sandbox layers unavailable: " << join(missing_required) << "\n";
+    return 69;  // EX_UNAVAILABLE
+  }
+  if (opt.plugins_dir.empty() || opt.work_dir.empty()) {
+    std::cerr << "kbfleet-worker: --plugins DIR and --work DIR are required\n";
+    return 64;
+  }
+  opt.policy.degraded = allow_degraded ? kbfleet::worker::DegradedPolicy::kAllow : kbfleet::worker::DegradedPolicy::kRefuse;
+  opt.policy.unsandboxed =
+      allow_unsandboxed ? kbfleet::worker::UnsandboxedPolicy::kAllow : kbfleet::worker::UnsandboxedPolicy::kRefuse;
+  if (allow_degraded) spdlog::warn("--allow-degraded: plugins may run without sandbox layers they declare");
+  if (allow_unsandboxed) spdlog::warn("--allow-unsandboxed: plugins with `sandbox: none` run without isolation");
+  for (char** e = environ; *e != nullptr; ++e) {
+    std::string_view kv(*e);
+    auto eq = kv.find('=');
+    if (eq != std::string_view::npos) opt.policy.host_env.emplace(kv.substr(0, eq), kv.substr(eq + 1));
+  }
+  if (opt.worker_id.empty()) {
+    char host[256] = {0};
+    ::gethostname(host, sizeof host - 1);
+    opt.worker_id = std::string(host) + "-" + std::to_string(::getpid());
+  }
+
+  sigset_t mask;
+  sigemptyset(&mask);
+  sigaddset(&mask, SIGTERM);
+  sigaddset(&mask, SIGINT);
+  sigprocmask(SIG_BLOCK, &mask, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  int stop_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+
+  auto worker = kbfleet::worker::Worker::create(std::move(opt));
+  if (!worker) {
+    std::cerr << "kbfleet-worker: " << worker.error().to_string() << "\n";
+    return 78;
+  }
+  std::cout << "metrics=" << (*worker)->metrics_address() << std::endl;
+  (*worker)->run(stop_fd);
+  return 0;
+}

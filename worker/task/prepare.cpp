@@ -1,0 +1,104 @@
+#include "worker/task/prepare.hpp"
+
+#include <algorithm>
+
+#include "common/permissions/env.hpp"
+
+namespace kbfleet::worker {
+namespace {
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : ",") + s;
+  return out;
+}
+
+Status check_capabilities(const manifest::Manifest& m, const WorkerPolicy& policy) {
+  std::vector<std::string> missing;
+  for (const auto& cap : m.capabilities) {
+    if (std::find(policy.granted.begin(), policy.granted.end(), cap) == policy.granted.end()) missing.push_back(cap);
+  }
+  if (missing.empty()) return {};
+  return make_error(ErrorCode::kCapabilityMissing,
+                    "plugin '" + m.id + "' requires capabilities this worker does not grant: " + join(missing) +
+                        " (grant them with --grant on a worker meant to run it)",
+                    {{"missing", join(missing)}, {"requested", join(m.capabilities)}, {"granted", join(policy.granted)}});
+}
+
+// Chooses the network mode and the layer list, or refuses.
+Result<NetMode> choose_sandbox(const manifest::Manifest& m, const WorkerPolicy& policy, std::vector<std::string>& layers) {
+  if (m.sandbox == manifest::SandboxMode::kNone) {
+    if (policy.unsandboxed != UnsandboxedPolicy::kAllow) {
+      return make_error(ErrorCode::kPermissionDenied,
+                        "plugin '" + m.id + "' asks for `sandbox: none`; this worker runs unsandboxed plugins only "
+                        "when started with --allow-unsandboxed (trusted plugins, development)");
+    }
+    layers = {"none"};
+    return NetMode::kHost;
+  }
+  if (!m.net.none) {
+    return make_error(ErrorCode::kNotSupported,
+                      "plugin '" + m.id + "' declares a network allow-list; allow-lists are not enforced yet "
+                      "(issue #4), so this worker refuses them rather than allow everything. Use `net: none`.");
+  }
+  layers = policy.layers.active();
+  if (policy.layers.netns) return NetMode::kNone;
+  if (policy.degraded == DegradedPolicy::kAllow) return NetMode::kHost;
+  return make_error(ErrorCode::kSandboxUnavailable,
+                    "plugin '" + m.id + "' needs `net: none`, but network namespaces are unavailable on this worker; "
+                    "run the worker as root (or with CAP_SYS_ADMIN), or start it with --allow-degraded to run without it",
+                    {{"missing", "netns"}});
+}
+
+}  // namespace
+
+Result<Prepared> prepare_launch(const protocol::TaskAssignment& task, const manifest::Registry& plugins,
+                                const WorkerPolicy& policy, const std::filesystem::path& workspace,
+                                std::string input_json) {
+  const manifest::PluginEntry* entry = plugins.find(task.plugin, task.version);
+  if (entry == nullptr) {
+    if (const auto* any = plugins.find_any(task.plugin); any != nullptr && any->error) return tl::unexpected(*any->error);
+    return make_error(ErrorCode::kPluginNotFound,
+                      "this worker has no plugin '" + task.plugin + (task.version.empty() ? "" : "@" + task.version) + "'");
+  }
+  const manifest::Manifest& m = *entry->manifest;
+  auto handler = m.handlers.find(task.handler);
+  if (handler == m.handlers.end()) {
+    return make_error(ErrorCode::kHandlerNotFound, "plugin '" + m.id + "' has no handler '" + task.handler + "'");
+  }
+  if (auto st = check_capabilities(m, policy); !st) return tl::unexpected(st.error());
+
+  Prepared p;
+  p.manifest = &m;
+  auto net = choose_sandbox(m, policy, p.layers);
+  if (!net) return tl::unexpected(net.error());
+
+  permissions::EnvInputs env_in;
+  env_in.allowed = &m.env;
+  env_in.submitted = &task.env;
+  env_in.host = &policy.host_env;
+  env_in.kbfleet = {{"KBFLEET_TASK_ID", task.task_id},
+                    {"KBFLEET_ATTEMPT", std::to_string(task.attempt)},
+                    {"KBFLEET_PLUGIN", m.id},
+                    {"KBFLEET_HANDLER", task.handler},
+                    {"KBFLEET_WORKSPACE", workspace.string()},
+                    {"KBFLEET_OUT", (workspace / "out").string()}};
+  auto env = permissions::build_env(env_in);
+  if (!env) return tl::unexpected(env.error());
+
+  LaunchSpec& s = p.spec;
+  s.exec = entry->root / handler->second.exec;
+  s.args = handler->second.args;
+  s.env = std::move(*env);
+  s.workspace = workspace;
+  s.stdin_bytes = std::move(input_json);
+  s.net = *net;
+  s.limits.timeout_ms = task.timeout_ms > 0 ? task.timeout_ms : m.quotas.timeout_ms;
+  s.limits.cpu_ms = m.quotas.cpu_ms;
+  s.limits.memory_mb = m.quotas.memory_mb;
+  s.limits.output_bytes = m.quotas.output_bytes;
+  s.limits.kill_grace_ms = policy.kill_grace_ms;
+  return p;
+}
+
+}  // namespace kbfleet::worker

@@ -1,0 +1,452 @@
+#include "worker/worker.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <system_error>
+
+#include <spdlog/spdlog.h>
+
+namespace kbfleet::worker {
+
+using protocol::Writer;
+namespace msg = protocol::msg;
+namespace state = protocol::state;
+
+namespace {
+
+constexpr auto kResultResend = std::chrono::seconds(2);
+constexpr auto kUploadStall = std::chrono::seconds(30);
+
+bool valid_task_id(std::string_view id) {
+  return id.size() == 32 && std::all_of(id.begin(), id.end(), [](char c) {
+           return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
+         });
+}
+
+std::string body_of(const auto& value) {
+  Writer w;
+  w.begin_map();
+  value.encode(w);
+  w.end_map();
+  return w.take();
+}
+
+// Removes workspaces left by a previous run of this worker (crash or kill -9).
+void clean_work_dir(const std::filesystem::path& dir) {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    auto name = entry.path().filename().string();
+    if (name.size() > 33 && valid_task_id(name.substr(0, 32)) && name[32] == '-') {
+      std::filesystem::remove_all(entry.path(), ec);
+    }
+  }
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Worker>> Worker::create(WorkerOptions options) {
+  auto plugins = manifest::Registry::scan(options.plugins_dir);
+  if (!plugins) return tl::unexpected(plugins.error());
+  std::error_code ec;
+  std::filesystem::create_directories(options.work_dir, ec);
+  if (ec) {
+    return make_error(ErrorCode::kIoError, "cannot create work dir " + options.work_dir.string() + ": " + ec.message());
+  }
+  options.work_dir = std::filesystem::canonical(options.work_dir, ec);
+  clean_work_dir(options.work_dir);
+
+  std::unique_ptr<Worker> w(new Worker(std::move(options)));
+  w->plugins_ = std::move(*plugins);
+  if (auto c = transport::connect_dealer(w->dealer_, w->options_.broker, w->options_.worker_id); !c) {
+    return tl::unexpected(c.error());
+  }
+  if (!w->options_.metrics.empty()) {
+    auto ep = metrics::serve(w->options_.metrics, w->metrics_.registry());
+    if (!ep) return tl::unexpected(ep.error());
+    w->metrics_endpoint_ = std::move(*ep);
+  }
+  w->metrics_.slots.Set(static_cast<double>(w->options_.slots));
+  for (const auto& e : w->plugins_.entries()) {
+    if (e.error) {
+      spdlog::warn("plugin invalid plugin={} error=\"{}\"", e.id, e.error->message);
+    } else {
+      spdlog::info("plugin loaded plugin={} version={} root={}", e.id, e.version, e.root.string());
+    }
+  }
+  return w;
+}
+
+Worker::Worker(WorkerOptions options)
+    : options_(std::move(options)), ctx_(1), dealer_(ctx_, zmq::socket_type::dealer) {}
+
+Worker::~Worker() {
+  runs_.clear();  // kills any handler still running
+  clean_work_dir(options_.work_dir);
+}
+
+void Worker::send(std::string_view type, std::string body, std::vector<zmq::message_t> data) {
+  if (transport::send_message(dealer_, "", type, body, std::move(data))) {
+    last_sent_ = Clock::now();
+  } else {
+    spdlog::debug("send to broker queued nothing type={} (high-water mark)", type);
+  }
+}
+
+void Worker::announce() {
+  protocol::WorkerReady r;
+  r.worker_id = options_.worker_id;
+  char host[256] = {0};
+  ::gethostname(host, sizeof host - 1);
+  r.host = host;
+  r.pid = ::getpid();
+  r.slots = options_.slots;
+  r.capabilities = options_.policy.granted;
+  r.layers = options_.policy.layers.active();
+  for (const auto& e : plugins_.entries()) {
+    protocol::PluginOffer o;
+    o.id = e.id;
+    o.version = e.version;
+    if (e.manifest) {
+      for (const auto& [name, h] : e.manifest->handlers) o.handlers.push_back(name);
+      o.capabilities = e.manifest->capabilities;
+    } else if (e.error) {
+      o.error_code = std::string(code_name(e.error->code));
+      o.error_message = e.error->message;
+    }
+    r.plugins.push_back(std::move(o));
+  }
+  for (const auto& [id, run] : runs_) {
+    if (run->phase != Phase::kReporting) r.running.push_back(id);
+  }
+  send(msg::kReady, body_of(r));
+}
+
+void Worker::run(int stop_fd) {
+  spdlog::info("worker started id={} broker={} slots={} plugins={} metrics={}", options_.worker_id, options_.broker,
+               options_.slots, plugins_.entries().size(), metrics_endpoint_.address.empty() ? "off" : metrics_endpoint_.address);
+  announce();
+  last_heard_ = Clock::now();
+  transport::Incoming in;
+  std::vector<zmq::pollitem_t> items;
+  std::vector<std::pair<TaskRun*, int>> owners;
+  std::int64_t next_deadline_ms = 100;
+  for (;;) {
+    items.assign({{dealer_.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, stop_fd, ZMQ_POLLIN, 0}});
+    owners.clear();
+    for (auto& [id, run] : runs_) {
+      if (run->phase != Phase::kRunning || !run->process) continue;
+      for (int fd : run->process->poll_fds()) {
+        items.push_back({nullptr, fd, ZMQ_POLLIN, 0});
+        owners.emplace_back(run.get(), fd);
+      }
+    }
+    auto timeout = std::clamp<std::int64_t>(next_deadline_ms, 0, options_.heartbeat_ms);
+    zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout));
+    if (items[1].revents & ZMQ_POLLIN) break;
+    for (std::size_t i = 2; i < items.size(); ++i) {
+      if (items[i].revents != 0) owners[i - 2].first->process->on_ready(owners[i - 2].second, *owners[i - 2].first);
+    }
+    if (items[0].revents & ZMQ_POLLIN) {
+      for (int n = 0; n < 1000 && transport::recv_message(dealer_, transport::SocketKind::kDealer, in); ++n) {
+        on_broker_message(in);
+      }
+    }
+    auto now = Clock::now();
+    on_tick(now);
+    flush_events();
+    // Next wake-up: the earliest handler deadline, else a short tick for uploads and resends.
+    next_deadline_ms = 100;
+    for (auto& [id, run] : runs_) {
+      if (run->phase == Phase::kRunning && run->process) {
+        auto d = run->process->on_tick(*run, now);
+        if (d >= 0) next_deadline_ms = std::min(next_deadline_ms, d);
+      }
+    }
+  }
+  spdlog::info("worker stopping running={}", busy_slots());
+}
+
+void Worker::on_broker_message(transport::Incoming& in) {
+  last_heard_ = Clock::now();
+  metrics_.connected.Set(1);
+  if (in.error) {
+    spdlog::warn("malformed message from broker error=\"{}\"", in.error->message);
+    return;
+  }
+  const auto& type = in.type;
+  if (type == msg::kTask) return on_task(in);
+  if (type == msg::kCancel) return on_cancel(in);
+  if (type == msg::kHeartbeat) return;
+  if (type == msg::kResultAck) {
+    std::string id(in.body->view().str_or("task_id", ""));
+    auto it = runs_.find(id);
+    if (it != runs_.end() && it->second->phase == Phase::kReporting &&
+        it->second->task().attempt == in.body->view().i64_or("attempt", 0)) {
+      runs_.erase(it);
+      metrics_.busy.Set(static_cast<double>(busy_slots()));
+    }
+    return;
+  }
+  if (type == msg::kReconnect) {
+    spdlog::info("broker does not know this worker (restarted?); re-announcing");
+    metrics_.reconnects.Increment();
+    return announce();
+  }
+  if (type == msg::kUploadReady || type == msg::kUploadAck || type == msg::kUploadDone || type == msg::kError) {
+    return on_upload_reply(in);
+  }
+  spdlog::warn("unexpected message from broker type={}", type);
+}
+
+void Worker::on_task(transport::Incoming& in) {
+  auto task = protocol::TaskAssignment::decode(in.body->view());
+  if (!task || !valid_task_id(task->task_id)) {
+    spdlog::warn("malformed task from broker error=\"{}\"", task ? "bad task id" : task.error().message);
+    return;
+  }
+  if (runs_.count(task->task_id)) return;  // duplicate delivery
+  metrics_.started.Increment();
+  if (busy_slots() >= options_.slots) spdlog::warn("task beyond slots task={} busy={}", task->task_id, busy_slots());
+
+  auto run = std::make_unique<TaskRun>(*task);
+  run->workspace = options_.work_dir / (task->task_id + "-" + std::to_string(task->attempt));
+  std::error_code ec;
+  std::filesystem::create_directories(run->workspace / "out", ec);
+  if (ec) {
+    return reject(*task, Error{ErrorCode::kIoError, "cannot create workspace " + run->workspace.string() + ": " + ec.message(), {}}, {});
+  }
+  run->workspace_fd = posix::Fd(::open(run->workspace.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  std::string input = "null";
+  if (!task->input.empty()) {
+    auto json = protocol::msgpack_to_json(task->input);
+    if (!json) return reject(*task, json.error(), {});
+    input = std::move(*json);
+  }
+  auto prepared = prepare_launch(*task, plugins_, options_.policy, run->workspace, std::move(input));
+  if (!prepared) {
+    spdlog::warn("task refused task={} code={} error=\"{}\"", task->task_id, code_name(prepared.error().code),
+                 prepared.error().message);
+    return reject(*task, prepared.error(), {});
+  }
+  run->manifest = prepared->manifest;
+  run->layers = prepared->layers;
+  auto process = HandlerProcess::spawn(prepared->spec);
+  if (!process) {
+    spdlog::warn("handler did not start task={} error=\"{}\"", task->task_id, process.error().message);
+    return reject(*task, process.error(), prepared->layers);
+  }
+  run->process = std::move(*process);
+  spdlog::debug("handler started task={} pid={}", task->task_id, run->process->pid());
+  runs_[task->task_id] = std::move(run);
+  metrics_.busy.Set(static_cast<double>(busy_slots()));
+}
+
+void Worker::reject(const protocol::TaskAssignment& task, const Error& e, std::vector<std::string> layers) {
+  auto run = std::make_unique<TaskRun>(task);
+  run->workspace = options_.work_dir / (task.task_id + "-" + std::to_string(task.attempt));
+  run->outcome.state = std::string(state::kFailed);
+  run->outcome.error_code = std::string(code_name(e.code));
+  run->outcome.error_message = e.message;
+  run->outcome.layers = std::move(layers);
+  TaskRun& ref = *run;
+  runs_[task.task_id] = std::move(run);
+  report(ref);
+}
+
+void Worker::on_cancel(transport::Incoming& in) {
+  std::string id(in.body->view().str_or("task_id", ""));
+  auto it = runs_.find(id);
+  if (it == runs_.end()) return;
+  if (it->second->phase == Phase::kRunning && it->second->process) {
+    spdlog::info("task cancel requested task={}", id);
+    it->second->process->cancel();
+  }
+}
+
+void Worker::after_handler(TaskRun& run) {
+  const auto& p = run.process->outcome();
+  Limits limits;
+  limits.timeout_ms = run.task().timeout_ms > 0 ? run.task().timeout_ms : run.manifest->quotas.timeout_ms;
+  limits.cpu_ms = run.manifest->quotas.cpu_ms;
+  limits.output_bytes = run.manifest->quotas.output_bytes;
+  std::string result = std::move(run.outcome.result);
+  run.outcome = outcome_of(p, limits);
+  run.outcome.result = std::move(result);
+  run.outcome.layers = run.layers;
+  metrics_.run_time.Observe(static_cast<double>(p.wall_ms) / 1000.0);
+  metrics_.output_bytes.Increment(static_cast<double>(run.output_bytes));
+  run.process.reset();
+  // Collect declared artifacts; a missing one matters only when the handler claims success.
+  for (const auto& decl : run.manifest->artifacts) {
+    auto art = collect_artifact(run.workspace_fd.get(), decl, run.task().task_id);
+    if (art) {
+      run.to_upload.push_back(std::move(*art));
+    } else if (art.error().code != ErrorCode::kArtifactNotFound || run.outcome.state == state::kSucceeded) {
+      run.outcome.artifact_errors.push_back(decl.id + ": " + art.error().to_string());
+    }
+  }
+  run.phase = Phase::kUploading;
+  next_upload(run);
+}
+
+void Worker::next_upload(TaskRun& run) {
+  if (run.upload) return;
+  if (run.to_upload.empty()) return report(run);
+  ActiveUpload up;
+  up.artifact = std::move(run.to_upload.front());
+  run.to_upload.pop_front();
+  up.req = next_req_++;
+  up.last_progress = Clock::now();
+  req_to_task_[up.req] = run.task().task_id;
+  const auto& m = up.artifact.meta;
+  Writer w;
+  w.begin_map().kv("req", up.req).kv("task_id", run.task().task_id).kv("attempt", run.task().attempt);
+  m.encode(w);
+  w.end_map();
+  run.upload = std::move(up);
+  send(msg::kUploadBegin, w.take());
+}
+
+void Worker::pump_upload(TaskRun& run) {
+  auto& up = *run.upload;
+  const std::int64_t size = up.artifact.meta.size;
+  while (up.sent < size && up.sent - up.acked < up.window * up.chunk_bytes) {
+    auto n = static_cast<std::size_t>(std::min(up.chunk_bytes, size - up.sent));
+    zmq::message_t chunk(n);
+    ssize_t got = ::pread(up.artifact.fd.get(), chunk.data(), n, up.sent);
+    if (got != static_cast<ssize_t>(n)) {
+      return finish_upload(run, Error{ErrorCode::kIoError, "artifact changed or unreadable while uploading", {}});
+    }
+    Writer w;
+    w.begin_map().kv("req", up.req).kv("upload_id", up.upload_id).kv("offset", up.sent).end_map();
+    std::vector<zmq::message_t> data;
+    data.push_back(std::move(chunk));
+    send(msg::kUploadChunk, w.take(), std::move(data));
+    up.sent += static_cast<std::int64_t>(n);
+  }
+  if (up.sent == size && up.acked == size && !up.ending) {
+    up.ending = true;
+    Writer w;
+    w.begin_map().kv("req", up.req).kv("upload_id", up.upload_id).end_map();
+    send(msg::kUploadEnd, w.take());
+  }
+}
+
+void Worker::on_upload_reply(transport::Incoming& in) {
+  const auto v = in.body->view();
+  std::string task_id;
+  if (auto it = req_to_task_.find(in.req); in.req != 0 && it != req_to_task_.end()) {
+    task_id = it->second;
+  } else if (auto u = upload_to_task_.find(std::string(v.str_or("upload_id", ""))); u != upload_to_task_.end()) {
+    task_id = u->second;
+  }
+  auto it = runs_.find(task_id);
+  if (it == runs_.end() || !it->second->upload) return;
+  TaskRun& run = *it->second;
+  auto& up = *run.upload;
+  up.last_progress = Clock::now();
+  if (in.type == msg::kError) return finish_upload(run, protocol::decode_error(v));
+  if (in.type == msg::kUploadReady) {
+    if (v.bool_or("have", false)) return finish_upload(run, std::nullopt);
+    up.upload_id = std::string(v.str_or("upload_id", ""));
+    up.chunk_bytes = std::clamp<std::int64_t>(v.i64_or("chunk_bytes", up.chunk_bytes), 4096, 4 << 20);
+    up.window = std::clamp<std::int64_t>(v.i64_or("window", up.window), 1, 64);
+    upload_to_task_[up.upload_id] = task_id;
+    return pump_upload(run);
+  }
+  if (in.type == msg::kUploadAck) {
+    up.acked = std::max(up.acked, v.i64_or("received", up.acked));
+    return pump_upload(run);
+  }
+  // upload_done
+  if (v.bool_or("ok", false)) return finish_upload(run, std::nullopt);
+  auto err = v.map_or_none("error");
+  Error e{ErrorCode::kArtifactUploadFailed, "the broker refused the upload", {}};
+  if (err && *err) e = protocol::decode_error(**err);
+  finish_upload(run, e);
+}
+
+void Worker::finish_upload(TaskRun& run, const std::optional<Error>& error) {
+  auto& up = *run.upload;
+  if (error) {
+    spdlog::warn("artifact upload failed task={} name={} error=\"{}\"", run.task().task_id, up.artifact.meta.name,
+                 error->message);
+    run.outcome.artifact_errors.push_back(up.artifact.meta.name + ": " + error->to_string());
+  } else {
+    metrics_.artifact_bytes.Increment(static_cast<double>(up.sent));
+  }
+  req_to_task_.erase(up.req);
+  upload_to_task_.erase(up.upload_id);
+  run.upload.reset();
+  next_upload(run);
+}
+
+void Worker::report(TaskRun& run) {
+  run.phase = Phase::kReporting;
+  if (auto events = run.take_events(); !events.empty()) send(msg::kTaskEvents, std::move(events));
+  send_result(run);
+  metrics_.finished(run.outcome.state, run.outcome.error_code);
+  spdlog::debug("task reported task={} state={}", run.task().task_id, run.outcome.state);
+  run.workspace_fd.reset();
+  std::error_code ec;
+  std::filesystem::remove_all(run.workspace, ec);
+  metrics_.busy.Set(static_cast<double>(busy_slots()));
+}
+
+void Worker::send_result(TaskRun& run) {
+  Writer w;
+  w.begin_map().kv("task_id", run.task().task_id).kv("attempt", run.task().attempt).key("outcome").begin_map();
+  run.outcome.encode(w);
+  w.end_map().end_map();
+  send(msg::kResult, w.take());
+  run.result_sent_at = Clock::now();
+}
+
+void Worker::flush_events() {
+  for (auto& [id, run] : runs_) {
+    auto n = run->pending_events();
+    if (n == 0) continue;
+    send(msg::kTaskEvents, run->take_events());
+    metrics_.events_sent.Increment(static_cast<double>(n));
+  }
+}
+
+void Worker::on_tick(Clock::time_point now) {
+  for (auto& [id, run] : runs_) {
+    switch (run->phase) {
+      case Phase::kRunning:
+        if (run->process && run->process->finished()) {
+          flush_events();  // output before the artifact and done events
+          after_handler(*run);
+        }
+        break;
+      case Phase::kUploading:
+        if (run->upload && now - run->upload->last_progress > kUploadStall) {
+          finish_upload(*run, Error{ErrorCode::kArtifactUploadFailed, "the broker stopped answering during the upload", {}});
+        }
+        break;
+      case Phase::kReporting:
+        if (now - run->result_sent_at > kResultResend) send_result(*run);
+        break;
+    }
+  }
+  const auto interval = std::chrono::milliseconds(options_.heartbeat_ms);
+  if (now - last_sent_ >= interval) send(msg::kHeartbeat, Writer().begin_map().end_map().take());
+  if (now - last_heard_ > interval * options_.liveness) {
+    spdlog::warn("broker silent for {} ms; re-announcing", options_.heartbeat_ms * options_.liveness);
+    metrics_.connected.Set(0);
+    metrics_.reconnects.Increment();
+    last_heard_ = now;
+    announce();
+  }
+}
+
+std::int64_t Worker::busy_slots() const {
+  std::int64_t n = 0;
+  for (const auto& [id, run] : runs_) n += run->phase != Phase::kReporting;
+  return n;
+}
+
+}  // namespace kbfleet::worker

@@ -1,0 +1,80 @@
+#pragma once
+// The worker: one poll loop over its DEALER to the broker, the pipes and pidfds of the handlers
+// it supervises, and a stop fd. It announces its plugins and slots, runs assigned tasks
+// (task/prepare -> executor -> artifacts -> result), forwards output as coalesced events,
+// re-announces itself when the broker restarts or goes silent, and re-sends each result until
+// the broker acknowledges it.
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <zmq.hpp>
+
+#include "common/manifest/registry.hpp"
+#include "common/metrics/exposer.hpp"
+#include "common/transport/frames.hpp"
+#include "worker/task/prepare.hpp"
+#include "worker/task/task_run.hpp"
+#include "worker/worker_metrics.hpp"
+
+namespace kbfleet::worker {
+
+struct WorkerOptions {
+  std::string broker = "tcp://127.0.0.1:7700";
+  std::filesystem::path plugins_dir;
+  std::filesystem::path work_dir;
+  std::int64_t slots = 1;
+  std::string metrics;  // HOST:PORT, empty = off
+  std::string worker_id;  // default host-pid
+  std::int64_t heartbeat_ms = 1000;
+  std::int64_t liveness = 5;
+  WorkerPolicy policy;
+};
+
+class Worker {
+ public:
+  // Scans the plugins, prepares the work dir, connects and starts /metrics.
+  [[nodiscard]] static Result<std::unique_ptr<Worker>> create(WorkerOptions options);
+  ~Worker();
+  const std::string& metrics_address() const { return metrics_endpoint_.address; }
+  // Runs until stop_fd is readable; running handlers are killed on the way out.
+  void run(int stop_fd);
+
+ private:
+  explicit Worker(WorkerOptions options);
+
+  void send(std::string_view type, std::string body, std::vector<zmq::message_t> data = {});
+  void announce();
+  void on_broker_message(transport::Incoming& in);
+  void on_task(transport::Incoming& in);
+  void on_cancel(transport::Incoming& in);
+  void on_upload_reply(transport::Incoming& in);
+
+  void start(std::unique_ptr<TaskRun> run);
+  void reject(const protocol::TaskAssignment& task, const Error& e, std::vector<std::string> layers);
+  void after_handler(TaskRun& run);
+  void next_upload(TaskRun& run);
+  void pump_upload(TaskRun& run);
+  void finish_upload(TaskRun& run, const std::optional<Error>& error);
+  void report(TaskRun& run);
+  void send_result(TaskRun& run);  // re-sent until result_ack
+  void flush_events();
+  void on_tick(Clock::time_point now);
+  std::int64_t busy_slots() const;
+
+  WorkerOptions options_;
+  zmq::context_t ctx_;
+  zmq::socket_t dealer_;
+  manifest::Registry plugins_;
+  WorkerMetrics metrics_;
+  metrics::Endpoint metrics_endpoint_;
+  std::map<std::string, std::unique_ptr<TaskRun>> runs_;  // by task id
+  std::map<std::int64_t, std::string> req_to_task_;
+  std::map<std::string, std::string> upload_to_task_;
+  std::int64_t next_req_ = 1;
+  Clock::time_point last_heard_;
+  Clock::time_point last_sent_;
+};
+
+}  // namespace kbfleet::worker
