@@ -236,8 +236,14 @@ TEST_CASE("a process escaping the group holds the handler open only for the drai
   TempDir ws;
   testing::Subreaper reaper;
   Recorded sink;
-  auto p = testing::start(
-      testing::shell("setsid sleep 100 & echo $! > escaped.pid; echo done", ws.path()));
+  // The main process waits until the escapee has left the group (it writes its pid after
+  // setsid), so the group kill at exit cannot catch it before it escapes.
+  auto p = testing::start(testing::shell(R"(
+    setsid sh -c 'echo $$ > escaped.pid; exec sleep 100' &
+    while [ ! -s escaped.pid ]; do sleep 0.01; done
+    echo done
+  )",
+                                         ws.path()));
   auto elapsed = testing::drive(*p, sink);
   pid_t escaped = testing::read_pid_file(ws.path() / "escaped.pid");
   ::kill(escaped, SIGKILL);

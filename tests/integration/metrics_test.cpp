@@ -1,0 +1,35 @@
+// /metrics of the real broker and worker, scraped over HTTP and checked with promtool.
+#include <catch2/catch.hpp>
+
+#include "tests/support/fleet.hpp"
+
+using namespace kbfleet::test;
+
+namespace {
+
+CommandResult scrape_and_check(const std::string& address) {
+  return run_command({"/bin/sh", "-c", "curl -sf http://" + address + "/metrics | tee /dev/stderr | promtool check metrics"}, 30s);
+}
+
+}  // namespace
+
+TEST_CASE("broker and worker /metrics pass promtool and count the work done", "[integration][metrics]") {
+  Fleet fleet({1, 1, {}});
+  REQUIRE(fleet.wait_for_workers(1));
+  REQUIRE(fleet.cli({"run", "hello", "greet"}).exit_code == 0);
+  REQUIRE(fleet.cli({"run", "fail", "exit3"}).exit_code == 3);
+
+  auto broker = scrape_and_check(fleet.broker_metrics);
+  INFO(broker.out);
+  CHECK(broker.exit_code == 0);
+  CHECK(broker.err.find("kbfleet_broker_tasks_submitted_total 2") != std::string::npos);
+  CHECK(broker.err.find("kbfleet_broker_tasks_finished_total{code=\"HANDLER_FAILED\",state=\"failed\"} 1") != std::string::npos);
+  CHECK(broker.err.find("kbfleet_broker_workers 1") != std::string::npos);
+  CHECK(broker.err.find("kbfleet_broker_task_queue_wait_seconds_count 2") != std::string::npos);
+
+  auto worker = scrape_and_check(fleet.worker_metrics[0]);
+  INFO(worker.out);
+  CHECK(worker.exit_code == 0);
+  CHECK(worker.err.find("kbfleet_worker_tasks_started_total 2") != std::string::npos);
+  CHECK(worker.err.find("kbfleet_worker_slots 1") != std::string::npos);
+}

@@ -1,0 +1,53 @@
+#pragma once
+// Test support: a real broker and N real workers on loopback ephemeral ports, with the example
+// and fixture plugins, plus the real `kbfleet` CLI to drive them.
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "tests/support/process.hpp"
+
+namespace kbfleet::test {
+
+using namespace std::chrono_literals;
+
+struct FleetOptions {
+  int workers = 2;
+  int slots = 2;
+  std::vector<std::string> worker_args;  // extra flags for every worker
+};
+
+class Fleet {
+ public:
+  explicit Fleet(FleetOptions options = {});
+  ~Fleet();
+
+  // Runs `kbfleet --broker <ep> args...`.
+  CommandResult cli(const std::vector<std::string>& args, std::chrono::milliseconds deadline = 60s,
+                    const std::map<std::string, std::string>& env = {}) const;
+  // Polls `kbfleet workers --json` until `n` workers are registered; false at the deadline.
+  bool wait_for_workers(std::size_t n, std::chrono::milliseconds deadline = 20s) const;
+  // Polls `kbfleet status --json` until the task is terminal; returns its state ("" on deadline).
+  std::string wait_for_terminal(const std::string& task_id, std::chrono::milliseconds deadline = 60s) const;
+
+  void start_broker(const std::string& bind = "tcp://127.0.0.1:*");
+  void stop_broker();  // SIGKILL
+
+  std::string dir;      // temp dir holding data/, work-N/, plugins/, logs
+  std::string broker;   // tcp://127.0.0.1:PORT
+  std::string events;
+  std::string broker_metrics;  // 127.0.0.1:PORT
+  std::vector<std::string> worker_metrics;
+  std::vector<std::unique_ptr<Daemon>> workers;
+  std::unique_ptr<Daemon> broker_process;
+
+ private:
+  FleetOptions options_;
+};
+
+std::string bin(const std::string& name);  // path of a built binary
+std::string source_path(const std::string& relative);
+
+}  // namespace kbfleet::test

@@ -1,0 +1,52 @@
+#pragma once
+// Test support: real child processes with captured output and deadlines (no sleeps).
+#include <sys/types.h>
+
+#include <chrono>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace kbfleet::test {
+
+struct CommandResult {
+  int exit_code = -1;  // 128 + signal if killed
+  std::string out;
+  std::string err;
+};
+
+// Runs argv to completion with stdin from /dev/null; env entries are added to ours. A command
+// still running at the deadline is killed and the test fails through the returned exit code -2.
+CommandResult run_command(const std::vector<std::string>& argv, std::chrono::milliseconds deadline,
+                          const std::map<std::string, std::string>& env = {});
+
+// A long-running process (broker, worker) whose stdout we read line by line.
+class Daemon {
+ public:
+  Daemon(const std::vector<std::string>& argv, const std::string& stderr_path);
+  ~Daemon();  // SIGKILL + reap
+  Daemon(const Daemon&) = delete;
+  Daemon& operator=(const Daemon&) = delete;
+
+  // Reads stdout until a line "key=value" appears; returns value or "" at the deadline.
+  std::string wait_for_key(const std::string& key, std::chrono::milliseconds deadline);
+  void signal(int sig);
+  // Waits for exit; returns the exit status or -1 at the deadline.
+  int wait(std::chrono::milliseconds deadline);
+  pid_t pid() const { return pid_; }
+
+ private:
+  pid_t pid_ = -1;
+  int out_fd_ = -1;
+  std::string buffered_;
+  bool reaped_ = false;
+};
+
+// True while `pid` exists and is not a zombie.
+bool process_alive(pid_t pid);
+
+std::string make_temp_dir();
+void remove_tree(const std::string& path);
+std::string read_file(const std::string& path);
+
+}  // namespace kbfleet::test
