@@ -106,6 +106,14 @@ void Broker::on_submit(transport::Incoming& in) {
                                    offer.broken->error_message + " (fix kbfleet.yaml and restart the workers)",
                                {{"plugin", req->plugin}}});
     }
+    if (!offer.ungranted.empty()) {
+      // TODO(#4): wait for a capable worker and fail NO_CAPABLE_WORKER after a configurable time.
+      return reply_error(in.peer, in.req,
+                         Error{ErrorCode::kCapabilityMissing,
+                               "plugin '" + req->plugin + "' requires capabilities no connected worker grants: " +
+                                   join(offer.ungranted) + " (start a worker with --grant for them)",
+                               {{"plugin", req->plugin}, {"missing", join(offer.ungranted)}}});
+    }
     std::string msg = offer.versions.empty()
                           ? "no connected worker offers plugin '" + req->plugin + "'; `kbfleet workers` lists what is offered"
                           : "plugin '" + req->plugin + "' has no version '" + req->version + "'; offered: " + join(offer.versions);

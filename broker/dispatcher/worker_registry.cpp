@@ -90,6 +90,14 @@ PluginLookup WorkerRegistry::lookup(std::string_view plugin, std::string_view ve
         continue;
       }
       out.versions.insert(p.version);
+      if (!grants_all(w.ready, p)) {
+        for (const auto& cap : p.capabilities) {
+          if (std::find(w.ready.capabilities.begin(), w.ready.capabilities.end(), cap) == w.ready.capabilities.end()) {
+            out.ungranted.insert(cap);
+          }
+        }
+        continue;
+      }
       if (version.empty() || p.version == version) {
         out.offered = true;
         out.handlers.insert(p.handlers.begin(), p.handlers.end());

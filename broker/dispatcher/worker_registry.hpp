@@ -31,6 +31,7 @@ struct PluginLookup {
   std::set<std::string> versions;  // valid versions offered for the id
   std::set<std::string> handlers;  // handlers offered for the id/version
   std::optional<protocol::PluginOffer> broken;  // an invalid manifest advertised for the id
+  std::set<std::string> ungranted;  // capabilities the plugin needs that its workers do not grant
 };
 
 class WorkerRegistry {

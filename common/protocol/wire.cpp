@@ -297,13 +297,34 @@ std::string to_json(const msgpack::object& obj) {
 }
 
 Result<std::string> json_to_msgpack(std::string_view json) {
-  auto parsed = nlohmann::json::parse(json, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded()) {
-    return make_error(ErrorCode::kInvalidArgument,
-                      "input is not valid JSON; pass a JSON value such as '{\"name\":\"x\"}'");
+  // nlohmann's msgpack writer recurses per nesting level: refuse absurd depth before parsing.
+  constexpr int kMaxDepth = 64;
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (char c : json) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > kMaxDepth) {
+        return make_error(ErrorCode::kInvalidArgument, "input JSON nests deeper than 64 levels");
+      }
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
   }
-  auto bytes = nlohmann::json::to_msgpack(parsed);
-  return std::string(bytes.begin(), bytes.end());
+  try {
+    auto bytes = nlohmann::json::to_msgpack(nlohmann::json::parse(json));
+    return std::string(bytes.begin(), bytes.end());
+  } catch (const nlohmann::json::parse_error& e) {
+    return make_error(ErrorCode::kInvalidArgument,
+                      "input is not valid JSON at byte " + std::to_string(e.byte) +
+                          "; pass a JSON value such as '{\"name\":\"x\"}'",
+                      {{"byte", std::to_string(e.byte)}});
+  }
 }
 
 Result<std::string> msgpack_to_json(std::string_view msgpack_bytes) {

@@ -23,10 +23,12 @@ bool recv_message(zmq::socket_ref sock, SocketKind kind, Incoming& out, const pr
   auto got = sock.recv(first, zmq::recv_flags::dontwait);
   if (!got) return false;
 
+  // A ROUTER sees the peer's routing id as an extra first frame.
+  const std::size_t max_frames = kMaxFrames + (kind == SocketKind::kRouter ? 1 : 0);
   std::vector<zmq::message_t> frames;
   frames.push_back(std::move(first));
   while (frames.back().more()) {
-    if (frames.size() >= kMaxFrames + 1) {
+    if (frames.size() > max_frames) {  // one frame over is enough to refuse; drop the rest
       drain(sock);
       break;
     }
@@ -41,7 +43,7 @@ bool recv_message(zmq::socket_ref sock, SocketKind kind, Incoming& out, const pr
     out.error = Error{code, std::move(msg), {}};
     return true;
   };
-  if (frames.size() > kMaxFrames + (kind == SocketKind::kRouter ? 1 : 0)) {
+  if (frames.size() > max_frames) {
     return fail(ErrorCode::kProtocolError, "too many frames (at most " + std::to_string(kMaxFrames) + ")");
   }
   if (frames.size() - i < 3) {

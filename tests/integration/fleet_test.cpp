@@ -246,3 +246,21 @@ TEST_CASE("a worker re-announces itself when the broker restarts on the same por
   CHECK(r.exit_code == 0);
   CHECK(r.out.find("hello, world") != std::string::npos);
 }
+
+TEST_CASE("a plugin runs only on workers that grant its capabilities", "[integration]") {
+  SECTION("no worker grants it: CAPABILITY_MISSING names the capability") {
+    Fleet fleet({1, 1, {}});
+    REQUIRE(fleet.wait_for_workers(1));
+    auto r = fleet.cli({"run", "gpu", "probe"});
+    CHECK(r.exit_code == 125);
+    CHECK(r.err.find("CAPABILITY_MISSING") != std::string::npos);
+    CHECK(r.err.find("gpu") != std::string::npos);
+  }
+  SECTION("a worker granting it runs it") {
+    Fleet fleet({1, 1, {"--grant", "gpu"}});
+    REQUIRE(fleet.wait_for_workers(1));
+    auto r = fleet.cli({"run", "gpu", "probe"});
+    CHECK(r.exit_code == 0);
+    CHECK(r.out == "running on a gpu worker\n");
+  }
+}

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace kbfleet::worker {
@@ -175,7 +176,8 @@ Result<posix::Fd> open_stdin(const std::string& bytes) {
   posix::Fd fd(::memfd_create("kbfleet-stdin", MFD_CLOEXEC | MFD_ALLOW_SEALING));
   if (!fd) return errno_error("memfd_create", "kbfleet-stdin", errno);
   if (auto st = posix::write_all(fd.get(), bytes); !st) return tl::unexpected(st.error());
-  // Sealed so the handler cannot rewrite its input for a retry of the same memfd (none today).
+  // Sealed: the handler's stdin is read-only and fixed-size, not a writable tmpfs file it could
+  // grow (memfd_create(2), "File sealing").
   if (::fcntl(fd.get(), F_ADD_SEALS, F_SEAL_SEAL | F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE) < 0) {
     return errno_error("fcntl(F_ADD_SEALS)", "stdin memfd", errno);
   }
@@ -251,62 +253,74 @@ void reap_blocking(pid_t pid) {
   }
 }
 
-}  // namespace
+// Both ends of every channel to the child. The child's ends sit at kFirstSourceFd or above.
+struct Channels {
+  posix::Fd stdin_src;
+  posix::Pipe out, err, fd3, error;
+};
 
-Result<Launched> launch(const LaunchSpec& spec) {
-  if (auto st = validate(spec); !st) return tl::unexpected(st.error());
-
-  auto stdin_src = open_stdin(spec.stdin_bytes).and_then(
-      [](posix::Fd fd) { return move_high(std::move(fd), "stdin"); });
+Result<Channels> make_channels(const LaunchSpec& spec) {
+  Channels c;
+  auto stdin_src = open_stdin(spec.stdin_bytes);
   if (!stdin_src) return tl::unexpected(stdin_src.error());
-  auto out = posix::make_pipe();
-  auto err = posix::make_pipe();
-  auto fd3 = posix::make_pipe();
-  auto error_pipe = posix::make_pipe();
-  for (auto* p : {&out, &err, &fd3, &error_pipe}) {
-    if (!*p) return tl::unexpected(p->error());
+  auto stdin_high = move_high(std::move(*stdin_src), "stdin");
+  if (!stdin_high) return tl::unexpected(stdin_high.error());
+  c.stdin_src = std::move(*stdin_high);
+  for (auto [pipe, what] : {std::pair{&c.out, "stdout pipe"}, std::pair{&c.err, "stderr pipe"},
+                            std::pair{&c.fd3, "fd 3 pipe"}, std::pair{&c.error, "error pipe"}}) {
+    auto made = posix::make_pipe();
+    if (!made) return tl::unexpected(made.error());
+    auto write_high = move_high(std::move(made->write), what);
+    if (!write_high) return tl::unexpected(write_high.error());
+    pipe->read = std::move(made->read);
+    pipe->write = std::move(*write_high);
+    if (pipe == &c.error) continue;  // read blocking: the parent waits on it for the exec
+    if (auto st = set_nonblocking(pipe->read, what); !st) return tl::unexpected(st.error());
   }
-  auto out_w = move_high(std::move(out->write), "stdout pipe");
-  auto err_w = move_high(std::move(err->write), "stderr pipe");
-  auto fd3_w = move_high(std::move(fd3->write), "fd 3 pipe");
-  auto error_w = move_high(std::move(error_pipe->write), "error pipe");
-  for (auto* p : {&out_w, &err_w, &fd3_w, &error_w}) {
-    if (!*p) return tl::unexpected(p->error());
-  }
-  for (auto st : {set_nonblocking(out->read, "stdout pipe"), set_nonblocking(err->read, "stderr pipe"),
-                  set_nonblocking(fd3->read, "fd 3 pipe")}) {
-    if (!st) return tl::unexpected(st.error());
-  }
+  return c;
+}
 
-  std::string path = spec.exec.string();
-  std::string workspace = spec.workspace.string();
-  std::vector<char*> argv{path.data()};
-  std::vector<std::string> args = spec.args;  // mutable copies: execve takes char* const*
-  std::vector<std::string> env = spec.env;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  std::vector<char*> envp;
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
+// execve's argument arrays, pointing into strings this object owns.
+struct ExecArrays {
+  explicit ExecArrays(const LaunchSpec& spec)
+      : path(spec.exec.string()), workspace(spec.workspace.string()), args(spec.args),
+        env(spec.env) {
+    argv.push_back(path.data());
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    for (auto& e : env) envp.push_back(e.data());
+    envp.push_back(nullptr);
+  }
+  ExecArrays(const ExecArrays&) = delete;
+  ExecArrays& operator=(const ExecArrays&) = delete;
 
+  std::string path, workspace;
+  std::vector<std::string> args, env;
+  std::vector<char*> argv, envp;
+};
+
+ChildPlan make_plan(const LaunchSpec& spec, const ExecArrays& exec, const Channels& c) {
   ChildPlan plan{};
-  plan.path = path.c_str();
-  plan.argv = argv.data();
-  plan.envp = envp.data();
-  plan.workspace = workspace.c_str();
-  plan.stdin_fd = stdin_src->get();
-  plan.stdout_fd = out_w->get();
-  plan.stderr_fd = err_w->get();
-  plan.fd3_fd = fd3_w->get();
-  plan.error_fd = error_w->get();
+  plan.path = exec.path.c_str();
+  plan.argv = exec.argv.data();
+  plan.envp = exec.envp.data();
+  plan.workspace = exec.workspace.c_str();
+  plan.stdin_fd = c.stdin_src.get();
+  plan.stdout_fd = c.out.write.get();
+  plan.stderr_fd = c.err.write.get();
+  plan.fd3_fd = c.fd3.write.get();
+  plan.error_fd = c.error.write.get();
   plan_rlimits(spec.limits, plan);
   plan.new_net = spec.net == NetMode::kNone;
   plan.parent = ::getpid();
   long open_max = ::sysconf(_SC_OPEN_MAX);
   plan.max_fd = open_max > 0 && open_max < (1 << 20) ? static_cast<int>(open_max) : (1 << 20);
+  return plan;
+}
 
-  // Block every signal across fork() so the child runs none of the worker's handlers before it
-  // resets them (the posix_spawn approach); the parent restores its mask right after.
+// fork() with every signal blocked across it, so the child runs none of the worker's handlers
+// before it resets them (the posix_spawn approach); the parent restores its mask right after.
+Result<pid_t> fork_child(const ChildPlan& plan) {
   sigset_t all, old;
   sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
@@ -314,37 +328,53 @@ Result<Launched> launch(const LaunchSpec& spec) {
   if (pid == 0) run_child(plan);
   int fork_errno = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  if (pid < 0) return errno_error("fork", path, fork_errno);
+  if (pid < 0) return errno_error("fork", plan.path, fork_errno);
+  return pid;
+}
+
+// Waits for the child to exec. On failure reaps it and returns EXEC_FAILED naming the step.
+Status await_exec(pid_t pid, const posix::Fd& error_read, const LaunchSpec& spec) {
+  auto child_error = read_child_error(error_read);
+  if (child_error && !*child_error) return {};
+  ::kill(pid, SIGKILL);  // only needed if reading the pipe itself failed
+  reap_blocking(pid);
+  if (!child_error) return tl::unexpected(child_error.error());
+  const ChildError& rec = **child_error;
+  StepName name = step_name(static_cast<Step>(rec.step), spec);
+  auto e = errno_error(name.call, name.object, rec.err);
+  e.value().code = ErrorCode::kExecFailed;
+  e.value().details["step"] = name.call;
+  return e;
+}
+
+}  // namespace
+
+Result<Launched> launch(const LaunchSpec& spec) {
+  if (auto st = validate(spec); !st) return tl::unexpected(st.error());
+  auto channels = make_channels(spec);
+  if (!channels) return tl::unexpected(channels.error());
+  ExecArrays exec(spec);
+  auto pid = fork_child(make_plan(spec, exec, *channels));
+  if (!pid) return tl::unexpected(pid.error());
 
   // Our copies of the child's ends must go, or the error pipe never reaches EOF.
-  stdin_src->reset();
-  out_w->reset();
-  err_w->reset();
-  fd3_w->reset();
-  error_w->reset();
-
-  auto child_error = read_child_error(error_pipe->read);
-  if (!child_error || *child_error) {
-    ::kill(pid, SIGKILL);  // only needed if the pipe read itself failed
-    reap_blocking(pid);
-    if (!child_error) return tl::unexpected(child_error.error());
-    const ChildError& rec = **child_error;
-    StepName name = step_name(static_cast<Step>(rec.step), spec);
-    auto e = errno_error(name.call, name.object, rec.err);
-    e.value().code = ErrorCode::kExecFailed;
-    e.value().details["step"] = name.call;
-    return e;
+  for (posix::Fd* fd : {&channels->stdin_src, &channels->out.write, &channels->err.write,
+                        &channels->fd3.write, &channels->error.write}) {
+    fd->reset();
+  }
+  if (auto st = await_exec(*pid, channels->error.read, spec); !st) {
+    return tl::unexpected(st.error());
   }
 
-  posix::Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
+  posix::Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, *pid, 0)));
   if (!pidfd) {
     int e = errno;
-    ::kill(-pid, SIGKILL);
-    reap_blocking(pid);
-    return errno_error("pidfd_open", std::to_string(pid), e);
+    ::kill(-*pid, SIGKILL);  // unreaped, so the group id is still the child's
+    reap_blocking(*pid);
+    return errno_error("pidfd_open", std::to_string(*pid), e);
   }
-  return Launched{pid, std::move(pidfd), std::move(out->read), std::move(err->read),
-                  std::move(fd3->read)};
+  return Launched{*pid, std::move(pidfd), std::move(channels->out.read),
+                  std::move(channels->err.read), std::move(channels->fd3.read)};
 }
 
 }  // namespace kbfleet::worker

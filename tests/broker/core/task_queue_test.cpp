@@ -1,1 +1,114 @@
+// TaskQueue: priority then FIFO per key, the best head across keys, lazy removal of stale ids
+// (broker/queue/task_queue.hpp).
 #include <catch2/catch.hpp>
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "broker/queue/task_queue.hpp"
+
+namespace kbfleet::broker {
+namespace {
+
+bool always_alive(const std::string&) { return true; }
+
+std::vector<std::string> drain(TaskQueue& q, const std::vector<std::string>& keys) {
+  std::vector<std::string> out;
+  while (auto id = q.pop_best(keys, always_alive)) out.push_back(*id);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("queue keys are plugin@version with an empty version meaning any", "[broker][queue]") {
+  CHECK(queue_key("hello", "") == "hello@");
+  CHECK(queue_key("hello", "1.0.0") == "hello@1.0.0");
+}
+
+TEST_CASE("tasks leave one key by priority, then in submission order", "[broker][queue]") {
+  TaskQueue q;
+  q.push("k", 0, "a");
+  q.push("k", 5, "b");
+  q.push("k", 0, "c");
+  q.push("k", 5, "d");
+  q.push("k", -2, "e");
+  q.push("k", 0, "f");
+  CHECK(q.size() == 6);
+  CHECK(drain(q, {"k"}) == std::vector<std::string>{"b", "d", "a", "c", "f", "e"});
+  CHECK(q.size() == 0);
+  CHECK(q.empty_for("k"));
+}
+
+TEST_CASE("equal priorities keep FIFO order over many tasks", "[broker][queue]") {
+  TaskQueue q;
+  std::vector<std::string> expected;
+  for (int i = 0; i < 1000; ++i) {
+    expected.push_back("t" + std::to_string(i));
+    q.push("k", 1, expected.back());
+  }
+  CHECK(drain(q, {"k"}) == expected);
+}
+
+TEST_CASE("pop_best picks the best head across several keys", "[broker][queue]") {
+  TaskQueue q;
+  q.push("hello@", 1, "any-1");
+  q.push("hello@1.0", 3, "v1-hi");
+  q.push("other@", 9, "other");
+  q.push("hello@", 3, "any-hi");  // same priority as v1-hi but later
+
+  SECTION("higher priority first, then the earlier submission across keys") {
+    CHECK(drain(q, {"hello@", "hello@1.0"}) == std::vector<std::string>{"v1-hi", "any-hi", "any-1"});
+    CHECK(q.size() == 1);
+    CHECK_FALSE(q.empty_for("other@"));
+  }
+  SECTION("the order of the keys does not matter") {
+    CHECK(drain(q, {"hello@1.0", "hello@"}) == std::vector<std::string>{"v1-hi", "any-hi", "any-1"});
+  }
+  SECTION("keys a worker does not serve are never popped") {
+    CHECK(drain(q, {"hello@2.0", "missing@"}).empty());
+    CHECK(q.size() == 4);
+  }
+  SECTION("no keys pops nothing") {
+    CHECK_FALSE(q.pop_best({}, always_alive).has_value());
+  }
+}
+
+TEST_CASE("stale entries are skipped and dropped from the size", "[broker][queue]") {
+  TaskQueue q;
+  q.push("k", 9, "cancelled-1");
+  q.push("k", 1, "live");
+  q.push("k", 9, "cancelled-2");
+  q.push("j", 5, "cancelled-3");
+  const std::set<std::string> gone{"cancelled-1", "cancelled-2", "cancelled-3"};
+  std::vector<std::string> asked;
+  auto alive = [&](const std::string& id) {
+    asked.push_back(id);
+    return gone.count(id) == 0;
+  };
+  CHECK(q.size() == 4);  // cancelled entries count until discarded
+  auto id = q.pop_best({"k", "j"}, alive);
+  REQUIRE(id.has_value());
+  CHECK(*id == "live");
+  CHECK(q.size() == 0);
+  CHECK(q.empty_for("k"));
+  CHECK(q.empty_for("j"));
+  CHECK_FALSE(q.pop_best({"k", "j"}, alive).has_value());
+
+  SECTION("a key holding only stale entries yields nothing") {
+    TaskQueue only_stale;
+    only_stale.push("k", 0, "cancelled-1");
+    CHECK_FALSE(only_stale.pop_best({"k"}, alive).has_value());
+    CHECK(only_stale.size() == 0);
+  }
+}
+
+TEST_CASE("an unknown key is empty", "[broker][queue]") {
+  TaskQueue q;
+  CHECK(q.empty_for("nothing@"));
+  q.push("a@", 0, "x");
+  CHECK_FALSE(q.empty_for("a@"));
+  CHECK(q.empty_for("a@1"));
+}
+
+}  // namespace kbfleet::broker

@@ -1,1 +1,180 @@
+// TaskStore: task ids, event numbering, bounded backlogs, retention and idempotency keys
+// (broker/tasks/task_store.hpp).
 #include <catch2/catch.hpp>
+
+#include <set>
+#include <string>
+
+#include "broker/tasks/task_store.hpp"
+
+namespace kbfleet::broker {
+namespace {
+
+protocol::SubmitRequest request(std::string plugin = "hello", std::string idempotency_key = "") {
+  protocol::SubmitRequest r;
+  r.plugin = std::move(plugin);
+  r.handler = "greet";
+  r.idempotency_key = std::move(idempotency_key);
+  return r;
+}
+
+std::string output_data(int line) {
+  protocol::Writer w;
+  w.begin_map().kv("stream", "stdout").kv("line", line).kv("text", "line " + std::to_string(line)).end_map();
+  return w.take();
+}
+
+protocol::Event decode_event(const std::string& body) {
+  auto b = protocol::Body::decode(body);
+  REQUIRE(b.has_value());
+  auto e = protocol::Event::decode(b->view());
+  REQUIRE(e.has_value());
+  return *e;
+}
+
+}  // namespace
+
+TEST_CASE("task ids are 32 lowercase hex characters and unique", "[broker][tasks]") {
+  std::set<std::string> seen;
+  for (int i = 0; i < 2000; ++i) {
+    auto id = new_task_id();
+    CHECK(id.size() == 32);
+    CHECK(valid_task_id(id));
+    seen.insert(id);
+  }
+  CHECK(seen.size() == 2000);
+}
+
+TEST_CASE("valid_task_id accepts only 32 lowercase hex characters", "[broker][tasks]") {
+  CHECK(valid_task_id(std::string(32, '0')));
+  CHECK(valid_task_id("0123456789abcdef0123456789abcdef"));
+  CHECK_FALSE(valid_task_id(""));
+  CHECK_FALSE(valid_task_id(std::string(31, 'a')));
+  CHECK_FALSE(valid_task_id(std::string(33, 'a')));
+  CHECK_FALSE(valid_task_id("0123456789ABCDEF0123456789abcdef"));
+  CHECK_FALSE(valid_task_id("0123456789abcdeg0123456789abcdef"));
+  CHECK_FALSE(valid_task_id("../../../../../../../etc/passwd.."));
+}
+
+TEST_CASE("a created task is queued, findable and counted by state", "[broker][tasks]") {
+  TaskStore store(1 << 20);
+  Task& t = store.create(request(), 1234);
+  CHECK(valid_task_id(t.id));
+  CHECK(t.state == "queued");
+  CHECK(t.submitted_ms == 1234);
+  CHECK(t.request.plugin == "hello");
+  CHECK(store.find(t.id) == &t);
+  CHECK(store.find("0123456789abcdef0123456789abcdef") == nullptr);
+  CHECK(store.size() == 1);
+
+  Task& u = store.create(request(), 1235);
+  CHECK(u.id != t.id);
+  u.state = "running";
+  CHECK(store.count_in_state("queued") == 1);
+  CHECK(store.count_in_state("running") == 1);
+  CHECK(store.count_in_state("succeeded") == 0);
+}
+
+TEST_CASE("events are numbered from 1 and encoded as protocol events", "[broker][tasks]") {
+  TaskStore store(1 << 20);
+  Task& t = store.create(request(), 1);
+  t.attempt = 1;
+  auto first = decode_event(store.append_event(t, "started", output_data(0), 100));
+  CHECK(first.seq == 1);
+  CHECK(first.task_id == t.id);
+  CHECK(first.type == "started");
+  CHECK(first.ts_ms == 100);
+  CHECK(first.plugin == "hello");
+  CHECK(first.attempt == 1);
+  // The event re-encodes data compactly; compare values, not header widths.
+  CHECK(protocol::msgpack_to_json(first.data).value() == protocol::msgpack_to_json(output_data(0)).value());
+  for (int i = 2; i <= 10; ++i) {
+    CHECK(decode_event(store.append_event(t, "output", output_data(i), 100 + i)).seq == i);
+  }
+  CHECK(t.next_seq == 11);
+  CHECK(t.first_seq == 1);
+  REQUIRE(t.backlog.size() == 10);
+  for (std::size_t i = 0; i < t.backlog.size(); ++i) CHECK(decode_event(t.backlog[i]).seq == std::int64_t(i) + 1);
+
+  SECTION("numbering is per task") {
+    Task& other = store.create(request(), 2);
+    CHECK(decode_event(store.append_event(other, "started", output_data(0), 1)).seq == 1);
+  }
+}
+
+TEST_CASE("backlog trimming keeps first_seq consistent with what is kept", "[broker][tasks]") {
+  const std::size_t event_size = [] {
+    TaskStore probe(1 << 20);
+    Task& t = probe.create(request(), 1);
+    return probe.append_event(t, "output", output_data(1), 1).size();
+  }();
+  // Room for three events of this size.
+  TaskStore store(3 * event_size + event_size / 2);
+  Task& t = store.create(request(), 1);
+  for (int i = 1; i <= 20; ++i) {
+    store.append_event(t, "output", output_data(i % 10), 1);
+    INFO("after event " << i);
+    CHECK(t.first_seq + std::int64_t(t.backlog.size()) == t.next_seq);
+    CHECK(t.backlog.size() <= 3);
+    std::size_t bytes = 0;
+    for (const auto& b : t.backlog) bytes += b.size();
+    CHECK(bytes == t.backlog_bytes);
+    CHECK(decode_event(t.backlog.front()).seq == t.first_seq);
+    CHECK(decode_event(t.backlog.back()).seq == i);
+  }
+  CHECK(t.first_seq == 18);
+
+  SECTION("a single event larger than the limit is still kept") {
+    TaskStore tiny(1);
+    Task& u = tiny.create(request(), 1);
+    tiny.append_event(u, "started", output_data(1), 1);
+    tiny.append_event(u, "done", output_data(2), 1);
+    CHECK(u.backlog.size() == 1);
+    CHECK(u.first_seq == 2);
+    CHECK(decode_event(u.backlog.front()).type == "done");
+  }
+}
+
+TEST_CASE("finished tasks expire after the retention time, in finish order", "[broker][tasks]") {
+  TaskStore store(1 << 20);
+  Task& a = store.create(request("hello", "key-a"), 0);
+  const std::string a_id = a.id;
+  Task& b = store.create(request(), 0);
+  const std::string b_id = b.id;
+  Task& running = store.create(request(), 0);
+  const std::string running_id = running.id;
+  store.mark_finished(a, 1000);
+  store.mark_finished(b, 2000);
+  CHECK(a.finished_ms == 1000);
+
+  CHECK(store.expire(1999, 1000) == 0);
+  CHECK(store.find(a_id) != nullptr);
+  CHECK(store.expire(2001, 1000) == 1);
+  CHECK(store.find(a_id) == nullptr);
+  CHECK(store.find_by_idempotency_key("key-a") == nullptr);
+  CHECK(store.find(b_id) != nullptr);
+  CHECK(store.expire(10000, 1000) == 1);
+  CHECK(store.find(b_id) == nullptr);
+  CHECK(store.find(running_id) != nullptr);  // never finished, never expires
+  CHECK(store.expire(1000000, 1000) == 0);
+  CHECK(store.size() == 1);
+}
+
+TEST_CASE("an idempotency key finds its task until the task expires", "[broker][tasks]") {
+  TaskStore store(1 << 20);
+  Task& t = store.create(request("hello", "job-7"), 0);
+  store.create(request(), 0);
+  CHECK(store.find_by_idempotency_key("job-7") == &t);
+  CHECK(store.find_by_idempotency_key("job-8") == nullptr);
+  CHECK(store.find_by_idempotency_key("") == nullptr);
+
+  store.mark_finished(t, 10);
+  CHECK(store.find_by_idempotency_key("job-7") == &t);  // kept while retained
+  store.expire(10 + 60000 + 1, 60000);
+  CHECK(store.find_by_idempotency_key("job-7") == nullptr);
+
+  Task& again = store.create(request("hello", "job-7"), 70000);
+  CHECK(store.find_by_idempotency_key("job-7") == &again);
+}
+
+}  // namespace kbfleet::broker

@@ -273,6 +273,34 @@ TEST_CASE("destroying a HandlerProcess kills the running handler and its group",
   CHECK(testing::process_gone(child));
 }
 
+TEST_CASE("a HandlerProcess leaves no descriptor open in the worker", "[executor][outcome]") {
+  auto open_fds = [] {
+    auto entries = std::filesystem::directory_iterator("/proc/self/fd");
+    return std::distance(std::filesystem::begin(entries), std::filesystem::end(entries));
+  };
+  TempDir ws;
+  testing::Subreaper reaper;
+  auto before = open_fds();
+  {
+    Recorded sink;
+    auto p = testing::start(testing::shell("echo out; echo err >&2; echo '{}' >&3", ws.path()));
+    testing::drive(*p, sink);
+  }
+  {
+    Recorded sink;
+    auto p = testing::start(testing::shell("echo ready; sleep 100", ws.path()));
+    testing::drive(*p, sink, [&] { return saw_ready(sink); });
+  }
+  {
+    LaunchSpec missing;
+    missing.exec = ws.path() / "no-such-handler";
+    missing.workspace = ws.path();
+    missing.stdin_bytes = "input";
+    REQUIRE_FALSE(HandlerProcess::spawn(missing));
+  }
+  CHECK(open_fds() == before);
+}
+
 // --- could not start ----------------------------------------------------------------------------
 
 TEST_CASE("a handler that cannot be started fails with EXEC_FAILED naming the path",
