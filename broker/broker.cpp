@@ -80,7 +80,7 @@ void Broker::run(int stop_fd) {
 
 void Broker::on_router_message(transport::Incoming& in) {
   if (in.error) {
-    metrics_.malformed(std::string(code_name(in.error->code)));
+    metrics_.malformed.increment(std::string(code_name(in.error->code)));
     spdlog::warn("malformed message refused peer_bytes={} error=\"{}\"", in.peer.size(), in.error->message);
     if (!in.peer.empty()) reply_error(in.peer, in.req, *in.error);
     return;
@@ -107,7 +107,7 @@ void Broker::on_router_message(transport::Incoming& in) {
   if (type == msg::kUploadBegin) return on_upload_begin(in);
   if (type == msg::kUploadChunk) return on_upload_chunk(in);
   if (type == msg::kUploadEnd) return on_upload_end(in);
-  metrics_.malformed("UNKNOWN_TYPE");
+  metrics_.malformed.increment("UNKNOWN_TYPE");
   reply_error(in.peer, in.req,
               Error{ErrorCode::kProtocolError, "unknown message type '" + type + "' (see docs/protocol.md)", {}});
 }
@@ -141,7 +141,7 @@ void Broker::reply(const std::string& peer, std::string_view type, std::string b
 }
 
 void Broker::reply_error(const std::string& peer, std::int64_t req, const Error& e) {
-  metrics_.rejected(std::string(code_name(e.code)));
+  metrics_.rejected.increment(std::string(code_name(e.code)));
   Writer w;
   w.begin_map();
   protocol::encode_error(w, req, e);

@@ -98,6 +98,7 @@ class Broker {
   void on_upload_begin(transport::Incoming& in);
   void on_upload_chunk(transport::Incoming& in);
   void on_upload_end(transport::Incoming& in);
+  void record_artifact(Task& t, const protocol::ArtifactMeta& meta);  // stored + verified
   Result<Task*> running_task_of(const std::string& worker, std::string_view task_id, std::int64_t attempt);
 
   BrokerOptions options_;

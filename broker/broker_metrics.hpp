@@ -1,13 +1,9 @@
 #pragma once
 // The broker's Prometheus metrics (docs/operations.md lists them with their meaning).
-#include <map>
 #include <memory>
 #include <string>
 
-#include <prometheus/counter.h>
-#include <prometheus/gauge.h>
-#include <prometheus/histogram.h>
-#include <prometheus/registry.h>
+#include "common/metrics/families.hpp"
 
 namespace kbfleet::broker {
 
@@ -32,18 +28,9 @@ class BrokerMetrics {
   prometheus::Counter& artifact_bytes_in;
   prometheus::Counter& artifact_bytes_out;
   prometheus::Counter& workers_lost;
-
-  void finished(const std::string& state, const std::string& code);
-  void rejected(const std::string& code);  // a request answered with an error, by code
-  void malformed(const std::string& reason);
-
- private:
-  prometheus::Family<prometheus::Counter>& finished_family_;
-  prometheus::Family<prometheus::Counter>& rejected_family_;
-  prometheus::Family<prometheus::Counter>& malformed_family_;
-  std::map<std::pair<std::string, std::string>, prometheus::Counter*> finished_;
-  std::map<std::string, prometheus::Counter*> rejected_;
-  std::map<std::string, prometheus::Counter*> malformed_;
+  metrics::LabeledCounter finished;   // by state, code
+  metrics::LabeledCounter rejected;   // requests answered with an error, by code
+  metrics::LabeledCounter malformed;  // messages dropped or refused, by reason
 };
 
 }  // namespace kbfleet::broker

@@ -85,7 +85,7 @@ void Broker::finish_task(Task& t, protocol::TaskOutcome outcome) {
   // A cancel that raced with completion: the handler's own outcome stands, as reported.
   t.state = outcome.state;
   t.worker.clear();
-  metrics_.finished(outcome.state, outcome.error_code);
+  metrics_.finished.increment(outcome.state, outcome.error_code);
   if (!outcome.error_code.empty()) {
     emit(t, protocol::event::kError,
          Writer().begin_map().kv("code", outcome.error_code).kv("message", outcome.error_message).end_map().take());

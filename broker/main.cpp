@@ -1,7 +1,6 @@
 // kbfleet-broker: parses flags, starts the broker, prints the bound endpoints on stdout
 // (one key=value per line, so scripts using port 0 can find them) and runs until SIGTERM/SIGINT.
 #include <signal.h>
-#include <sys/signalfd.h>
 
 #include <cstdio>
 #include <iostream>
@@ -10,6 +9,7 @@
 
 #include "broker/broker.hpp"
 #include "common/log/log.hpp"
+#include "common/posix/signals.hpp"
 
 int main(int argc, char** argv) {
   kbfleet::broker::BrokerOptions opt;
@@ -35,15 +35,9 @@ int main(int argc, char** argv) {
   }
   kbfleet::log::init("broker", log_level);
 
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
-  sigprocmask(SIG_BLOCK, &mask, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-  int stop_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (stop_fd < 0) {
-    std::perror("kbfleet-broker: signalfd");
+  auto stop = kbfleet::posix::signal_fd({SIGTERM, SIGINT});
+  if (!stop) {
+    std::cerr << "kbfleet-broker: " << stop.error().to_string() << "\n";
     return 71;  // EX_OSERR
   }
 
@@ -54,6 +48,6 @@ int main(int argc, char** argv) {
   }
   const auto& ep = (*broker)->endpoints();
   std::cout << "bind=" << ep.bind << "\nevents=" << ep.events << "\nmetrics=" << ep.metrics << std::endl;
-  (*broker)->run(stop_fd);
+  (*broker)->run(stop->get());
   return 0;
 }

@@ -61,12 +61,12 @@ void Broker::on_task_events(transport::Incoming& in) {
   if (!task_id) return reply_error(in.peer, in.req, task_id.error());
   auto t = running_task_of(in.peer, *task_id, v.i64_or("attempt", 1));
   if (!t) {
-    metrics_.malformed("STALE_EVENTS");
+    metrics_.malformed.increment("STALE_EVENTS");
     return;  // late events of a finished or reassigned attempt are dropped (counted)
   }
   auto events = v.array_or_empty("events");
   if (!events || events->size() > kMaxEventsPerBatch) {
-    metrics_.malformed("PROTOCOL_ERROR");
+    metrics_.malformed.increment("PROTOCOL_ERROR");
     return;
   }
   for (const auto* e : *events) {
@@ -75,7 +75,7 @@ void Broker::on_task_events(transport::Incoming& in) {
     auto type = ev.str_or("type", "");
     // Workers may send only what a handler produces; lifecycle events are the broker's.
     if (type != protocol::event::kOutput && type != protocol::event::kProgress) {
-      metrics_.malformed("EVENT_TYPE");
+      metrics_.malformed.increment("EVENT_TYPE");
       continue;
     }
     emit(**t, type, ev.raw("data"));
@@ -127,12 +127,7 @@ void Broker::on_upload_begin(transport::Incoming& in) {
   }
   Writer w;
   if (cas_.contains(meta->sha256)) {  // dedupe: the blob is already stored and verified
-    (*t)->artifacts.push_back(*meta);
-    Writer art;
-    art.begin_map();
-    meta->encode(art);
-    art.end_map();
-    emit(**t, protocol::event::kArtifact, art.take());
+    record_artifact(**t, *meta);
     w.begin_map().kv("req", in.req).kv("upload_id", "").kv("have", true).end_map();
     return reply(in.peer, msg::kUploadReady, w.take());
   }
@@ -189,12 +184,16 @@ void Broker::on_upload_end(transport::Incoming& in) {
   if (!st) return;
   Task* t = tasks_.find(up.task_id);
   if (t == nullptr || t->state != state::kRunning) return;
-  t->artifacts.push_back(up.meta);
+  record_artifact(*t, up.meta);
+}
+
+void Broker::record_artifact(Task& t, const protocol::ArtifactMeta& meta) {
+  t.artifacts.push_back(meta);
   Writer art;
   art.begin_map();
-  up.meta.encode(art);
+  meta.encode(art);
   art.end_map();
-  emit(*t, protocol::event::kArtifact, art.take());
+  emit(t, protocol::event::kArtifact, art.take());
 }
 
 }  // namespace kbfleet::broker

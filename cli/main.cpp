@@ -1,6 +1,5 @@
 // kbfleet: the command-line client. Parses arguments with CLI11 and calls cli/commands.
 #include <signal.h>
-#include <sys/signalfd.h>
 
 #include <cstdlib>
 #include <iostream>
@@ -9,6 +8,7 @@
 
 #include "cli/commands.hpp"
 #include "cli/exit_codes.hpp"
+#include "common/posix/signals.hpp"
 
 namespace {
 
@@ -79,12 +79,8 @@ int main(int argc, char** argv) {
   }
 
   // SIGINT arrives through a signalfd so `run` can cancel the task instead of dying.
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGINT);
-  sigprocmask(SIG_BLOCK, &mask, nullptr);
-  int interrupt_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
-  signal(SIGPIPE, SIG_IGN);
+  auto interrupt = kbfleet::posix::signal_fd({SIGINT});
+  const int interrupt_fd = interrupt ? interrupt->get() : -1;
 
   kbfleet::cli::Client client(broker, std::chrono::milliseconds(timeout_ms));
   const Format f = json ? Format::kJson : Format::kText;

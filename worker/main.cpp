@@ -2,7 +2,6 @@
 // until SIGTERM/SIGINT. Exit codes: 64 bad flags, 78 bad configuration (plugins dir, endpoint),
 // 69 a layer required by --require-layer is missing.
 #include <signal.h>
-#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -12,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/log/log.hpp"
+#include "common/posix/signals.hpp"
 #include "worker/sandbox/probe.hpp"
 #include "worker/worker.hpp"
 
@@ -93,13 +93,11 @@ int main(int argc, char** argv) {
     opt.worker_id = std::string(host) + "-" + std::to_string(::getpid());
   }
 
-  sigset_t mask;
-  sigemptyset(&mask);
-  sigaddset(&mask, SIGTERM);
-  sigaddset(&mask, SIGINT);
-  sigprocmask(SIG_BLOCK, &mask, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-  int stop_fd = signalfd(-1, &mask, SFD_CLOEXEC | SFD_NONBLOCK);
+  auto stop = kbfleet::posix::signal_fd({SIGTERM, SIGINT});
+  if (!stop) {
+    std::cerr << "kbfleet-worker: " << stop.error().to_string() << "\n";
+    return 71;  // EX_OSERR
+  }
 
   auto worker = kbfleet::worker::Worker::create(std::move(opt));
   if (!worker) {
@@ -107,6 +105,6 @@ int main(int argc, char** argv) {
     return 78;
   }
   std::cout << "metrics=" << (*worker)->metrics_address() << std::endl;
-  (*worker)->run(stop_fd);
+  (*worker)->run(stop->get());
   return 0;
 }

@@ -387,7 +387,7 @@ void Worker::report(TaskRun& run) {
   run.phase = Phase::kReporting;
   if (auto events = run.take_events(); !events.empty()) send(msg::kTaskEvents, std::move(events));
   send_result(run);
-  metrics_.finished(run.outcome.state, run.outcome.error_code);
+  metrics_.finished.increment(run.outcome.state, run.outcome.error_code);
   spdlog::debug("task reported task={} state={}", run.task().task_id, run.outcome.state);
   run.workspace_fd.reset();
   std::error_code ec;

@@ -1,13 +1,8 @@
 #pragma once
 // The worker's Prometheus metrics (docs/operations.md).
-#include <map>
 #include <memory>
-#include <string>
 
-#include <prometheus/counter.h>
-#include <prometheus/gauge.h>
-#include <prometheus/histogram.h>
-#include <prometheus/registry.h>
+#include "common/metrics/families.hpp"
 
 namespace kbfleet::worker {
 
@@ -29,12 +24,7 @@ class WorkerMetrics {
   prometheus::Counter& events_sent;
   prometheus::Counter& artifact_bytes;
   prometheus::Counter& reconnects;
-
-  void finished(const std::string& state, const std::string& code);
-
- private:
-  prometheus::Family<prometheus::Counter>& finished_family_;
-  std::map<std::pair<std::string, std::string>, prometheus::Counter*> finished_;
+  metrics::LabeledCounter finished;  // by state, code
 };
 
 }  // namespace kbfleet::worker
