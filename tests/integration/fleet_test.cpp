@@ -2,6 +2,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <fstream>
 #include <map>
 #include <set>
 #include <sstream>
@@ -263,4 +264,60 @@ TEST_CASE("a plugin runs only on workers that grant its capabilities", "[integra
     CHECK(r.exit_code == 0);
     CHECK(r.out == "running on a gpu worker\n");
   }
+}
+
+TEST_CASE("a plugin with sandbox: none runs only where the operator allows it", "[integration]") {
+  SECTION("refused by default") {
+    Fleet fleet({1, 1, {}});
+    REQUIRE(fleet.wait_for_workers(1));
+    auto r = fleet.cli({"run", "trusted", "hi"});
+    CHECK(r.exit_code == 125);
+    CHECK(r.err.find("PERMISSION_DENIED") != std::string::npos);
+    CHECK(r.err.find("--allow-unsandboxed") != std::string::npos);
+  }
+  SECTION("run with --allow-unsandboxed, and the result records it") {
+    Fleet fleet({1, 1, {"--allow-unsandboxed"}});
+    REQUIRE(fleet.wait_for_workers(1));
+    auto sub = fleet.cli({"submit", "trusted", "hi"});
+    auto id = trim(sub.out);
+    REQUIRE(fleet.wait_for_terminal(id) == "succeeded");
+    auto st = json::parse(fleet.cli({"status", id, "--json"}).out);
+    CHECK(st["outcome"]["layers"] == json::array({"none"}));
+  }
+}
+
+TEST_CASE("higher-priority tasks are dispatched first", "[integration]") {
+  Fleet fleet({1, 1, {}});  // one slot: the queue order decides
+  REQUIRE(fleet.wait_for_workers(1));
+  auto blocker = trim(fleet.cli({"submit", "stubborn", "hang", "--timeout", "60000"}).out);
+  bool running = false;
+  for (int i = 0; i < 200 && !running; ++i) {
+    running = json::parse(fleet.cli({"status", blocker, "--json"}).out)["state"] == "running";
+  }
+  REQUIRE(running);
+  auto low = trim(fleet.cli({"submit", "hello", "greet", "--priority", "0"}).out);
+  auto high = trim(fleet.cli({"submit", "hello", "greet", "--priority", "10"}).out);
+  REQUIRE(fleet.cli({"cancel", blocker}).exit_code == 0);
+  REQUIRE(fleet.wait_for_terminal(low) == "succeeded");
+  REQUIRE(fleet.wait_for_terminal(high) == "succeeded");
+  auto l = json::parse(fleet.cli({"status", low, "--json"}).out);
+  auto h = json::parse(fleet.cli({"status", high, "--json"}).out);
+  // One slot: the low-priority task can only start once the high-priority one finished.
+  CHECK(l["started_ms"].get<std::int64_t>() >= h["finished_ms"].get<std::int64_t>());
+}
+
+TEST_CASE("input can be read from a file with --input @file", "[integration]") {
+  Fleet fleet({1, 1, {}});
+  REQUIRE(fleet.wait_for_workers(1));
+  auto path = fleet.dir + "/input.json";
+  {
+    std::ofstream f(path);
+    f << R"({"name":"from a file"})";
+  }
+  auto r = fleet.cli({"run", "hello", "greet", "--input", "@" + path});
+  CHECK(r.exit_code == 0);
+  CHECK(r.out.find("hello, from a file") != std::string::npos);
+  auto missing = fleet.cli({"run", "hello", "greet", "--input", "@" + fleet.dir + "/nope.json"});
+  CHECK(missing.exit_code == 65);
+  CHECK(missing.err.find("nope.json") != std::string::npos);
 }
