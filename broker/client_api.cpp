@@ -107,7 +107,8 @@ void Broker::on_submit(transport::Incoming& in) {
                                {{"plugin", req->plugin}}});
     }
     if (!offer.ungranted.empty()) {
-      // TODO(#4): wait for a capable worker and fail NO_CAPABLE_WORKER after a configurable time.
+      // TODO(#4): wait for a capable worker and fail after a configurable time (a new code,
+      // NO_CAPABLE_WORKER, per issue #4).
       return reply_error(in.peer, in.req,
                          Error{ErrorCode::kCapabilityMissing,
                                "plugin '" + req->plugin + "' requires capabilities no connected worker grants: " +

@@ -41,6 +41,12 @@ void Broker::on_ready(transport::Incoming& in) {
   WorkerInfo& w = *workers_.find(in.peer);
   // Tasks we believe run there and the worker still runs keep their slot; tasks it no longer
   // knows were lost with its previous incarnation.
+  for (const auto& id : still_running) {
+    if (!previous.count(id)) {  // e.g. this broker restarted: the slot is busy until its result
+      w.foreign.insert(id);
+      --w.free;
+    }
+  }
   for (const auto& id : previous) {
     if (std::find(still_running.begin(), still_running.end(), id) != still_running.end()) {
       workers_.assign(w, id);
@@ -95,6 +101,11 @@ void Broker::on_result(transport::Incoming& in) {
   auto t = running_task_of(in.peer, *task_id, attempt);
   if (!t) {
     spdlog::warn("stale result ignored task={} attempt={}", *task_id, attempt);
+    WorkerInfo* w = workers_.find(in.peer);
+    if (w != nullptr && w->foreign.erase(std::string(*task_id)) > 0) {
+      ++w->free;  // the slot held by a task from before a broker restart is free again
+      dispatch_worker(*w);
+    }
     return;
   }
   auto outcome_view = v.map_or_none("outcome");
@@ -158,7 +169,6 @@ void Broker::on_upload_chunk(transport::Incoming& in) {
     uploads_.erase(it);
     return reply(in.peer, msg::kUploadDone, w.take());
   }
-  metrics_.artifact_bytes_in.Increment(static_cast<double>(bytes.size()));
   w.begin_map().kv("upload_id", id).kv("received", it->second.blob->received()).end_map();
   reply(in.peer, msg::kUploadAck, w.take());
 }
@@ -182,6 +192,7 @@ void Broker::on_upload_end(transport::Incoming& in) {
   w.end_map();
   reply(in.peer, msg::kUploadDone, w.take());
   if (!st) return;
+  metrics_.artifact_bytes_in.Increment(static_cast<double>(up.meta.size));
   Task* t = tasks_.find(up.task_id);
   if (t == nullptr || t->state != state::kRunning) return;
   record_artifact(*t, up.meta);

@@ -35,7 +35,10 @@ Result<Reply> Client::exchange(std::string_view type, std::int64_t req, std::str
     zmq::poll(&item, 1, left);
     while (transport::recv_message(dealer_, transport::SocketKind::kDealer, in, protocol::DecodeLimits{})) {
       if (in.error) return tl::unexpected(*in.error);
-      if (in.req != req) continue;  // a late answer to an earlier, timed-out request
+      // req 0: the broker could not read our request's body, so it cannot echo our req; requests
+      // are sequential, so the error is about this one.
+      const bool unreadable = in.type == protocol::msg::kError && in.req == 0;
+      if (in.req != req && !unreadable) continue;  // a late answer to an earlier, timed-out request
       if (in.type == protocol::msg::kError) return tl::unexpected(protocol::decode_error(in.body->view()));
       return Reply{in.type, std::move(*in.body), std::move(in.data)};
     }

@@ -60,6 +60,10 @@ std::string json_of(const msgpack::object* obj) { return obj ? protocol::to_json
 
 // The exit code a finished task maps to (see exit_codes.hpp), printing the platform error.
 int exit_for_outcome(const protocol::MapView& o) {
+  // A failed upload does not fail the task (the handler did its work), but say so.
+  if (auto errs = o.str_list_or_empty("artifact_errors")) {
+    for (const auto& e : *errs) std::cerr << "kbfleet: warning: artifact not stored: " << e << "\n";
+  }
   std::string_view state = o.str_or("state", "");
   if (state == protocol::state::kSucceeded) return 0;
   auto err = o.map_or_none("error");
@@ -183,6 +187,9 @@ int cmd_status(Client& c, const std::string& id, Format f) {
     auto err = ov.map_or_none("error");
     if (err && *err) std::cout << "error     " << (*err)->str_or("code", "") << ": " << (*err)->str_or("message", "") << "\n";
     if (ov.has("result")) std::cout << "result    " << json_of(ov.get("result")) << "\n";
+    if (auto errs = ov.str_list_or_empty("artifact_errors")) {
+      for (const auto& e : *errs) std::cout << "artifact  failed: " << e << "\n";
+    }
     auto layers = ov.str_list_or_empty("layers");
     if (layers && !layers->empty()) {
       std::cout << "sandbox  ";
@@ -258,7 +265,11 @@ int cmd_artifacts_get(Client& c, const std::string& id, const std::string& name,
       }
       offset += static_cast<std::int64_t>(bytes.size());
     } else if (!eof) {
-      return fail(Error{ErrorCode::kProtocolError, "the broker sent an empty chunk before the end", {}});
+      if (!to_stdout) {
+        ::close(fd);
+        ::unlink(tmp.c_str());
+      }
+      return fail(Error{ErrorCode::kProtocolError, "the broker sent an empty chunk before the end; retry", {}});
     }
   }
   auto got = h.hex_digest();

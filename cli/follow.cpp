@@ -34,7 +34,8 @@ class Follower {
         char buf[256];
         (void)::read(hooks_.interrupt_fd, buf, sizeof buf);
         if (++interrupts > 1 || !hooks_.on_interrupt) {
-          return make_error(ErrorCode::kCancelled, "interrupted; the task continues on the fleet");
+          return make_error(ErrorCode::kCancelled,
+                            "stopped waiting for task " + task_id_ + "; `kbfleet status " + task_id_ + "` shows how it ends");
         }
         hooks_.on_interrupt();
       }

@@ -385,7 +385,7 @@ void Worker::finish_upload(TaskRun& run, const std::optional<Error>& error) {
 
 void Worker::report(TaskRun& run) {
   run.phase = Phase::kReporting;
-  if (auto events = run.take_events(); !events.empty()) send(msg::kTaskEvents, std::move(events));
+  flush_events();  // output before the result, so `done` is the last event
   send_result(run);
   metrics_.finished.increment(run.outcome.state, run.outcome.error_code);
   spdlog::debug("task reported task={} state={}", run.task().task_id, run.outcome.state);

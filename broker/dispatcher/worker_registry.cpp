@@ -66,12 +66,15 @@ std::vector<WorkerInfo*> WorkerRegistry::with_credit_for(const std::string& key)
   for (auto& [id, w] : workers_) {
     if (w.free > 0 && std::binary_search(w.keys.begin(), w.keys.end(), key)) out.push_back(&w);
   }
-  std::stable_sort(out.begin(), out.end(), [](auto* a, auto* b) { return a->free > b->free; });
+  std::sort(out.begin(), out.end(), [](auto* a, auto* b) {
+    return a->free != b->free ? a->free > b->free : a->last_assigned < b->last_assigned;
+  });
   return out;
 }
 
 void WorkerRegistry::assign(WorkerInfo& w, const std::string& task_id) {
   if (w.running.insert(task_id).second) --w.free;
+  w.last_assigned = ++assignments_;
 }
 
 void WorkerRegistry::release(WorkerInfo& w, const std::string& task_id) {

@@ -20,7 +20,9 @@ struct WorkerInfo {
   protocol::WorkerReady ready;
   std::int64_t free = 0;  // slots without a task
   std::set<std::string> running;
+  std::set<std::string> foreign;  // tasks it still runs that this broker does not know (restart)
   std::vector<std::string> keys;  // queue keys this worker can serve
+  std::uint64_t last_assigned = 0;  // dispatch counter at its last task (ties go to the idlest)
   Clock::time_point last_seen;
 };
 
@@ -45,7 +47,8 @@ class WorkerRegistry {
   // Workers silent since before `deadline`.
   std::vector<std::string> silent_since(Clock::time_point deadline) const;
 
-  // Workers with credit that can serve `key`, most free slots first.
+  // Workers with credit that can serve `key`: most free slots first, then the one that got a task
+  // least recently, so equal workers share the load instead of the first one taking everything.
   std::vector<WorkerInfo*> with_credit_for(const std::string& key);
 
   void assign(WorkerInfo& w, const std::string& task_id);
@@ -59,6 +62,7 @@ class WorkerRegistry {
 
  private:
   std::map<std::string, WorkerInfo> workers_;
+  std::uint64_t assignments_ = 0;
 };
 
 }  // namespace kbfleet::broker

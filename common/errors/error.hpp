@@ -22,7 +22,7 @@ enum class ErrorCode {
   kQuotaExceeded,
   kOutputLimit,
   kCpuLimit,
-  kMemoryLimit,
+  kMemoryLimit,  // TODO(#4): produced once cgroups report OOM; RLIMIT_AS failures look like crashes
   kHandlerFailed,
   kExecFailed,
   kQueueFull,

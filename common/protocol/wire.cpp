@@ -297,8 +297,10 @@ std::string to_json(const msgpack::object& obj) {
 }
 
 Result<std::string> json_to_msgpack(std::string_view json) {
-  // nlohmann's msgpack writer recurses per nesting level: refuse absurd depth before parsing.
-  constexpr int kMaxDepth = 64;
+  // The broker decodes bodies to depth 32 and a task's input sits two levels down (body map,
+  // then the input), so deeper input could never be submitted; refuse it here with a clear error.
+  // (nlohmann's msgpack writer also recurses per level.)
+  constexpr int kMaxDepth = 30;
   int depth = 0;
   bool in_string = false, escaped = false;
   for (char c : json) {
@@ -310,7 +312,7 @@ Result<std::string> json_to_msgpack(std::string_view json) {
       in_string = true;
     } else if (c == '[' || c == '{') {
       if (++depth > kMaxDepth) {
-        return make_error(ErrorCode::kInvalidArgument, "input JSON nests deeper than 64 levels");
+        return make_error(ErrorCode::kInvalidArgument, "input JSON nests deeper than 30 levels");
       }
     } else if (c == ']' || c == '}') {
       --depth;

@@ -10,7 +10,9 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "cli/client.hpp"
 #include "common/hash/sha256.hpp"
+#include "common/protocol/messages.hpp"
 #include "tests/support/fleet.hpp"
 
 using namespace kbfleet::test;
@@ -39,11 +41,17 @@ TEST_CASE("a task runs end to end and streams the handler's output", "[integrati
 TEST_CASE("50 concurrent tasks over 2 workers all succeed exactly once", "[integration]") {
   Fleet fleet;
   REQUIRE(fleet.wait_for_workers(2));
+  // Submitted back to back through one client connection, so they queue up and overlap.
+  kbfleet::cli::Client client(fleet.broker, 5s);
   std::vector<std::string> ids;
   for (int i = 0; i < 50; ++i) {
-    auto r = fleet.cli({"submit", "hello", "greet", "--input", "{\"name\":\"n" + std::to_string(i) + "\"}"});
-    REQUIRE(r.exit_code == 0);
-    ids.push_back(trim(r.out));
+    kbfleet::protocol::SubmitRequest req;
+    req.plugin = "hello";
+    req.handler = "greet";
+    req.input = *kbfleet::protocol::json_to_msgpack("{\"name\":\"n" + std::to_string(i) + "\"}");
+    auto r = client.call(kbfleet::protocol::msg::kSubmit, [&](kbfleet::protocol::Writer& w) { req.encode(w); });
+    REQUIRE(r);
+    ids.emplace_back(r->body.view().str_or("task_id", ""));
   }
   REQUIRE(std::set<std::string>(ids.begin(), ids.end()).size() == 50);
   std::map<std::string, int> per_worker;

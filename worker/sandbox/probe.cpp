@@ -4,6 +4,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+
 namespace kbfleet::worker {
 namespace {
 
@@ -15,6 +17,7 @@ bool works_in_child(F step) {
   if (pid == 0) ::_exit(step() ? 0 : 1);
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return false;
   }
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }

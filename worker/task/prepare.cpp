@@ -57,7 +57,11 @@ Result<Prepared> prepare_launch(const protocol::TaskAssignment& task, const mani
                                 std::string input_json) {
   const manifest::PluginEntry* entry = plugins.find(task.plugin, task.version);
   if (entry == nullptr) {
-    if (const auto* any = plugins.find_any(task.plugin); any != nullptr && any->error) return tl::unexpected(*any->error);
+    for (const auto& e : plugins.entries()) {
+      if (e.id == task.plugin && e.error && (task.version.empty() || e.version == task.version)) {
+        return tl::unexpected(*e.error);
+      }
+    }
     return make_error(ErrorCode::kPluginNotFound,
                       "this worker has no plugin '" + task.plugin + (task.version.empty() ? "" : "@" + task.version) + "'");
   }

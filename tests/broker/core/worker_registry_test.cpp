@@ -210,3 +210,21 @@ TEST_CASE("workers silent since a deadline are reported, touched ones are not", 
 }
 
 }  // namespace kbfleet::broker
+
+TEST_CASE("among equally free workers the one that got a task least recently comes first", "[broker][dispatcher]") {
+  WorkerRegistry reg;
+  reg.upsert("a", ready("a", 2, {offer("hello", "1.0.0", {"greet"})}), kT0);
+  reg.upsert("b", ready("b", 2, {offer("hello", "1.0.0", {"greet"})}), kT0);
+  const std::string key = "hello@";
+  // Each task finishes before the next arrives: the load must still alternate.
+  std::vector<std::string> chosen;
+  for (int i = 0; i < 4; ++i) {
+    auto candidates = reg.with_credit_for(key);
+    REQUIRE(candidates.size() == 2);
+    WorkerInfo& w = *candidates.front();
+    chosen.push_back(w.routing_id);
+    reg.assign(w, "t" + std::to_string(i));
+    reg.release(w, "t" + std::to_string(i));
+  }
+  CHECK(chosen == std::vector<std::string>{"a", "b", "a", "b"});
+}
