@@ -209,8 +209,6 @@ TEST_CASE("workers silent since a deadline are reported, touched ones are not", 
   CHECK(reg.silent_since(kT0 + 11s) == std::vector<std::string>{"b"});
 }
 
-}  // namespace kbfleet::broker
-
 TEST_CASE("among equally free workers the one that got a task least recently comes first", "[broker][dispatcher]") {
   WorkerRegistry reg;
   reg.upsert("a", ready("a", 2, {offer("hello", "1.0.0", {"greet"})}), kT0);
@@ -228,3 +226,5 @@ TEST_CASE("among equally free workers the one that got a task least recently com
   }
   CHECK(chosen == std::vector<std::string>{"a", "b", "a", "b"});
 }
+
+}  // namespace kbfleet::broker
