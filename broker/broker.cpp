@@ -60,7 +60,9 @@ void Broker::run(int stop_fd) {
         {xpub_.handle(), 0, ZMQ_POLLIN, 0},
         {nullptr, stop_fd, ZMQ_POLLIN, 0},
     };
-    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next_heartbeat_ - Clock::now());
+    auto next = next_heartbeat_;
+    if (!retry_due_.empty()) next = std::min(next, retry_due_.top().first);
+    auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now());
     zmq::poll(items, 3, std::clamp(wait, std::chrono::milliseconds(0), std::chrono::milliseconds(1000)));
     if (items[2].revents & ZMQ_POLLIN) break;
     if (items[0].revents & ZMQ_POLLIN) {
@@ -73,6 +75,7 @@ void Broker::run(int stop_fd) {
       zmq::message_t sub;
       while (xpub_.recv(sub, zmq::recv_flags::dontwait)) on_subscription(sub);
     }
+    requeue_due_retries(Clock::now());
     if (Clock::now() >= next_heartbeat_) on_timers();
   }
   spdlog::info("broker stopping queued={} running={}", queued_, running_);
@@ -103,6 +106,9 @@ void Broker::on_router_message(transport::Incoming& in) {
     return;
   }
   if (type == msg::kTaskEvents) return on_task_events(in);
+  if (type == msg::kRetry) return on_retry(in);
+  if (type == msg::kDrain) return on_drain(in);
+  if (type == msg::kBye) return worker_lost(in.peer, "it shut down");
   if (type == msg::kResult) return on_result(in);
   if (type == msg::kUploadBegin) return on_upload_begin(in);
   if (type == msg::kUploadChunk) return on_upload_chunk(in);

@@ -5,8 +5,10 @@
 // retention time. Clients and workers share one ROUTER endpoint (docs/protocol.md).
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <queue>
 #include <string>
 
 #include <zmq.hpp>
@@ -33,6 +35,7 @@ struct BrokerOptions {
   std::int64_t retention_ms = 3600 * 1000;
   std::int64_t max_queued = 100000;
   std::int64_t backlog_bytes = 16 << 20;  // per task
+  std::int64_t retry_backoff_ms = 500;    // first retry delay after a lost worker; doubles per attempt
 };
 
 struct Endpoints {
@@ -90,6 +93,12 @@ class Broker {
   void finish_task(Task& t, protocol::TaskOutcome outcome);
   void fail_task(Task& t, std::string_view state, const Error& e);
   void worker_lost(const std::string& routing_id, std::string_view why);
+  // A running task whose worker is gone: retried after a backoff if its policy allows, else
+  // dead-lettered (or cancelled, if a cancel was pending).
+  void lose_task(Task& t, const std::string& worker_name, std::string_view why);
+  void requeue_due_retries(Clock::time_point now);
+  void on_retry(transport::Incoming& in);
+  void on_drain(transport::Incoming& in);
 
   // worker_api.cpp
   void on_ready(transport::Incoming& in);
@@ -118,6 +127,10 @@ class Broker {
   std::int64_t running_ = 0;  // tasks in state running
   std::int64_t plugin_subscribers_ = 0;  // XPUB subscriptions to "plugin." topics
   Clock::time_point next_heartbeat_;
+  // Tasks waiting out a retry backoff: (due, task id), earliest first.
+  std::priority_queue<std::pair<Clock::time_point, std::string>, std::vector<std::pair<Clock::time_point, std::string>>,
+                      std::greater<>>
+      retry_due_;
 };
 
 }  // namespace kbfleet::broker

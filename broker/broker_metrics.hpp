@@ -28,6 +28,7 @@ class BrokerMetrics {
   prometheus::Counter& artifact_bytes_in;
   prometheus::Counter& artifact_bytes_out;
   prometheus::Counter& workers_lost;
+  prometheus::Counter& retries;
   metrics::LabeledCounter finished;   // by state, code
   metrics::LabeledCounter rejected;   // requests answered with an error, by code
   metrics::LabeledCounter malformed;  // messages dropped or refused, by reason

@@ -16,6 +16,7 @@ constexpr std::size_t kMaxInputBytes = 1 << 20;
 constexpr std::size_t kMaxEnvVars = 256;
 constexpr std::int64_t kMaxReplayEvents = 5000;
 constexpr std::int64_t kMaxChunkBytes = 4 << 20;
+constexpr std::int64_t kIdempotentAttempts = 3;
 
 std::string join(const std::set<std::string>& items) {
   std::string out;
@@ -41,7 +42,8 @@ void encode_task(Writer& w, const Task& t) {
   w.kv("handler", t.request.handler).kv("state", t.state).kv("priority", t.request.priority);
   w.kv("attempt", t.attempt).kv("worker", t.worker_name);
   w.kv("submitted_ms", t.submitted_ms).kv("started_ms", t.started_ms).kv("finished_ms", t.finished_ms);
-  w.kv("events", t.next_seq - 1);
+  w.kv("events", t.next_seq - 1).kv("max_attempts", t.max_attempts);
+  if (!t.retry_of.empty()) w.kv("retry_of", t.retry_of);
   if (t.outcome) {
     w.key("outcome").begin_map();
     t.outcome->encode(w);
@@ -133,7 +135,9 @@ void Broker::on_submit(transport::Incoming& in) {
                              {{"retry_after_ms", "1000"}}});
   }
 
+  const bool idempotent = offer.idempotent.count(req->handler) > 0;
   Task& t = tasks_.create(std::move(*req), protocol::now_ms());
+  t.max_attempts = t.request.max_attempts > 0 ? t.request.max_attempts : (idempotent ? kIdempotentAttempts : 1);
   ++queued_;
   metrics_.submitted.Increment();
   const std::string key = queue_key(t.request.plugin, t.request.version);
@@ -202,6 +206,32 @@ void Broker::on_events(transport::Incoming& in) {
   reply(in.peer, msg::kEvents, w.take());
 }
 
+void Broker::on_retry(transport::Incoming& in) {
+  auto found = task_for(in);
+  if (!found) return reply_error(in.peer, in.req, found.error());
+  Task& old = **found;
+  if (old.state != state::kDeadLetter) {
+    return reply_error(in.peer, in.req,
+                       Error{ErrorCode::kInvalidArgument,
+                             "task " + old.id + " is " + old.state + "; only dead-lettered tasks are retried "
+                             "(submit a new task to run it again)",
+                             {{"state", old.state}}});
+  }
+  protocol::SubmitRequest request = old.request;
+  request.idempotency_key.clear();  // the key names the first task
+  Task& t = tasks_.create(std::move(request), protocol::now_ms());
+  t.max_attempts = old.max_attempts;
+  t.retry_of = old.id;
+  ++queued_;
+  metrics_.submitted.Increment();
+  const std::string key = queue_key(t.request.plugin, t.request.version);
+  queue_.push(key, t.request.priority, t.id);
+  Writer w;
+  w.begin_map().kv("req", in.req).kv("task_id", t.id).kv("retry_of", old.id).end_map();
+  reply(in.peer, msg::kRetry, w.take());
+  dispatch_key(key);
+}
+
 void Broker::on_workers(transport::Incoming& in) {
   Writer w;
   w.begin_map().kv("req", in.req).key("workers").begin_array();
@@ -209,6 +239,7 @@ void Broker::on_workers(transport::Incoming& in) {
     w.begin_map();
     w.kv("worker_id", info.ready.worker_id).kv("host", info.ready.host).kv("pid", info.ready.pid);
     w.kv("slots", info.ready.slots).kv("free", info.free).kv("running", static_cast<std::int64_t>(info.running.size()));
+    w.kv("draining", info.draining);
     w.kv_list("capabilities", info.ready.capabilities).kv_list("layers", info.ready.layers);
     w.key("plugins").begin_array();
     for (const auto& p : info.ready.plugins) {

@@ -31,7 +31,7 @@ void Broker::dispatch_worker(WorkerInfo& w) {
     const Task* t = tasks_.find(id);
     return t != nullptr && t->state == state::kQueued;
   };
-  while (w.free > 0) {
+  while (w.free > 0 && !w.draining) {
     auto id = queue_.pop_best(w.keys, alive);
     if (!id) return;
     start_task(w, *tasks_.find(*id));
@@ -120,15 +120,52 @@ void Broker::worker_lost(const std::string& routing_id, std::string_view why) {
   }
   for (const auto& id : running) {
     Task* t = tasks_.find(id);
-    if (t == nullptr || t->state != state::kRunning) continue;
-    // TODO(#5): requeue with attempt + 1 when the retry policy allows.
-    fail_task(*t, t->cancel_requested ? state::kCancelled : state::kFailed,
-              Error{ErrorCode::kWorkerLost,
-                    "worker " + name + " stopped answering while running this task (" + std::string(why) +
-                        "); submit it again",
-                    {}});
+    if (t != nullptr && t->state == state::kRunning) lose_task(*t, name, why);
   }
   update_gauges();
+}
+
+void Broker::lose_task(Task& t, const std::string& worker_name, std::string_view why) {
+  const std::string what = "worker " + worker_name + " was lost while running attempt " + std::to_string(t.attempt) +
+                           " (" + std::string(why) + ")";
+  if (t.cancel_requested) return fail_task(t, state::kCancelled, Error{ErrorCode::kCancelled, what, {}});
+  if (t.attempt >= t.max_attempts) {
+    return fail_task(t, state::kDeadLetter,
+                     Error{ErrorCode::kWorkerLost,
+                           what + "; no attempts left (" + std::to_string(t.max_attempts) +
+                               " allowed). `kbfleet retry " + t.id + "` submits it again",
+                           {{"attempts", std::to_string(t.attempt)}}});
+  }
+  // Exponential backoff with +-20 % jitter, so tasks of a lost worker do not stampede back.
+  --running_;
+  metrics_.run_time.Observe(std::chrono::duration<double>(Clock::now() - t.started_at).count());
+  t.state = std::string(state::kRetrying);
+  t.worker.clear();
+  const std::int64_t base = std::min<std::int64_t>(options_.retry_backoff_ms << std::min<std::int64_t>(t.attempt - 1, 10),
+                                                   30000);
+  const std::int64_t jitter = base / 5;
+  const std::int64_t delay = base - jitter + static_cast<std::int64_t>(std::hash<std::string>{}(t.id + std::to_string(t.attempt)) %
+                                                                       static_cast<std::uint64_t>(2 * jitter + 1));
+  retry_due_.emplace(Clock::now() + std::chrono::milliseconds(delay), t.id);
+  metrics_.retries.Increment();
+  emit(t, protocol::event::kRetry,
+       Writer().begin_map().kv("attempt", t.attempt + 1).kv("reason", what).kv("delay_ms", delay).end_map().take());
+  spdlog::warn("task retry scheduled task={} next_attempt={} delay_ms={}", t.id, t.attempt + 1, delay);
+}
+
+void Broker::requeue_due_retries(Clock::time_point now) {
+  while (!retry_due_.empty() && retry_due_.top().first <= now) {
+    std::string id = retry_due_.top().second;
+    retry_due_.pop();
+    Task* t = tasks_.find(id);
+    if (t == nullptr || t->state != state::kRetrying) continue;
+    t->state = std::string(state::kQueued);
+    t->queued_at = now;
+    ++queued_;
+    const std::string key = queue_key(t->request.plugin, t->request.version);
+    queue_.push(key, t->request.priority, t->id);
+    dispatch_key(key);
+  }
 }
 
 }  // namespace kbfleet::broker

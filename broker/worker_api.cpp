@@ -51,14 +51,19 @@ void Broker::on_ready(transport::Incoming& in) {
     if (std::find(still_running.begin(), still_running.end(), id) != still_running.end()) {
       workers_.assign(w, id);
     } else if (Task* t = tasks_.find(id); t != nullptr && t->state == state::kRunning) {
-      t->worker.clear();
-      fail_task(*t, state::kFailed,
-                Error{ErrorCode::kWorkerLost, "worker " + name + " restarted while running this task; submit it again", {}});
+      lose_task(*t, name, "it restarted");
     }
   }
   spdlog::info("worker {} worker={} slots={} plugins={}", known ? "re-announced" : "joined", name, slots, plugins);
   update_gauges();
   dispatch_worker(w);
+}
+
+void Broker::on_drain(transport::Incoming& in) {
+  if (WorkerInfo* w = workers_.find(in.peer)) {
+    w->draining = true;
+    spdlog::info("worker draining worker={} running={}", w->ready.worker_id, w->running.size());
+  }
 }
 
 void Broker::on_task_events(transport::Incoming& in) {

@@ -51,6 +51,7 @@ Result<std::string> submit(Client& c, const SubmitArgs& a) {
   r.priority = a.priority;
   r.timeout_ms = a.timeout_ms;
   r.idempotency_key = a.idempotency_key;
+  r.max_attempts = a.max_attempts;
   auto reply = c.call(msg::kSubmit, [&](Writer& w) { r.encode(w); });
   if (!reply) return tl::unexpected(reply.error());
   return std::string(reply->body.view().str_or("task_id", ""));
@@ -109,6 +110,8 @@ int follow_and_exit(Client& c, const std::string& id, Format f, int interrupt_fd
       std::cout << event_json(e) << std::endl;
     } else if (e.type == protocol::event::kOutput) {
       print_output(e);
+    } else if (e.type == protocol::event::kRetry) {
+      std::cerr << "kbfleet: the worker was lost; the task runs again (output restarts)\n";
     }
   };
   if (cancel_on_interrupt) {
@@ -208,6 +211,13 @@ int cmd_cancel(Client& c, const std::string& id) {
   auto r = c.call(msg::kCancel, [&](Writer& w) { w.kv("task_id", id); });
   if (!r) return fail(r.error());
   std::cout << id << " " << r->body.view().str_or("state", "") << std::endl;
+  return 0;
+}
+
+int cmd_retry(Client& c, const std::string& id) {
+  auto r = c.call(msg::kRetry, [&](Writer& w) { w.kv("task_id", id); });
+  if (!r) return fail(r.error());
+  std::cout << r->body.view().str_or("task_id", "") << std::endl;
   return 0;
 }
 

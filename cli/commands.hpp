@@ -16,6 +16,7 @@ struct SubmitArgs {
   std::int64_t priority = 0;
   std::int64_t timeout_ms = 0;
   std::string idempotency_key;
+  std::int64_t max_attempts = 0;
 };
 
 enum class Format { kText, kJson };
@@ -25,6 +26,7 @@ int cmd_submit(Client& c, const SubmitArgs& a);
 int cmd_status(Client& c, const std::string& id, Format f);
 int cmd_tail(Client& c, const std::string& id, Format f, int interrupt_fd);
 int cmd_cancel(Client& c, const std::string& id);
+int cmd_retry(Client& c, const std::string& id);
 int cmd_artifacts_ls(Client& c, const std::string& id, Format f);
 int cmd_artifacts_get(Client& c, const std::string& id, const std::string& name, const std::string& out);
 int cmd_workers(Client& c, Format f);

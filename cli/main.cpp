@@ -19,6 +19,9 @@ void add_submit_options(CLI::App* cmd, kbfleet::cli::SubmitArgs& a, std::vector<
   cmd->add_option("--env,-e", env, "NAME=VALUE for the handler (the manifest must allow NAME)");
   cmd->add_option("--priority", a.priority, "higher runs first")->capture_default_str();
   cmd->add_option("--timeout", a.timeout_ms, "timeout in ms (default: the manifest's quota)");
+  cmd->add_option("--max-attempts", a.max_attempts,
+                  "attempts if workers are lost (default: 3 for idempotent handlers, else 1)")
+      ->check(CLI::Range(1, 10));
   cmd->add_option("--idempotency-key", a.idempotency_key, "a second submit with this key returns the first task");
 }
 
@@ -51,6 +54,8 @@ int main(int argc, char** argv) {
   tail->add_flag("--json", json, "print every event as a JSON line");
   auto* cancel = app.add_subcommand("cancel", "cancel a queued or running task");
   cancel->add_option("id", id, "task id")->required();
+  auto* retry = app.add_subcommand("retry", "submit a dead-lettered task again; prints the new task id");
+  retry->add_option("id", id, "task id")->required();
   auto* artifacts = app.add_subcommand("artifacts", "list or fetch a task's artifacts");
   artifacts->require_subcommand(1);
   auto* ls = artifacts->add_subcommand("ls", "list a task's artifacts");
@@ -89,6 +94,7 @@ int main(int argc, char** argv) {
   if (*status) return kbfleet::cli::cmd_status(client, id, f);
   if (*tail) return kbfleet::cli::cmd_tail(client, id, f, interrupt_fd);
   if (*cancel) return kbfleet::cli::cmd_cancel(client, id);
+  if (*retry) return kbfleet::cli::cmd_retry(client, id);
   if (*ls) return kbfleet::cli::cmd_artifacts_ls(client, id, f);
   if (*get) return kbfleet::cli::cmd_artifacts_get(client, id, name, out);
   if (*workers) return kbfleet::cli::cmd_workers(client, f);

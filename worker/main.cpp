@@ -46,6 +46,7 @@ int main(int argc, char** argv) {
   app.add_flag("--check-sandbox", check_sandbox, "print the sandbox layers of this host and exit");
   app.add_option("--heartbeat-ms", opt.heartbeat_ms, "heartbeat interval")->check(CLI::Range(10, 60000))->capture_default_str();
   app.add_option("--liveness", opt.liveness, "silent heartbeats before the broker is presumed gone")->check(CLI::Range(2, 100))->capture_default_str();
+  app.add_option("--drain-ms", opt.drain_ms, "on SIGTERM, how long running tasks may finish before they are killed")->check(CLI::Range(std::int64_t{0}, std::int64_t{3600000}))->capture_default_str();
   app.add_option("--kill-grace-ms", opt.policy.kill_grace_ms, "SIGTERM to SIGKILL grace on timeout or cancel")->check(CLI::Range(0, 600000))->capture_default_str();
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
   try {
@@ -63,12 +64,23 @@ int main(int argc, char** argv) {
   for (const auto& l : required_layers) {
     if (std::find(active.begin(), active.end(), l) == active.end()) missing_required.push_back(l);
   }
+  const auto& cgroups = opt.policy.layers.cgroups;
   if (check_sandbox) {
     for (const auto& l : active) std::cout << l << "=active\n";
     for (const auto& l : missing) std::cout << l << "=unavailable\n";
+    // Detail lines, still key=value: which cgroup version, or why there is none.
+    if (cgroups) std::cout << "cgroup.version=" << cgroups->version() << "\n";
+    if (!cgroups) std::cout << "cgroup.reason=" << opt.policy.layers.cgroup_unavailable << "\n";
     return missing_required.empty() ? 0 : 69;
   }
   spdlog::info("sandbox layers active={} unavailable={}", join(active), join(missing));
+  if (cgroups) {
+    spdlog::info("sandbox cgroup version={} parent={}", cgroups->version(), cgroups->location());
+  } else {
+    // Not fatal: memory falls back to RLIMIT_AS per process and pids is not enforced (prepare.cpp).
+    spdlog::warn("sandbox cgroup unavailable, memoryMb falls back to RLIMIT_AS and pids is not enforced reason=\"{}\"",
+                 opt.policy.layers.cgroup_unavailable);
+  }
   if (!missing_required.empty()) {
     std::cerr << "kbfleet-worker: required sandbox layers unavailable: " << join(missing_required) << "\n";
     return 69;  // EX_UNAVAILABLE

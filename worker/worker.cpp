@@ -1,6 +1,7 @@
 #include "worker/worker.hpp"
 
 #include <fcntl.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -109,7 +110,10 @@ void Worker::announce() {
     o.id = e.id;
     o.version = e.version;
     if (e.manifest) {
-      for (const auto& [name, h] : e.manifest->handlers) o.handlers.push_back(name);
+      for (const auto& [name, h] : e.manifest->handlers) {
+        o.handlers.push_back(name);
+        if (h.idempotent) o.idempotent.push_back(name);
+      }
       o.capabilities = e.manifest->capabilities;
     } else if (e.error) {
       o.error_code = std::string(code_name(e.error->code));
@@ -132,7 +136,9 @@ void Worker::run(int stop_fd) {
   std::vector<zmq::pollitem_t> items;
   std::vector<std::pair<TaskRun*, int>> owners;
   std::int64_t next_deadline_ms = 100;
+  std::optional<Clock::time_point> drain_until;
   for (;;) {
+    if (drain_until && (runs_.empty() || Clock::now() >= *drain_until)) break;
     items.assign({{dealer_.handle(), 0, ZMQ_POLLIN, 0}, {nullptr, stop_fd, ZMQ_POLLIN, 0}});
     owners.clear();
     for (auto& [id, run] : runs_) {
@@ -144,7 +150,14 @@ void Worker::run(int stop_fd) {
     }
     auto timeout = std::clamp<std::int64_t>(next_deadline_ms, 0, options_.heartbeat_ms);
     zmq::poll(items.data(), items.size(), std::chrono::milliseconds(timeout));
-    if (items[1].revents & ZMQ_POLLIN) break;
+    if (items[1].revents & ZMQ_POLLIN) {
+      signalfd_siginfo info;
+      (void)::read(stop_fd, &info, sizeof info);
+      if (drain_until) break;  // a second signal: stop now
+      drain_until = Clock::now() + std::chrono::milliseconds(options_.drain_ms);
+      spdlog::info("worker draining running={} drain_ms={}", busy_slots(), options_.drain_ms);
+      send(msg::kDrain, Writer().begin_map().end_map().take());
+    }
     for (std::size_t i = 2; i < items.size(); ++i) {
       if (items[i].revents != 0) owners[i - 2].first->process->on_ready(owners[i - 2].second, *owners[i - 2].first);
     }
@@ -165,7 +178,11 @@ void Worker::run(int stop_fd) {
       }
     }
   }
-  spdlog::info("worker stopping running={}", busy_slots());
+  spdlog::info("worker stopping unfinished={}", runs_.size());
+  runs_.clear();  // kills what is still running; the broker retries those tasks after `bye`
+  // Give the goodbye a moment to leave: linger 0 would drop it with the socket.
+  dealer_.set(zmq::sockopt::linger, 1000);
+  send(msg::kBye, Writer().begin_map().end_map().take());
 }
 
 void Worker::on_broker_message(transport::Incoming& in) {
@@ -271,6 +288,8 @@ void Worker::after_handler(TaskRun& run) {
   limits.timeout_ms = run.task().timeout_ms > 0 ? run.task().timeout_ms : run.manifest->quotas.timeout_ms;
   limits.cpu_ms = run.manifest->quotas.cpu_ms;
   limits.output_bytes = run.manifest->quotas.output_bytes;
+  limits.memory_mb = run.manifest->quotas.memory_mb;
+  limits.pids = run.manifest->quotas.pids;
   std::string result = std::move(run.outcome.result);
   run.outcome = outcome_of(p, limits);
   run.outcome.result = std::move(result);

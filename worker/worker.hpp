@@ -29,6 +29,7 @@ struct WorkerOptions {
   std::string worker_id;  // default host-pid
   std::int64_t heartbeat_ms = 1000;
   std::int64_t liveness = 5;
+  std::int64_t drain_ms = 30000;  // on SIGTERM: how long running tasks may finish
   WorkerPolicy policy;
 };
 
@@ -38,7 +39,9 @@ class Worker {
   [[nodiscard]] static Result<std::unique_ptr<Worker>> create(WorkerOptions options);
   ~Worker();
   const std::string& metrics_address() const { return metrics_endpoint_.address; }
-  // Runs until stop_fd is readable; running handlers are killed on the way out.
+  // Runs until stop_fd (SIGTERM/SIGINT) is readable, then drains: asks the broker for no more
+  // tasks, lets running ones finish for up to drain_ms (a second signal cuts it short), kills the
+  // rest and says `bye` so the broker retries them elsewhere at once.
   void run(int stop_fd);
 
  private:

@@ -64,7 +64,7 @@ std::vector<std::string> WorkerRegistry::silent_since(Clock::time_point deadline
 std::vector<WorkerInfo*> WorkerRegistry::with_credit_for(const std::string& key) {
   std::vector<WorkerInfo*> out;
   for (auto& [id, w] : workers_) {
-    if (w.free > 0 && std::binary_search(w.keys.begin(), w.keys.end(), key)) out.push_back(&w);
+    if (w.free > 0 && !w.draining && std::binary_search(w.keys.begin(), w.keys.end(), key)) out.push_back(&w);
   }
   std::sort(out.begin(), out.end(), [](auto* a, auto* b) {
     return a->free != b->free ? a->free > b->free : a->last_assigned < b->last_assigned;
@@ -104,6 +104,7 @@ PluginLookup WorkerRegistry::lookup(std::string_view plugin, std::string_view ve
       if (version.empty() || p.version == version) {
         out.offered = true;
         out.handlers.insert(p.handlers.begin(), p.handlers.end());
+        out.idempotent.insert(p.idempotent.begin(), p.idempotent.end());
       }
     }
   }

@@ -21,6 +21,7 @@ struct WorkerInfo {
   std::int64_t free = 0;  // slots without a task
   std::set<std::string> running;
   std::set<std::string> foreign;  // tasks it still runs that this broker does not know (restart)
+  bool draining = false;          // shutting down: no new tasks
   std::vector<std::string> keys;  // queue keys this worker can serve
   std::uint64_t last_assigned = 0;  // dispatch counter at its last task (ties go to the idlest)
   Clock::time_point last_seen;
@@ -32,6 +33,7 @@ struct PluginLookup {
   bool offered = false;         // a connected worker offers a valid manifest for the id/version
   std::set<std::string> versions;  // valid versions offered for the id
   std::set<std::string> handlers;  // handlers offered for the id/version
+  std::set<std::string> idempotent;  // of those, the ones the manifest marks idempotent
   std::optional<protocol::PluginOffer> broken;  // an invalid manifest advertised for the id
   std::set<std::string> ungranted;  // capabilities the plugin needs that its workers do not grant
 };

@@ -29,6 +29,8 @@ struct Task {
   std::int64_t submitted_ms = 0, started_ms = 0, finished_ms = 0;
   std::chrono::steady_clock::time_point queued_at, started_at;
   bool cancel_requested = false;
+  std::int64_t max_attempts = 1;  // attempts allowed when workers are lost
+  std::string retry_of;           // the dead-lettered task this one resubmits
   std::optional<protocol::TaskOutcome> outcome;
   std::vector<protocol::ArtifactMeta> artifacts;
 

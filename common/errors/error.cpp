@@ -9,7 +9,7 @@
 namespace kbfleet {
 namespace {
 
-constexpr std::array<std::pair<ErrorCode, std::string_view>, 27> kNames{{
+constexpr std::array<std::pair<ErrorCode, std::string_view>, 28> kNames{{
     {ErrorCode::kPluginNotFound, "PLUGIN_NOT_FOUND"},
     {ErrorCode::kHandlerNotFound, "HANDLER_NOT_FOUND"},
     {ErrorCode::kManifestInvalid, "MANIFEST_INVALID"},
@@ -22,6 +22,7 @@ constexpr std::array<std::pair<ErrorCode, std::string_view>, 27> kNames{{
     {ErrorCode::kOutputLimit, "OUTPUT_LIMIT"},
     {ErrorCode::kCpuLimit, "CPU_LIMIT"},
     {ErrorCode::kMemoryLimit, "MEMORY_LIMIT"},
+    {ErrorCode::kPidsLimit, "PIDS_LIMIT"},
     {ErrorCode::kHandlerFailed, "HANDLER_FAILED"},
     {ErrorCode::kExecFailed, "EXEC_FAILED"},
     {ErrorCode::kQueueFull, "QUEUE_FULL"},

@@ -22,7 +22,8 @@ enum class ErrorCode {
   kQuotaExceeded,
   kOutputLimit,
   kCpuLimit,
-  kMemoryLimit,  // TODO(#4): produced once cgroups report OOM; RLIMIT_AS failures look like crashes
+  kMemoryLimit,  // the task cgroup saw an OOM kill (without cgroups RLIMIT_AS failures look like crashes)
+  kPidsLimit,    // a fork failed at the task cgroup's pids.max and the handler failed
   kHandlerFailed,
   kExecFailed,
   kQueueFull,

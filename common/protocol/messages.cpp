@@ -12,7 +12,7 @@ namespace kbfleet::protocol {
   } while (0)
 
 bool state::is_terminal(std::string_view s) {
-  return s == kSucceeded || s == kFailed || s == kCancelled || s == kTimedOut;
+  return s == kSucceeded || s == kFailed || s == kCancelled || s == kTimedOut || s == kDeadLetter;
 }
 
 std::string task_topic(std::string_view task_id) { return "task." + std::string(task_id); }
@@ -31,6 +31,7 @@ void SubmitRequest::encode(Writer& w) const {
   w.key("input").raw(input);
   w.kv_map("env", env).kv("priority", priority).kv("timeout_ms", timeout_ms);
   if (!idempotency_key.empty()) w.kv("idempotency_key", idempotency_key);
+  if (max_attempts > 0) w.kv("max_attempts", max_attempts);
 }
 
 Result<SubmitRequest> SubmitRequest::decode(const MapView& m) {
@@ -43,6 +44,11 @@ Result<SubmitRequest> SubmitRequest::decode(const MapView& m) {
   r.priority = m.i64_or("priority", 0);
   r.timeout_ms = m.i64_or("timeout_ms", 0);
   r.idempotency_key = std::string(m.str_or("idempotency_key", ""));
+  r.max_attempts = m.i64_or("max_attempts", 0);
+  if (r.max_attempts < 0 || r.max_attempts > 10) {
+    return make_error(ErrorCode::kInvalidArgument, "max_attempts must be between 1 and 10 (0 = the policy)",
+                      {{"field", "max_attempts"}});
+  }
   if (r.timeout_ms < 0) {
     return make_error(ErrorCode::kInvalidArgument, "timeout_ms must be >= 0", {{"field", "timeout_ms"}});
   }
@@ -147,6 +153,7 @@ Result<TaskOutcome> TaskOutcome::decode(const MapView& m) {
 void PluginOffer::encode(Writer& w) const {
   w.kv("id", id).kv("version", version).kv_list("handlers", handlers);
   w.kv_list("capabilities", capabilities);
+  if (!idempotent.empty()) w.kv_list("idempotent", idempotent);
   if (!error_code.empty()) {
     w.key("error").begin_map().kv("code", error_code).kv("message", error_message).end_map();
   }
@@ -158,6 +165,7 @@ Result<PluginOffer> PluginOffer::decode(const MapView& m) {
   p.version = std::string(m.str_or("version", ""));
   KB_TRY_ASSIGN(p.handlers, m.str_list_or_empty("handlers"));
   KB_TRY_ASSIGN(p.capabilities, m.str_list_or_empty("capabilities"));
+  KB_TRY_ASSIGN(p.idempotent, m.str_list_or_empty("idempotent"));
   std::optional<MapView> err;
   KB_TRY_ASSIGN(err, m.map_or_none("error"));
   if (err) {

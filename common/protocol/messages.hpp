@@ -28,6 +28,7 @@ inline constexpr std::string_view kEvents = "events";
 inline constexpr std::string_view kWorkers = "workers";
 inline constexpr std::string_view kArtifacts = "artifacts";
 inline constexpr std::string_view kFetch = "fetch";
+inline constexpr std::string_view kRetry = "retry";  // resubmit a dead-lettered task
 // broker -> client replies
 inline constexpr std::string_view kSubmitted = "submitted";
 inline constexpr std::string_view kChunk = "chunk";
@@ -40,6 +41,8 @@ inline constexpr std::string_view kResult = "result";
 inline constexpr std::string_view kUploadBegin = "upload_begin";
 inline constexpr std::string_view kUploadChunk = "upload_chunk";
 inline constexpr std::string_view kUploadEnd = "upload_end";
+inline constexpr std::string_view kDrain = "drain";  // stop sending me tasks (shutting down)
+inline constexpr std::string_view kBye = "bye";      // I am leaving now; my running tasks are lost
 // broker -> worker
 inline constexpr std::string_view kTask = "task";
 inline constexpr std::string_view kReconnect = "reconnect";
@@ -57,6 +60,10 @@ inline constexpr std::string_view kSucceeded = "succeeded";
 inline constexpr std::string_view kFailed = "failed";
 inline constexpr std::string_view kCancelled = "cancelled";
 inline constexpr std::string_view kTimedOut = "timed_out";
+// Waiting for a retry after its worker was lost (queued again when the backoff expires).
+inline constexpr std::string_view kRetrying = "retrying";
+// Lost with its worker on its last allowed attempt: terminal; `kbfleet retry` resubmits it.
+inline constexpr std::string_view kDeadLetter = "dead_letter";
 bool is_terminal(std::string_view s);
 }  // namespace state
 
@@ -84,6 +91,9 @@ struct SubmitRequest {
   std::int64_t priority = 0;    // higher runs first
   std::int64_t timeout_ms = 0;  // 0 = the manifest's quota
   std::string idempotency_key;
+  // Attempts allowed if workers are lost: 0 = the policy (3 for handlers the manifest marks
+  // idempotent, else 1); N > 1 opts a non-idempotent handler into retries.
+  std::int64_t max_attempts = 0;
   void encode(Writer& w) const;
   static Result<SubmitRequest> decode(const MapView& m);
 };
@@ -135,6 +145,7 @@ struct PluginOffer {
   std::string version;
   std::vector<std::string> handlers;
   std::vector<std::string> capabilities;  // required by the plugin
+  std::vector<std::string> idempotent;    // handlers safe to run again after a lost worker
   std::string error_code;  // set when the manifest is invalid: the plugin is advertised as broken
   std::string error_message;
   void encode(Writer& w) const;

@@ -35,6 +35,7 @@ enum class Step : std::int32_t {
   kRlimitNofile,
   kRlimitCpu,
   kRlimitAs,
+  kCgroupJoin,
   kUnshareNet,
   kChdir,
   kPdeathsig,
@@ -45,6 +46,7 @@ enum class Step : std::int32_t {
 struct ChildError {
   std::int32_t step;
   std::int32_t err;
+  std::int32_t index;  // which of several objects (the cgroup.procs file), else 0
 };
 
 // Where the child's error pipe lives while it sets up: right above the handler's fds 0-3, so
@@ -67,16 +69,54 @@ struct ChildPlan {
   const char* workspace;
   int stdin_fd, stdout_fd, stderr_fd, fd3_fd, error_fd;
   Rlimit core, nofile, cpu, as;
+  const char* const* cgroup_procs;  // cgroup.procs files to join
+  int cgroup_count;
   bool new_net;
   pid_t parent;
   int max_fd;  // upper bound for the close loop when close_range is unavailable
 };
 
-[[noreturn]] void child_fail(int error_fd, Step step) noexcept {
-  ChildError rec{static_cast<std::int32_t>(step), errno};
+[[noreturn]] void child_fail(int error_fd, Step step, int index = 0) noexcept {
+  ChildError rec{static_cast<std::int32_t>(step), errno, index};
   while (::write(error_fd, &rec, sizeof rec) < 0 && errno == EINTR) {
   }
   ::_exit(127);
+}
+
+// The decimal digits of `pid` into `buf` (no allocation: runs in the child). Returns the length.
+std::size_t format_pid(pid_t pid, char (&buf)[16]) noexcept {
+  char rev[16];
+  std::size_t n = 0;
+  auto v = static_cast<unsigned long>(pid);
+  do {
+    rev[n++] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  } while (v != 0 && n < sizeof rev);
+  for (std::size_t i = 0; i < n; ++i) buf[i] = rev[n - 1 - i];
+  return n;
+}
+
+// Writes the child's pid into each cgroup.procs file; false with errno set on the first failure,
+// whose index lands in *failed.
+bool join_cgroups(const ChildPlan& p, int* failed) noexcept {
+  char digits[16];
+  std::size_t len = format_pid(::getpid(), digits);
+  for (int i = 0; i < p.cgroup_count; ++i) {
+    *failed = i;
+    int fd = ::open(p.cgroup_procs[i], O_WRONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    ssize_t n;
+    do {
+      n = ::write(fd, digits, len);
+    } while (n < 0 && errno == EINTR);
+    int write_errno = errno;
+    ::close(fd);
+    if (n < 0) {
+      errno = write_errno;
+      return false;
+    }
+  }
+  return true;
 }
 
 // Runs in the child between fork and execve: no allocation, no exceptions, no logging.
@@ -108,6 +148,12 @@ struct ChildPlan {
   }
   if (p.cpu.set && ::setrlimit(RLIMIT_CPU, &p.cpu.value) < 0) child_fail(err, Step::kRlimitCpu);
   if (p.as.set && ::setrlimit(RLIMIT_AS, &p.as.value) < 0) child_fail(err, Step::kRlimitAs);
+  // Into the task cgroup before anything of the handler runs, so all its memory and processes
+  // count and die together. The child joins itself, rather than the parent moving it after
+  // fork, so there is no window in which it could fork outside the cgroup. (clone3 with
+  // CLONE_INTO_CGROUP does this atomically on v2; the clone()-based launcher can use it.)
+  int failed_cgroup = 0;
+  if (!join_cgroups(p, &failed_cgroup)) child_fail(err, Step::kCgroupJoin, failed_cgroup);
   if (p.new_net && ::unshare(CLONE_NEWNET) < 0) child_fail(err, Step::kUnshareNet);
   if (::chdir(p.workspace) < 0) child_fail(err, Step::kChdir);
 
@@ -122,13 +168,15 @@ struct ChildPlan {
   child_fail(err, Step::kExecve);
 }
 
-// The call and object a failed step names in EXEC_FAILED ("execve(/bin/x): Permission denied").
+// The call and object a failed step names in EXEC_FAILED ("execve(/bin/x): Permission denied"),
+// and the step reported in details (the call, unless a sandbox layer is named).
 struct StepName {
   const char* call;
   std::string object;
+  const char* step = nullptr;
 };
 
-StepName step_name(Step step, const LaunchSpec& spec) {
+StepName step_name(Step step, int index, const LaunchSpec& spec) {
   switch (step) {
     case Step::kDupErrorPipe: return {"dup3", "error pipe"};
     case Step::kSetpgid: return {"setpgid", "0, 0"};
@@ -142,6 +190,10 @@ StepName step_name(Step step, const LaunchSpec& spec) {
     case Step::kRlimitNofile: return {"setrlimit", "RLIMIT_NOFILE"};
     case Step::kRlimitCpu: return {"setrlimit", "RLIMIT_CPU"};
     case Step::kRlimitAs: return {"setrlimit", "RLIMIT_AS"};
+    case Step::kCgroupJoin: {
+      bool known = index >= 0 && static_cast<std::size_t>(index) < spec.join_cgroups.size();
+      return {"write", known ? spec.join_cgroups[static_cast<std::size_t>(index)] : "cgroup.procs", "cgroup"};
+    }
     case Step::kUnshareNet: return {"unshare", "CLONE_NEWNET"};
     case Step::kChdir: return {"chdir", spec.workspace.string()};
     case Step::kPdeathsig: return {"prctl", "PR_SET_PDEATHSIG"};
@@ -162,6 +214,11 @@ Status validate(const LaunchSpec& spec) {
   }
   for (const auto& var : spec.env) {
     if (has_nul(var)) return make_error(ErrorCode::kInvalidArgument, "handler env entry has a NUL byte");
+  }
+  for (const auto& procs : spec.join_cgroups) {
+    if (has_nul(procs) || procs.empty() || procs.front() != '/') {
+      return make_error(ErrorCode::kInvalidArgument, "cgroup.procs path must be absolute: " + procs);
+    }
   }
   return {};
 }
@@ -213,7 +270,10 @@ Rlimit capped_rlimit(int resource, rlim_t soft, rlim_t hard) {
   return out;
 }
 
-void plan_rlimits(const Limits& limits, ChildPlan& plan) {
+// Who enforces memory_mb: RLIMIT_AS per process, or the task cgroup the child joins.
+enum class MemoryBy { kRlimitAs, kCgroup };
+
+void plan_rlimits(const Limits& limits, MemoryBy memory_by, ChildPlan& plan) {
   plan.core = capped_rlimit(RLIMIT_CORE, 0, 0);
   if (limits.max_open_files > 0) {
     auto n = static_cast<rlim_t>(limits.max_open_files);
@@ -224,7 +284,7 @@ void plan_rlimits(const Limits& limits, ChildPlan& plan) {
     auto soft = static_cast<rlim_t>((limits.cpu_ms + 999) / 1000);
     plan.cpu = capped_rlimit(RLIMIT_CPU, soft, soft + 1);
   }
-  if (limits.memory_mb > 0) {
+  if (limits.memory_mb > 0 && memory_by == MemoryBy::kRlimitAs) {
     constexpr rlim_t kMiB = 1 << 20;
     auto mb = static_cast<rlim_t>(limits.memory_mb);
     rlim_t bytes = mb > RLIM_INFINITY / kMiB ? RLIM_INFINITY : mb * kMiB;
@@ -290,6 +350,7 @@ struct ExecArrays {
     argv.push_back(nullptr);
     for (auto& e : env) envp.push_back(e.data());
     envp.push_back(nullptr);
+    for (const auto& procs : spec.join_cgroups) cgroup_procs.push_back(procs.c_str());
   }
   ExecArrays(const ExecArrays&) = delete;
   ExecArrays& operator=(const ExecArrays&) = delete;
@@ -297,6 +358,7 @@ struct ExecArrays {
   std::string path, workspace;
   std::vector<std::string> args, env;
   std::vector<char*> argv, envp;
+  std::vector<const char*> cgroup_procs;  // point into the LaunchSpec, which outlives the spawn
 };
 
 ChildPlan make_plan(const LaunchSpec& spec, const ExecArrays& exec, const Channels& c) {
@@ -310,7 +372,9 @@ ChildPlan make_plan(const LaunchSpec& spec, const ExecArrays& exec, const Channe
   plan.stderr_fd = c.err.write.get();
   plan.fd3_fd = c.fd3.write.get();
   plan.error_fd = c.error.write.get();
-  plan_rlimits(spec.limits, plan);
+  plan.cgroup_procs = exec.cgroup_procs.data();
+  plan.cgroup_count = static_cast<int>(exec.cgroup_procs.size());
+  plan_rlimits(spec.limits, spec.join_cgroups.empty() ? MemoryBy::kRlimitAs : MemoryBy::kCgroup, plan);
   plan.new_net = spec.net == NetMode::kNone;
   plan.parent = ::getpid();
   long open_max = ::sysconf(_SC_OPEN_MAX);
@@ -332,7 +396,8 @@ Result<pid_t> fork_child(const ChildPlan& plan) {
   return pid;
 }
 
-// Waits for the child to exec. On failure reaps it and returns EXEC_FAILED naming the step.
+// Waits for the child to exec. On failure reaps it and returns EXEC_FAILED naming the step, or
+// SANDBOX_UNAVAILABLE when it is the setup of a sandbox layer (the cgroup) that failed.
 Status await_exec(pid_t pid, const posix::Fd& error_read, const LaunchSpec& spec) {
   auto child_error = read_child_error(error_read);
   if (child_error && !*child_error) return {};
@@ -340,10 +405,11 @@ Status await_exec(pid_t pid, const posix::Fd& error_read, const LaunchSpec& spec
   reap_blocking(pid);
   if (!child_error) return tl::unexpected(child_error.error());
   const ChildError& rec = **child_error;
-  StepName name = step_name(static_cast<Step>(rec.step), spec);
+  auto step = static_cast<Step>(rec.step);
+  StepName name = step_name(step, rec.index, spec);
   auto e = errno_error(name.call, name.object, rec.err);
-  e.value().code = ErrorCode::kExecFailed;
-  e.value().details["step"] = name.call;
+  e.value().code = step == Step::kCgroupJoin ? ErrorCode::kSandboxUnavailable : ErrorCode::kExecFailed;
+  e.value().details["step"] = name.step != nullptr ? name.step : name.call;
   return e;
 }
 

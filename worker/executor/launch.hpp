@@ -5,8 +5,9 @@
 //
 // The child, before execve: own process group; stdin = sealed memfd with the input (or
 // /dev/null), stdout/stderr/fd 3 = pipes, every other fd closed; default signal mask and
-// dispositions; RLIMIT_CORE 0, RLIMIT_NOFILE, RLIMIT_CPU, RLIMIT_AS from the limits; a fresh
-// network namespace for NetMode::kNone; cwd = workspace; SIGKILL when the worker dies.
+// dispositions; RLIMIT_CORE 0, RLIMIT_NOFILE, RLIMIT_CPU, RLIMIT_AS from the limits (RLIMIT_AS
+// only without cgroups to join); its pid written to each of spec.join_cgroups; a fresh network
+// namespace for NetMode::kNone; cwd = workspace; SIGKILL when the worker dies.
 #include "common/errors/error.hpp"
 #include "common/posix/fd.hpp"
 #include "worker/executor/process.hpp"
@@ -22,9 +23,10 @@ struct Launched {
 };
 
 // Returns: the running child. Errors: EXEC_FAILED (details: errno, step) when a setup step or
-// execve failed in the child, which is then already reaped; INVALID_ARGUMENT for a relative exec
-// path or a NUL byte in an argument or env entry; IO_ERROR when a pipe, memfd, fork or
-// pidfd_open failed in the worker. Blocks only until the child has exec'd.
+// execve failed in the child, which is then already reaped; SANDBOX_UNAVAILABLE (details: errno,
+// step "cgroup") when joining a cgroup failed there; INVALID_ARGUMENT for a relative exec or
+// cgroup.procs path or a NUL byte in an argument or env entry; IO_ERROR when a pipe, memfd, fork
+// or pidfd_open failed in the worker. Blocks only until the child has exec'd.
 [[nodiscard]] Result<Launched> launch(const LaunchSpec& spec);
 
 }  // namespace kbfleet::worker

@@ -16,6 +16,7 @@
 #include "worker/executor/fd3_parser.hpp"
 #include "worker/executor/launch.hpp"
 #include "worker/executor/line_splitter.hpp"
+#include "worker/sandbox/cgroup.hpp"
 
 namespace kbfleet::worker {
 namespace {
@@ -41,8 +42,9 @@ std::int64_t rusage_cpu_ms(const rusage& ru) {
 }  // namespace
 
 struct HandlerProcess::State {
-  State(Launched launched, const Limits& lim, Clock::time_point start)
+  State(Launched launched, const Limits& lim, std::shared_ptr<TaskCgroup> cg, Clock::time_point start)
       : limits(lim),
+        cgroup(std::move(cg)),
         pid(launched.pid),
         pidfd(std::move(launched.pidfd)),
         out(std::move(launched.stdout_read)),
@@ -62,6 +64,7 @@ struct HandlerProcess::State {
   void fill_outcome();
 
   Limits limits;
+  std::shared_ptr<TaskCgroup> cgroup;  // null without the cgroup layer
   int pid;
   posix::Fd pidfd;
   posix::Fd out, err, fd3;
@@ -83,9 +86,13 @@ struct HandlerProcess::State {
   std::string buf = std::string(kReadChunk, '\0');
 };
 
-// Signals the whole group. Only called while the main process is unreaped: even as a zombie it
-// pins its pid, so the group id cannot have been recycled for someone else's group.
-void HandlerProcess::State::kill_group() { ::kill(-pid, SIGKILL); }
+// Kills the whole group, and the whole cgroup, which also holds what left the group (setsid).
+// Only called while the main process is unreaped: even as a zombie it pins its pid, so the group
+// id cannot have been recycled for someone else's group.
+void HandlerProcess::State::kill_group() {
+  ::kill(-pid, SIGKILL);
+  if (cgroup) cgroup->kill_all();
+}
 
 void HandlerProcess::State::reap() {
   // Check first without reaping (WNOWAIT): an owner calling on_ready spuriously must not make us
@@ -107,7 +114,9 @@ void HandlerProcess::State::reap() {
     status_known = got == pid;
   }
   // Otherwise (ECHILD) someone else reaped it, e.g. the owner set SIGCHLD to SIG_IGN: the exit
-  // status is lost (exit_code -1), and the group id may be recycled, so it is not signalled.
+  // status is lost (exit_code -1), and the group id may be recycled, so it is not signalled. The
+  // cgroup holds only the task's processes whatever their pids, so it is still killed.
+  if (rc != 0 && cgroup) cgroup->kill_all();
   auto now = Clock::now();
   outcome.wall_ms = ms_between(started, now);
   outcome.cpu_ms = status_known ? rusage_cpu_ms(ru) : 0;
@@ -172,13 +181,20 @@ void HandlerProcess::State::fill_outcome() {
   bool signaled = status_known && WIFSIGNALED(status);
   if (status_known && WIFEXITED(status)) outcome.exit_code = WEXITSTATUS(status);
   if (signaled) outcome.signal = WTERMSIG(status);
+  // A cgroup limit is the cause only if the handler failed: one that recovered from a failed fork
+  // or lost a helper to the OOM killer and still exited 0 succeeded.
+  bool failed = !(status_known && WIFEXITED(status) && outcome.exit_code == 0);
   if (stop_reason) {
     outcome.reason = *stop_reason;
+  } else if (failed && cgroup && cgroup->oom_killed()) {
+    outcome.reason = EndReason::kMemoryLimit;
   } else if (signaled && (outcome.signal == SIGXCPU ||
                           (outcome.signal == SIGKILL && limits.cpu_ms > 0 &&
                            outcome.cpu_ms >= limits.cpu_ms))) {
     // SIGXCPU at the soft RLIMIT_CPU; SIGKILL at the hard one if the handler ignored SIGXCPU.
     outcome.reason = EndReason::kCpuLimit;
+  } else if (failed && cgroup && cgroup->pids_limit_hit()) {
+    outcome.reason = EndReason::kPidsLimit;
   } else {
     outcome.reason = signaled ? EndReason::kSignaled : EndReason::kExited;
   }
@@ -188,7 +204,7 @@ Result<std::unique_ptr<HandlerProcess>> HandlerProcess::spawn(const LaunchSpec& 
   auto start = Clock::now();
   auto launched = launch(spec);
   if (!launched) return tl::unexpected(launched.error());
-  auto state = std::make_unique<State>(std::move(*launched), spec.limits, start);
+  auto state = std::make_unique<State>(std::move(*launched), spec.limits, spec.cgroup, start);
   return std::unique_ptr<HandlerProcess>(new HandlerProcess(std::move(state)));
 }
 

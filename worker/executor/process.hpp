@@ -4,13 +4,18 @@
 //  - the child runs in its own process group, cwd = workspace, env exactly LaunchSpec::env,
 //    stdin = the input bytes (a sealed memfd), stdout/stderr/fd 3 = pipes, every other fd closed;
 //  - rlimits from the quotas: RLIMIT_CPU (cpu_ms, SIGXCPU -> CPU_LIMIT), RLIMIT_AS (memory_mb,
-//    a fallback until cgroups), RLIMIT_CORE 0, RLIMIT_NOFILE;
+//    only when the spec has no task cgroup), RLIMIT_CORE 0, RLIMIT_NOFILE;
+//  - with a task cgroup (LaunchSpec::cgroup): the child joins it before exec, so the kernel
+//    enforces memory_mb and pids on the task as a whole; every "kill the group" below also kills
+//    the whole cgroup, which reaches processes that left the group with setsid; an OOM kill ends
+//    kMemoryLimit, a failed handler that hit pids.max ends kPidsLimit;
 //  - net kNone: the child enters a fresh network namespace with no interfaces before exec;
 //  - timeout -> SIGTERM to the whole group -> kill_grace_ms -> SIGKILL of the whole group;
 //  - output beyond output_bytes -> the group is killed and the outcome is kOutputLimit;
 //  - when the main process exits, the rest of its group is killed (no stragglers).
 // An exec or setup failure in the child is reported through a CLOEXEC pipe as an errno, so
-// "could not start" (EXEC_FAILED) is never mistaken for "handler failed".
+// "could not start" (EXEC_FAILED; SANDBOX_UNAVAILABLE for joining the cgroup) is never mistaken
+// for "handler failed".
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
@@ -30,12 +35,15 @@ struct Limits {
   std::int64_t timeout_ms = 30000;  // 0 = none
   std::int64_t cpu_ms = 0;          // 0 = none
   std::int64_t memory_mb = 0;       // 0 = none
+  std::int64_t pids = 0;            // 0 = none; enforced by the task cgroup only, here for messages
   std::int64_t output_bytes = 8 << 20;
   std::int64_t max_open_files = 1024;
   std::int64_t kill_grace_ms = 2000;
 };
 
 enum class NetMode { kHost, kNone };
+
+class TaskCgroup;  // worker/sandbox/cgroup.hpp
 
 struct LaunchSpec {
   std::filesystem::path exec;      // absolute path of the program
@@ -45,6 +53,16 @@ struct LaunchSpec {
   std::string stdin_bytes;         // the handler's stdin
   Limits limits;
   NetMode net = NetMode::kHost;
+  // cgroup.procs files the child writes its pid to before exec: the task cgroup's procs_files().
+  // A failure ends the spawn with SANDBOX_UNAVAILABLE (details step "cgroup"). With any, memory_mb
+  // is the cgroup's to enforce and RLIMIT_AS is not set (it breaks runtimes that reserve address
+  // space, e.g. the JVM, Go, ASan).
+  std::vector<std::string> join_cgroups;
+  // The task cgroup those files belong to, or null. The HandlerProcess keeps a reference to kill
+  // the whole cgroup and read its OOM and pids events. Shared only so that LaunchSpec stays
+  // copyable for callers passing it by const&: drop the caller's copy after spawn() so that the
+  // HandlerProcess is the last owner, and the cgroup is removed when the HandlerProcess goes.
+  std::shared_ptr<TaskCgroup> cgroup;
 };
 
 enum class Stream { kStdout, kStderr };
@@ -66,7 +84,9 @@ class Sink {
   virtual void on_fd3_invalid(std::string_view why) = 0;     // a bad fd-3 line (counted, not fatal)
 };
 
-enum class EndReason { kExited, kSignaled, kTimeout, kOutputLimit, kCpuLimit, kCancelled };
+// kMemoryLimit: the task cgroup saw an OOM kill and the handler did not exit 0. kPidsLimit: a fork
+// in the task cgroup failed at pids.max and the handler did not exit 0.
+enum class EndReason { kExited, kSignaled, kTimeout, kOutputLimit, kCpuLimit, kCancelled, kMemoryLimit, kPidsLimit };
 
 struct ProcessOutcome {
   EndReason reason = EndReason::kExited;
@@ -80,9 +100,10 @@ struct ProcessOutcome {
 class HandlerProcess {
  public:
   // Starts the handler. EXEC_FAILED (details: errno, step) if the child could not exec;
-  // IO_ERROR if a pipe, memfd or fork failed.
+  // SANDBOX_UNAVAILABLE (step "cgroup") if it could not join spec.join_cgroups; IO_ERROR if a
+  // pipe, memfd or fork failed.
   [[nodiscard]] static Result<std::unique_ptr<HandlerProcess>> spawn(const LaunchSpec& spec);
-  ~HandlerProcess();  // kills the group (SIGKILL) and reaps if still running
+  ~HandlerProcess();  // kills the group and the cgroup (SIGKILL) and reaps if still running
 
   // Fds the owner polls for readability: open output pipes and the pidfd. Changes over time.
   std::vector<int> poll_fds() const;
@@ -91,7 +112,8 @@ class HandlerProcess {
   // Enforces deadlines (timeout, kill grace, post-exit drain). Returns milliseconds until the
   // next deadline, or -1 if none; the owner uses it as (an upper bound of) its poll timeout.
   std::int64_t on_tick(Sink& sink, std::chrono::steady_clock::time_point now);
-  // Cancels: SIGTERM to the group now, SIGKILL after kill_grace_ms; outcome kCancelled.
+  // Cancels: SIGTERM to the group now, SIGKILL to the group and cgroup after kill_grace_ms;
+  // outcome kCancelled.
   void cancel();
   // True once the main process is reaped and the output pipes are closed (or given up on).
   bool finished() const;

@@ -27,6 +27,7 @@ bool works_in_child(F step) {
 std::vector<std::string> SandboxLayers::active() const {
   std::vector<std::string> out{"pgroup", "rlimits", "env", "fds"};
   if (netns) out.emplace_back("netns");
+  if (cgroups) out.emplace_back("cgroup");
   return out;
 }
 
@@ -34,13 +35,20 @@ std::vector<std::string> SandboxLayers::missing() const {
   std::vector<std::string> out;
   if (!netns) out.emplace_back("netns");
   // Not implemented in this version (issue #4); listed so operators see what is not enforced.
-  for (const char* layer : {"userns", "mntns", "pidns", "landlock", "seccomp", "cgroup"}) out.emplace_back(layer);
+  for (const char* layer : {"userns", "mntns", "pidns", "landlock", "seccomp"}) out.emplace_back(layer);
+  if (!cgroups) out.emplace_back("cgroup");
   return out;
 }
 
 SandboxLayers probe_sandbox() {
   SandboxLayers layers;
   layers.netns = works_in_child([] { return ::unshare(CLONE_NEWNET) == 0; });
+  auto cgroups = probe_cgroups();
+  if (cgroups) {
+    layers.cgroups = std::move(*cgroups);
+  } else {
+    layers.cgroup_unavailable = cgroups.error().message;
+  }
   return layers;
 }
 

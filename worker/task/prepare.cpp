@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <spdlog/spdlog.h>
+
 #include "common/permissions/env.hpp"
 
 namespace kbfleet::worker {
@@ -48,6 +50,37 @@ Result<NetMode> choose_sandbox(const manifest::Manifest& m, const WorkerPolicy& 
                     "plugin '" + m.id + "' needs `net: none`, but network namespaces are unavailable on this worker; "
                     "run the worker as root (or with CAP_SYS_ADMIN), or start it with --allow-degraded to run without it",
                     {{"missing", "netns"}});
+}
+
+// Puts the attempt into a cgroup of its own with the manifest's memory and pids quotas.
+//
+// Without the cgroup layer nothing is refused: every manifest has memory and pids quotas (they
+// default), so refusing would stop every plugin on such a host. The worker logged the missing
+// layer at start, `layers` (and so outcome.layers) lacks "cgroup", memory falls back to
+// RLIMIT_AS per process and pids is not enforced. A layer that was probed active but fails for
+// this task is an environment error like any other missing layer: SANDBOX_UNAVAILABLE naming
+// "cgroup", unless the operator allowed degrading.
+Status attach_cgroup(const protocol::TaskAssignment& task, const manifest::Manifest& m, const WorkerPolicy& policy,
+                     LaunchSpec& spec, std::vector<std::string>& layers) {
+  if (!policy.layers.cgroups) return {};
+  CgroupLimits limits{m.quotas.memory_mb, m.quotas.pids};
+  auto cgroup = policy.layers.cgroups->create(task.task_id + "-" + std::to_string(task.attempt), limits);
+  if (cgroup) {
+    spec.join_cgroups = (*cgroup)->procs_files();
+    spec.cgroup = std::move(*cgroup);
+    return {};
+  }
+  layers.erase(std::remove(layers.begin(), layers.end(), "cgroup"), layers.end());
+  if (policy.degraded == DegradedPolicy::kAllow) {
+    spdlog::warn("task runs without its cgroup (--allow-degraded) task={} error=\"{}\"", task.task_id,
+                 cgroup.error().message);
+    return {};
+  }
+  return make_error(ErrorCode::kSandboxUnavailable,
+                    "cannot create the cgroup for plugin '" + m.id + "' (" + cgroup.error().message +
+                        "); check the worker's cgroup delegation, or start it with --allow-degraded to fall "
+                        "back to rlimits",
+                    {{"missing", "cgroup"}});
 }
 
 }  // namespace
@@ -100,8 +133,10 @@ Result<Prepared> prepare_launch(const protocol::TaskAssignment& task, const mani
   s.limits.timeout_ms = task.timeout_ms > 0 ? task.timeout_ms : m.quotas.timeout_ms;
   s.limits.cpu_ms = m.quotas.cpu_ms;
   s.limits.memory_mb = m.quotas.memory_mb;
+  s.limits.pids = m.quotas.pids;
   s.limits.output_bytes = m.quotas.output_bytes;
   s.limits.kill_grace_ms = policy.kill_grace_ms;
+  if (auto st = attach_cgroup(task, m, policy, s, p.layers); !st) return tl::unexpected(st.error());
   return p;
 }
 

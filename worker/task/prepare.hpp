@@ -3,7 +3,8 @@
 // (plugin, handler, capabilities), the sandbox the manifest needs versus what this host offers,
 // and the handler's environment and limits. Every refusal is a specific Error:
 // PLUGIN_NOT_FOUND, HANDLER_NOT_FOUND, MANIFEST_INVALID, CAPABILITY_MISSING (details: missing,
-// requested, granted), NOT_SUPPORTED (net allow-lists), SANDBOX_UNAVAILABLE, PERMISSION_DENIED.
+// requested, granted), NOT_SUPPORTED (net allow-lists), SANDBOX_UNAVAILABLE (a missing netns,
+// or the task cgroup could not be created), PERMISSION_DENIED.
 #include <filesystem>
 #include <map>
 #include <string>
@@ -30,7 +31,7 @@ struct WorkerPolicy {
 };
 
 struct Prepared {
-  LaunchSpec spec;
+  LaunchSpec spec;  // with the task's cgroup (spec.cgroup) when the cgroup layer is active
   std::vector<std::string> layers;  // what this attempt will run under
   const manifest::Manifest* manifest = nullptr;
 };

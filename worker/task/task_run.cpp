@@ -89,6 +89,18 @@ protocol::TaskOutcome outcome_of(const ProcessOutcome& p, const Limits& limits) 
     case EndReason::kCancelled:
       fail(state::kCancelled, ErrorCode::kCancelled, "cancelled by request");
       break;
+    case EndReason::kMemoryLimit:
+      fail(state::kFailed, ErrorCode::kMemoryLimit,
+           "the handler used more than quotas.memoryMb" +
+               (limits.memory_mb > 0 ? " (" + std::to_string(limits.memory_mb) + " MiB)" : std::string()) +
+               " and was killed by the kernel's OOM killer; raise quotas.memoryMb or use less memory");
+      break;
+    case EndReason::kPidsLimit:
+      fail(state::kFailed, ErrorCode::kPidsLimit,
+           "the handler tried to run more than quotas.pids" +
+               (limits.pids > 0 ? " (" + std::to_string(limits.pids) + ")" : std::string()) +
+               " processes and threads at once; a fork failed and the handler failed; raise quotas.pids");
+      break;
   }
   return o;
 }

@@ -340,6 +340,37 @@ TEST_CASE("a handler that cannot be started fails with EXEC_FAILED naming the pa
   CHECK(p.error().details.at("errno") == std::to_string(err));
 }
 
+TEST_CASE("a cgroup the handler cannot join fails the spawn with SANDBOX_UNAVAILABLE, not EXEC_FAILED",
+          "[executor][spawn]") {
+  TempDir ws;
+  auto spec = testing::shell("echo never", ws.path());
+  // A plain file stands in for the first cgroup.procs: joining it works (any writable file does),
+  // so the error names the second one, which does not exist.
+  auto first = ws.path() / "cgroup.procs";
+  std::ofstream(first).close();
+  auto missing = ws.path() / "gone" / "cgroup.procs";
+  spec.join_cgroups = {first.string(), missing.string()};
+  auto p = HandlerProcess::spawn(spec);
+  REQUIRE_FALSE(p);
+  CHECK(p.error().code == ErrorCode::kSandboxUnavailable);
+  CHECK(p.error().message == "write(" + missing.string() + "): No such file or directory");
+  CHECK(p.error().details.at("step") == "cgroup");
+  CHECK(p.error().details.at("errno") == std::to_string(ENOENT));
+  // The child wrote its pid, as decimal digits, before it failed.
+  std::ifstream in(first);
+  long pid = 0;
+  CHECK((in >> pid && pid > 1));
+}
+
+TEST_CASE("a relative cgroup.procs path is refused before spawning", "[executor][spawn]") {
+  TempDir ws;
+  auto spec = testing::shell("true", ws.path());
+  spec.join_cgroups = {"sys/fs/cgroup/x/cgroup.procs"};
+  auto p = HandlerProcess::spawn(spec);
+  REQUIRE_FALSE(p);
+  CHECK(p.error().code == ErrorCode::kInvalidArgument);
+}
+
 TEST_CASE("a relative program path is refused before spawning", "[executor][spawn]") {
   TempDir ws;
   LaunchSpec spec;

@@ -1,0 +1,101 @@
+// The cgroup v1 implementation (Documentation/admin-guide/cgroup-v1/memory.rst, pids.rst): a
+// directory per task in the memory and in the pids hierarchy, each under the worker's own cgroup
+// of that hierarchy; the task's first process joins both.
+#include <charconv>
+
+#include "worker/sandbox/cgroup_fs.hpp"
+
+namespace kbfleet::worker::cgroup_fs {
+namespace {
+
+constexpr std::int64_t kMiB = 1 << 20;
+
+std::optional<std::int64_t> read_number(const std::string& path) {
+  auto text = read_file(path);
+  if (!text) return std::nullopt;
+  std::int64_t n = 0;
+  auto [end, ec] = std::from_chars(text->data(), text->data() + text->size(), n);
+  if (ec != std::errc{}) return std::nullopt;
+  return n;
+}
+
+class TaskCgroupV1 final : public TaskDirs {
+ public:
+  TaskCgroupV1(const std::string& memory_dir, const std::string& pids_dir)
+      : TaskDirs({memory_dir, pids_dir}, std::nullopt), memory_(memory_dir), pids_(pids_dir) {}
+
+  Status configure(const CgroupLimits& limits);
+  bool oom_killed() const override {
+    // The oom_kill line of memory.oom_control exists from Linux 4.13. Before that, failcnt (times
+    // the usage hit the limit) is the best evidence there is: it can also count a reclaim that
+    // succeeded, so callers combine it with "the handler failed".
+    if (auto kills = read_keyed(memory_ + "/memory.oom_control", "oom_kill")) return *kills > 0;
+    return read_number(memory_ + "/memory.failcnt").value_or(0) > 0;
+  }
+  bool pids_limit_hit() const override { return read_keyed(pids_ + "/pids.events", "max").value_or(0) > 0; }
+
+ private:
+  std::string memory_, pids_;
+};
+
+Status TaskCgroupV1::configure(const CgroupLimits& limits) {
+  if (auto st = make(); !st) return st;
+  // A new memory cgroup inherits oom_kill_disable from its parent; with the killer disabled a task
+  // at its limit would hang instead of ending MEMORY_LIMIT.
+  if (auto st = write_if_present(memory_ + "/memory.oom_control", "0"); !st) return tl::unexpected(st.error());
+  if (limits.memory_mb > 0) {
+    const std::string bytes = std::to_string(limits.memory_mb * kMiB);
+    if (auto st = write_file(memory_ + "/memory.limit_in_bytes", bytes); !st) return st;
+    // memory + swap at the same value: no swap beyond the quota. Present only with swap accounting
+    // (CONFIG_MEMCG_SWAP, swapaccount=1); written second because the kernel requires
+    // memsw >= limit at every step.
+    if (auto st = write_if_present(memory_ + "/memory.memsw.limit_in_bytes", bytes); !st) {
+      return tl::unexpected(st.error());
+    }
+  }
+  if (limits.pids > 0) {
+    if (auto st = write_file(pids_ + "/pids.max", std::to_string(limits.pids)); !st) return st;
+  }
+  return {};
+}
+
+class CgroupsV1 final : public Cgroups {
+ public:
+  CgroupsV1(std::string memory_dir, std::string pids_dir) : memory_(std::move(memory_dir)), pids_(std::move(pids_dir)) {}
+
+  std::string_view version() const override { return "v1"; }
+  std::string location() const override { return memory_ + "," + pids_; }
+  Result<std::unique_ptr<TaskCgroup>> create(std::string_view name, const CgroupLimits& limits) const override {
+    auto base = task_dir_name(name);
+    if (!base) return tl::unexpected(base.error());
+    auto cgroup = std::make_unique<TaskCgroupV1>(memory_ + "/" + *base, pids_ + "/" + *base);
+    if (auto st = cgroup->configure(limits); !st) return tl::unexpected(st.error());
+    return std::unique_ptr<TaskCgroup>(std::move(cgroup));
+  }
+
+ private:
+  std::string memory_, pids_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Cgroups>> open_v1(const CgroupDirs& dirs) {
+  std::string missing;
+  for (const char* controller : {"memory", "pids"}) {
+    if (!dirs.v1.count(controller)) missing += (missing.empty() ? "" : ", ") + std::string(controller);
+  }
+  if (!missing.empty()) {
+    return make_error(ErrorCode::kSandboxUnavailable,
+                      "no cgroup v1 hierarchy with the " + missing + " controller holds this process",
+                      {{"layer", "cgroup"}});
+  }
+  remove_stale(dirs.v1.at("memory"));
+  remove_stale(dirs.v1.at("pids"));
+  auto cgroups = std::make_unique<CgroupsV1>(dirs.v1.at("memory"), dirs.v1.at("pids"));
+  // One task cgroup made and removed, so a read-only cgroupfs or a missing knob shows at start.
+  auto probe = cgroups->create("probe", CgroupLimits{1, 1});
+  if (!probe) return tl::unexpected(probe.error());
+  return std::unique_ptr<Cgroups>(std::move(cgroups));
+}
+
+}  // namespace kbfleet::worker::cgroup_fs
