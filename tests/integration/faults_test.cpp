@@ -13,11 +13,6 @@ using nlohmann::json;
 
 namespace {
 
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
 // Waits until the task has printed its first tick; returns the worker running it ("" on deadline).
 std::string wait_until_ticking(const Fleet& fleet, const std::string& id) {
   for (int i = 0; i < 300; ++i) {

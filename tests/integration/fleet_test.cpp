@@ -18,15 +18,6 @@
 using namespace kbfleet::test;
 using nlohmann::json;
 
-namespace {
-
-std::string trim(std::string s) {
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
-}  // namespace
-
 TEST_CASE("a task runs end to end and streams the handler's output", "[integration]") {
   Fleet fleet;
   REQUIRE(fleet.wait_for_workers(2));

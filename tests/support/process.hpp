@@ -46,6 +46,8 @@ class Daemon {
 bool process_alive(pid_t pid);
 
 std::string make_temp_dir();
+// `s` without trailing newlines and spaces (a command's one-line output).
+std::string trim(std::string s);
 void remove_tree(const std::string& path);
 std::string read_file(const std::string& path);
 
