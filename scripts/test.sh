@@ -21,3 +21,6 @@ ninja -C build-asan
 echo "== tests under sanitizers"
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
   ctest --test-dir build-asan -j"$jobs" --output-on-failure --timeout 300
+
+echo "== fuzz targets (known reproducers must not crash; then 15 s of fuzzing each)"
+KBFLEET_FUZZ_NEW_FINDS=warn scripts/fuzz.sh 15

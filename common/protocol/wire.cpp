@@ -137,12 +137,54 @@ Result<std::vector<const msgpack::object*>> MapView::array_or_empty(std::string_
   return out;
 }
 
+namespace {
+
+// IEEE-754 bits big-endian after 0xca/0xcb. msgpack-c's pack_float/pack_double turn integral
+// floats into ints and convert 2^64 to uint64_t (undefined behaviour, found by fuzzing), and
+// would change a value's type on its way to the handler; floats stay floats here.
+void put_float64(std::string& out, double v) {
+  std::uint64_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  out.push_back('\xcb');
+  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>((bits >> shift) & 0xff));
+}
+
+void put_float32(std::string& out, float v) {
+  std::uint32_t bits;
+  std::memcpy(&bits, &v, sizeof bits);
+  out.push_back('\xca');
+  for (int shift = 24; shift >= 0; shift -= 8) out.push_back(static_cast<char>((bits >> shift) & 0xff));
+}
+
+// Re-encodes a decoded object. Recursion is bounded by the decode depth limit.
+void repack(std::string& out, const msgpack::object& o) {
+  StringStream s{&out};
+  msgpack::packer<StringStream> pk(s);
+  switch (o.type) {
+    case msgpack::type::FLOAT32: put_float32(out, static_cast<float>(o.via.f64)); return;
+    case msgpack::type::FLOAT64: put_float64(out, o.via.f64); return;
+    case msgpack::type::ARRAY:
+      pk.pack_array(o.via.array.size);
+      for (std::uint32_t i = 0; i < o.via.array.size; ++i) repack(out, o.via.array.ptr[i]);
+      return;
+    case msgpack::type::MAP:
+      pk.pack_map(o.via.map.size);
+      for (std::uint32_t i = 0; i < o.via.map.size; ++i) {
+        repack(out, o.via.map.ptr[i].key);
+        repack(out, o.via.map.ptr[i].val);
+      }
+      return;
+    default: pk.pack(o); return;  // scalars, strings, binaries, ext: no conversion involved
+  }
+}
+
+}  // namespace
+
 std::string MapView::raw(std::string_view key) const {
   const auto* o = get(key);
   if (o == nullptr) return {};
   std::string out;
-  StringStream s{&out};
-  msgpack::pack(s, *o);
+  repack(out, *o);
   return out;
 }
 
@@ -235,9 +277,7 @@ Writer& Writer::i64(std::int64_t v) {
 
 Writer& Writer::f64(double v) {
   count_value();
-  StringStream s{&buf_};
-  msgpack::packer<StringStream> pk(s);
-  pk.pack_double(v);
+  put_float64(buf_, v);
   return *this;
 }
 
@@ -326,10 +366,22 @@ Result<std::string> json_to_msgpack(std::string_view json) {
                       "input is not valid JSON at byte " + std::to_string(e.byte) +
                           "; pass a JSON value such as '{\"name\":\"x\"}'",
                       {{"byte", std::to_string(e.byte)}});
+  } catch (const nlohmann::json::exception& e) {  // e.g. 1e999: a number no double holds
+    return make_error(ErrorCode::kInvalidArgument, std::string("input JSON cannot be encoded: ") + e.what());
   }
 }
 
 Result<std::string> msgpack_to_json(std::string_view msgpack_bytes) {
+  // nlohmann's msgpack reader recurses per nesting level: check depth (and validity) with the
+  // bounded unpacker first, so no input can exhaust the stack.
+  try {
+    std::size_t off = 0;
+    const DecodeLimits l;
+    (void)msgpack::unpack(msgpack_bytes.data(), msgpack_bytes.size(), off, nullptr, nullptr,
+                          msgpack::unpack_limit(l.array, l.map, l.str, l.bin, l.ext, 64));
+  } catch (const std::exception& e) {
+    return make_error(ErrorCode::kProtocolError, std::string("value is not valid msgpack: ") + e.what());
+  }
   auto j = nlohmann::json::from_msgpack(msgpack_bytes.begin(), msgpack_bytes.end(),
                                         /*strict=*/true, /*allow_exceptions=*/false);
   if (j.is_discarded()) {

@@ -15,7 +15,10 @@
 namespace kbfleet::worker {
 
 inline constexpr std::size_t kMaxFd3LineBytes = 1u << 20;
-inline constexpr std::size_t kMaxFd3Depth = 64;
+// A result travels inside `result` (body > outcome > result) and later inside a status reply
+// (body > task > outcome > result); the broker decodes bodies to depth 32, so deeper results
+// could never be delivered (found by fuzzing: the worker re-sent a refused result forever).
+inline constexpr std::size_t kMaxFd3Depth = 24;
 
 class Fd3Parser {
  public:

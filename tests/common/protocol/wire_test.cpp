@@ -311,3 +311,31 @@ TEST_CASE("a JSON syntax error names the position, as wire.hpp promises", "[prot
 }
 
 }  // namespace kbfleet::protocol
+
+// Found by fuzz/json_input_fuzz and fuzz/protocol_body_fuzz (reproducers in fuzz/crashes/).
+TEST_CASE("fuzz findings: huge numbers, deep nesting and floats are handled", "[protocol][wire][fuzz]") {
+  using namespace kbfleet;
+  SECTION("a JSON number no double holds is INVALID_ARGUMENT, not a crash") {
+    auto r = protocol::json_to_msgpack("1e999");
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == ErrorCode::kInvalidArgument);
+  }
+  SECTION("msgpack nested 20,000 levels is refused before conversion to JSON") {
+    std::string deep(20000, '\x91');  // fixarray of one element, nested
+    deep.push_back('\x01');
+    auto r = protocol::msgpack_to_json(deep);
+    REQUIRE_FALSE(r);
+    CHECK(r.error().code == ErrorCode::kProtocolError);
+  }
+  SECTION("integral and huge floats stay floats through Writer and MapView::raw") {
+    protocol::Writer w;
+    w.begin_map().kv("a", 1.0).kv("b", 18446744073709551616.0).end_map();
+    auto body = protocol::Body::decode(w.take());
+    REQUIRE(body);
+    CHECK(body->view().get("a")->type == msgpack::type::FLOAT64);
+    auto raw = body->view().raw("b");
+    auto oh = msgpack::unpack(raw.data(), raw.size());
+    CHECK(oh.get().type == msgpack::type::FLOAT64);
+    CHECK(oh.get().via.f64 == 18446744073709551616.0);
+  }
+}

@@ -104,7 +104,17 @@ TEST_CASE("deeply nested fd 3 JSON is refused before it reaches the encoder", "[
   Recorded sink;
   handle_fd3_line(R"({"result": )" + std::string(100000, '[') + std::string(100000, ']') + "}",
                   sink);
-  CHECK(sink.invalid == std::vector<std::string>{"JSON nests deeper than 64 levels"});
+  CHECK(sink.invalid == std::vector<std::string>{"JSON nests deeper than 24 levels"});
+
+  // A result the broker could not carry (it decodes bodies to depth 32) is refused at the source:
+  // fuzz/crashes/fd3_line_fuzz/result-nested-31-levels once left a worker re-sending it forever.
+  Recorded deep;
+  handle_fd3_line(R"({"result": )" + std::string(31, '[') + std::string(31, ']') + "}", deep);
+  CHECK(deep.results.empty());
+  CHECK(deep.invalid.size() == 1);
+  Recorded fits;
+  handle_fd3_line(R"({"result": )" + std::string(20, '[') + std::string(20, ']') + "}", fits);
+  CHECK(fits.results.size() == 1);
 
   Recorded ok;
   // Brackets inside strings do not count.
