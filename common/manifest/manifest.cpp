@@ -174,7 +174,7 @@ Status parse_net(const Node& node, Manifest& m) {
   }
   for (std::size_t i = 0; i < allow->size(); ++i) {
     if ((*allow)[i].empty()) {
-      return invalid(item("permissions.net.allow", i), "must be a non-empty string such as example.com:443 or 10.0.0.0/8",
+      return invalid(item("permissions.net.allow", i), "must be a non-empty string such as example.com:443 or 127.0.0.0/8",
                      list[i]);
     }
   }

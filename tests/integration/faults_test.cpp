@@ -13,15 +13,6 @@ using nlohmann::json;
 
 namespace {
 
-// Waits until the task has printed its first tick; returns the worker running it ("" on deadline).
-std::string wait_until_ticking(const Fleet& fleet, const std::string& id) {
-  for (int i = 0; i < 300; ++i) {
-    auto st = json::parse(fleet.cli({"status", id, "--json"}).out);
-    if (st["state"] == "running" && st["events"].get<int>() >= 2) return st["worker"];
-  }
-  return "";
-}
-
 std::vector<json> events_of(const Fleet& fleet, const std::string& id) {
   auto tail = fleet.cli({"tail", id, "--json"}, 60s);
   std::vector<json> out;
@@ -36,9 +27,9 @@ TEST_CASE("kill -9 of a worker mid-task: the task completes on the other worker,
   Fleet fleet({2, 1, {}});
   REQUIRE(fleet.wait_for_workers(2));
   auto id = trim(fleet.cli({"submit", "slow", "sleep", "--input", R"({"ticks":15})"}).out);
-  auto victim = wait_until_ticking(fleet, id);
+  auto victim = fleet.wait_until_running(id);
   REQUIRE(!victim.empty());
-  fleet.workers[victim == "w0" ? 0 : 1]->signal(SIGKILL);
+  fleet.kill_worker(victim);
 
   auto events = events_of(fleet, id);
   REQUIRE(!events.empty());
@@ -66,9 +57,9 @@ TEST_CASE("a non-idempotent task lost with its worker is dead-lettered, and retr
   Fleet fleet({2, 1, {}});
   REQUIRE(fleet.wait_for_workers(2));
   auto id = trim(fleet.cli({"submit", "slow", "sleep-once", "--input", R"({"ticks":15})"}).out);
-  auto victim = wait_until_ticking(fleet, id);
+  auto victim = fleet.wait_until_running(id);
   REQUIRE(!victim.empty());
-  fleet.workers[victim == "w0" ? 0 : 1]->signal(SIGKILL);
+  fleet.kill_worker(victim);
 
   REQUIRE(fleet.wait_for_terminal(id) == "dead_letter");
   auto st = json::parse(fleet.cli({"status", id, "--json"}).out);
@@ -92,7 +83,7 @@ TEST_CASE("SIGTERM drains a worker: running tasks finish, then it leaves", "[int
   Fleet fleet({1, 1, {}});
   REQUIRE(fleet.wait_for_workers(1));
   auto id = trim(fleet.cli({"submit", "slow", "sleep", "--input", R"({"ticks":10})"}).out);
-  REQUIRE(!wait_until_ticking(fleet, id).empty());
+  REQUIRE(!fleet.wait_until_running(id).empty());
   fleet.workers[0]->signal(SIGTERM);
   CHECK(fleet.workers[0]->wait(30s) == 0);  // exits by itself once the task is done
   auto st = json::parse(fleet.cli({"status", id, "--json"}).out);

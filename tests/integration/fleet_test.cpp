@@ -218,12 +218,7 @@ TEST_CASE("a running task can be cancelled and its handler is killed", "[integra
   REQUIRE(sub.exit_code == 0);
   auto id = trim(sub.out);
   // Wait until the handler runs (its first output line), then cancel.
-  bool started = false;
-  for (int i = 0; i < 200 && !started; ++i) {
-    auto st = json::parse(fleet.cli({"status", id, "--json"}).out);
-    started = st["events"].get<int>() >= 2;  // started + first output line
-  }
-  REQUIRE(started);
+  REQUIRE(!fleet.wait_until_running(id).empty());
   auto c = fleet.cli({"cancel", id});
   CHECK(c.exit_code == 0);
   auto tail = fleet.cli({"tail", id, "--json"}, 30s);
@@ -289,11 +284,7 @@ TEST_CASE("higher-priority tasks are dispatched first", "[integration]") {
   Fleet fleet({1, 1, {}});  // one slot: the queue order decides
   REQUIRE(fleet.wait_for_workers(1));
   auto blocker = trim(fleet.cli({"submit", "stubborn", "hang", "--timeout", "60000"}).out);
-  bool running = false;
-  for (int i = 0; i < 200 && !running; ++i) {
-    running = json::parse(fleet.cli({"status", blocker, "--json"}).out)["state"] == "running";
-  }
-  REQUIRE(running);
+  REQUIRE(!fleet.wait_until_running(blocker, 1).empty());
   auto low = trim(fleet.cli({"submit", "hello", "greet", "--priority", "0"}).out);
   auto high = trim(fleet.cli({"submit", "hello", "greet", "--priority", "10"}).out);
   REQUIRE(fleet.cli({"cancel", blocker}).exit_code == 0);

@@ -1,5 +1,7 @@
 #include "tests/support/fleet.hpp"
 
+#include <signal.h>
+
 #include <filesystem>
 #include <stdexcept>
 
@@ -91,6 +93,22 @@ std::string Fleet::wait_for_terminal(const std::string& task_id, std::chrono::mi
     if (state != "queued" && state != "running") return state;
   }
   return "";
+}
+
+std::string Fleet::wait_until_running(const std::string& task_id, int events, std::chrono::milliseconds deadline) const {
+  auto end = std::chrono::steady_clock::now() + deadline;
+  while (std::chrono::steady_clock::now() < end) {
+    auto r = cli({"status", task_id, "--json"}, 10s);
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    if (j.is_object() && j.value("state", "") == "running" && j.value("events", 0) >= events) {
+      return j.value("worker", "");
+    }
+  }
+  return "";
+}
+
+void Fleet::kill_worker(const std::string& name) {
+  workers.at(static_cast<std::size_t>(std::stoi(name.substr(1))))->signal(SIGKILL);
 }
 
 }  // namespace kbfleet::test

@@ -31,6 +31,12 @@ class Fleet {
   bool wait_for_workers(std::size_t n, std::chrono::milliseconds deadline = 20s) const;
   // Polls `kbfleet status --json` until the task is terminal; returns its state ("" on deadline).
   std::string wait_for_terminal(const std::string& task_id, std::chrono::milliseconds deadline = 60s) const;
+  // Polls `kbfleet status --json` until the task runs and has at least `events` events (2 =
+  // started + the handler's first line); returns the id of its worker ("" at the deadline).
+  std::string wait_until_running(const std::string& task_id, int events = 2,
+                                 std::chrono::milliseconds deadline = 30s) const;
+  // SIGKILL of the worker started with --worker-id `name` ("w0", "w1", ...).
+  void kill_worker(const std::string& name);
 
   void start_broker(const std::string& bind = "tcp://127.0.0.1:*");
   void stop_broker();  // SIGKILL

@@ -274,10 +274,10 @@ TEST_CASE("fs globs must stay inside the task workspace", "[manifest]") {
 
 TEST_CASE("net is none or a non-empty allow-list", "[manifest]") {
   SECTION("an allow-list") {
-    auto m = parse_manifest(with("permissions: { net: { allow: ['example.com:443', 10.0.0.0/8] } }\n"));
+    auto m = parse_manifest(with("permissions: { net: { allow: ['example.com:443', 127.0.0.0/8] } }\n"));
     REQUIRE(m.has_value());
     CHECK_FALSE(m->net.none);
-    CHECK(m->net.allow == std::vector<std::string>{"example.com:443", "10.0.0.0/8"});
+    CHECK(m->net.allow == std::vector<std::string>{"example.com:443", "127.0.0.0/8"});
   }
   SECTION("another word") {
     CHECK(invalid_message(with("permissions: { net: all }\n"), "permissions.net") ==
@@ -291,7 +291,7 @@ TEST_CASE("net is none or a non-empty allow-list", "[manifest]") {
   SECTION("a map without allow") { invalid_message(with("permissions: { net: {} }\n"), "permissions.net.allow"); }
   SECTION("an empty entry") {
     CHECK(invalid_message(with("permissions: { net: { allow: [a:1, ''] } }\n"), "permissions.net.allow[1]") ==
-          "permissions.net.allow[1]: must be a non-empty string such as example.com:443 or 10.0.0.0/8");
+          "permissions.net.allow[1]: must be a non-empty string such as example.com:443 or 127.0.0.0/8");
   }
 }
 
