@@ -31,7 +31,7 @@ def main():
     ap.add_argument("--bin", default=os.path.join(os.path.dirname(__file__), "..", "build", "bin"))
     ap.add_argument("--plugins", default=os.path.join(os.path.dirname(__file__), "..", "examples", "plugins"))
     a = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="kbfleet-bench-")
+    tmp = tempfile.mkdtemp(prefix="kbfleet-bench-", dir="/var/tmp")  # a worker refuses --work under /tmp
     procs = []
     try:
         b = start([f"{a.bin}/kbfleet-broker", "--bind", "tcp://127.0.0.1:*", "--events", "tcp://127.0.0.1:*",

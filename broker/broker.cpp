@@ -15,6 +15,13 @@ Result<std::unique_ptr<Broker>> Broker::create(const BrokerOptions& options) {
   auto cas = Cas::open(options.data_dir);
   if (!cas) return tl::unexpected(cas.error());
   std::unique_ptr<Broker> b(new Broker(options, std::move(*cas)));
+  // Recover before binding, so no client or worker sees a broker without its tasks.
+  if (options.durability != Durability::kNone) {
+    auto journal = Journal::open({options.data_dir + "/journal.db", options.durability, options.journal_max_pages});
+    if (!journal) return tl::unexpected(journal.error());
+    b->journal_ = std::move(*journal);
+    if (auto st = b->recover(); !st) return tl::unexpected(st.error());
+  }
 
   auto bind = transport::bind_router(b->router_, options.bind);
   if (!bind) return tl::unexpected(bind.error());
@@ -50,8 +57,9 @@ Broker::Broker(BrokerOptions options, Cas cas)
 Broker::~Broker() = default;
 
 void Broker::run(int stop_fd) {
-  spdlog::info("broker started bind={} events={} metrics={} data={}", endpoints_.bind, endpoints_.events,
-               endpoints_.metrics.empty() ? "off" : endpoints_.metrics, options_.data_dir);
+  spdlog::info("broker started bind={} events={} metrics={} data={} durability={}", endpoints_.bind, endpoints_.events,
+               endpoints_.metrics.empty() ? "off" : endpoints_.metrics, options_.data_dir,
+               durability_name(options_.durability));
   next_heartbeat_ = Clock::now();
   transport::Incoming in;
   for (;;) {
@@ -62,6 +70,7 @@ void Broker::run(int stop_fd) {
     };
     auto next = next_heartbeat_;
     if (!retry_due_.empty()) next = std::min(next, retry_due_.top().first);
+    if (reattach_deadline_) next = std::min(next, *reattach_deadline_);
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now());
     zmq::poll(items, 3, std::clamp(wait, std::chrono::milliseconds(0), std::chrono::milliseconds(1000)));
     if (items[2].revents & ZMQ_POLLIN) break;
@@ -76,9 +85,35 @@ void Broker::run(int stop_fd) {
       while (xpub_.recv(sub, zmq::recv_flags::dontwait)) on_subscription(sub);
     }
     requeue_due_retries(Clock::now());
+    expire_orphans(Clock::now());
     if (Clock::now() >= next_heartbeat_) on_timers();
+    // Group commit: everything this turn changed becomes durable in one transaction, and only
+    // then are the replies, dispatches and events it caused sent.
+    commit_turn();
   }
-  spdlog::info("broker stopping queued={} running={}", queued_, running_);
+  shutdown();
+}
+
+void Broker::shutdown() {
+  stopping_ = true;
+  metrics_.draining.Set(1);
+  spdlog::info("broker draining: refusing new submissions queued={} running={}", queued_, running_);
+  // Answer what already arrived (submissions get SHUTTING_DOWN), so clients retry elsewhere or
+  // later instead of waiting for a timeout.
+  transport::Incoming in;
+  for (int i = 0; i < 10000 && transport::recv_message(router_, transport::SocketKind::kRouter, in); ++i) {
+    on_router_message(in);
+  }
+  commit_turn();
+  std::string journal = "none";
+  if (journal_) {
+    auto st = journal_->checkpoint();
+    journal = st ? "flushed" : "error";
+    if (!st) spdlog::error("journal checkpoint at shutdown failed error=\"{}\"", st.error().message);
+  }
+  // Give the last replies a moment to leave (the ROUTER was bound with linger 0).
+  router_.set(zmq::sockopt::linger, 500);
+  spdlog::info("broker stopped journal={} queued={} running={}", journal, queued_, running_);
 }
 
 void Broker::on_router_message(transport::Incoming& in) {
@@ -90,6 +125,11 @@ void Broker::on_router_message(transport::Incoming& in) {
   }
   workers_.touch(in.peer, Clock::now());
   const std::string& type = in.type;
+  if ((type == msg::kTaskEvents || type == msg::kResult) && workers_.find(in.peer) == nullptr) {
+    // A worker this broker does not know (it restarted) but that keeps it busy: a busy worker
+    // sends no heartbeat, so ask it to re-announce now, to re-attach its tasks and get new ones.
+    ask_to_reconnect(in.peer);
+  }
   // Clients
   if (type == msg::kSubmit) return on_submit(in);
   if (type == msg::kStatus) return on_status(in);
@@ -102,7 +142,7 @@ void Broker::on_router_message(transport::Incoming& in) {
   // Workers
   if (type == msg::kReady) return on_ready(in);
   if (type == msg::kHeartbeat) {
-    if (workers_.find(in.peer) == nullptr) reply(in.peer, msg::kReconnect, Writer().begin_map().end_map().take());
+    if (workers_.find(in.peer) == nullptr) ask_to_reconnect(in.peer);
     return;
   }
   if (type == msg::kTaskEvents) return on_task_events(in);
@@ -118,6 +158,17 @@ void Broker::on_router_message(transport::Incoming& in) {
               Error{ErrorCode::kProtocolError, "unknown message type '" + type + "' (see docs/protocol.md)", {}});
 }
 
+void Broker::ask_to_reconnect(const std::string& peer) {
+  // Once per worker until its `ready`: a second `ready` crossing tasks dispatched after the
+  // first would make the broker think the worker lost them.
+  if (!reconnect_asked_.emplace(peer, Clock::now()).second) return;
+  reply(peer, msg::kReconnect, Writer().begin_map().end_map().take());
+}
+
+Clock::time_point Broker::deadline_for_reconnect(Clock::time_point now) const {
+  return now - std::chrono::milliseconds(options_.heartbeat_ms * options_.liveness);
+}
+
 void Broker::on_subscription(const zmq::message_t& msg) {
   // XPUB delivers subscriptions as one byte (1 = subscribe, 0 = unsubscribe) + the prefix.
   if (msg.size() < 1) return;
@@ -131,18 +182,55 @@ void Broker::on_subscription(const zmq::message_t& msg) {
 void Broker::on_timers() {
   auto now = Clock::now();
   next_heartbeat_ = now + std::chrono::milliseconds(options_.heartbeat_ms);
+  // A reconnect that got no `ready` within the liveness window may be asked again.
+  std::erase_if(reconnect_asked_, [&](const auto& kv) { return kv.second < deadline_for_reconnect(now); });
   auto heartbeat = Writer().begin_map().end_map().take();
   for (const auto& [id, w] : workers_.all()) transport::send_message(router_, id, msg::kHeartbeat, heartbeat);
   auto deadline = now - std::chrono::milliseconds(options_.heartbeat_ms * options_.liveness);
   for (const auto& id : workers_.silent_since(deadline)) worker_lost(id, "missed heartbeats");
   tasks_.expire(protocol::now_ms(), options_.retention_ms);
+  compact_journal();
+  if (journal_error_ && dirty_.empty()) {
+    // Half-open: accept submissions again for a turn; if the journal still fails, their
+    // submitters get IO_ERROR (nothing was acknowledged) and the error is set again.
+    journal_error_.reset();
+    journal_probing_ = true;
+  }
   update_gauges();
 }
 
 void Broker::reply(const std::string& peer, std::string_view type, std::string body,
                    std::vector<zmq::message_t> data) {
-  if (!transport::send_message(router_, peer, type, body, std::move(data))) {
-    spdlog::debug("reply dropped type={} (peer gone or queue full)", type);
+  Outgoing out;
+  out.peer = peer;
+  out.type = std::string(type);
+  out.body = std::move(body);
+  out.data = std::move(data);
+  send_or_hold(std::move(out));
+}
+
+void Broker::send_or_hold(Outgoing out) {
+  if (journal_) {
+    outbox_.push_back(std::move(out));
+  } else {
+    send_now(std::move(out));
+  }
+}
+
+void Broker::send_now(Outgoing out) {
+  if (out.publish) {
+    try {
+      xpub_.send(zmq::buffer(out.peer), zmq::send_flags::sndmore);
+      xpub_.send(zmq::buffer(protocol::kProtocolTag), zmq::send_flags::sndmore);
+      xpub_.send(zmq::str_buffer("event"), zmq::send_flags::sndmore);
+      xpub_.send(zmq::buffer(out.body), zmq::send_flags::none);
+    } catch (const zmq::error_t& e) {
+      spdlog::warn("event publish failed topic={} error=\"{}\"", out.peer, e.what());
+    }
+    return;
+  }
+  if (!transport::send_message(router_, out.peer, out.type, out.body, std::move(out.data))) {
+    spdlog::debug("reply dropped type={} (peer gone or queue full)", out.type);
   }
 }
 
@@ -157,15 +245,14 @@ void Broker::reply_error(const std::string& peer, std::int64_t req, const Error&
 
 void Broker::emit(Task& t, std::string_view type, std::string data_msgpack) {
   std::string body = tasks_.append_event(t, type, std::move(data_msgpack), protocol::now_ms());
-  auto send_on = [&](const std::string& topic) {
-    try {
-      xpub_.send(zmq::buffer(topic), zmq::send_flags::sndmore);
-      xpub_.send(zmq::buffer(protocol::kProtocolTag), zmq::send_flags::sndmore);
-      xpub_.send(zmq::str_buffer("event"), zmq::send_flags::sndmore);
-      xpub_.send(zmq::buffer(body), zmq::send_flags::none);
-    } catch (const zmq::error_t& e) {
-      spdlog::warn("event publish failed task={} error=\"{}\"", t.id, e.what());
-    }
+  mark_dirty(t);  // every transition emits an event: the task's row is rewritten at commit
+  auto send_on = [&](std::string topic) {
+    Outgoing out;
+    out.publish = true;
+    out.peer = std::move(topic);
+    out.body = body;
+    out.task_id = t.id;
+    send_or_hold(std::move(out));
   };
   send_on(protocol::task_topic(t.id));
   if (plugin_subscribers_ > 0) send_on(protocol::plugin_topic(t.request.plugin));

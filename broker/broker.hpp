@@ -9,13 +9,17 @@
 #include <map>
 #include <memory>
 #include <queue>
+#include <optional>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 
 #include <zmq.hpp>
 
 #include "broker/broker_metrics.hpp"
 #include "broker/cas/cas.hpp"
 #include "broker/dispatcher/worker_registry.hpp"
+#include "broker/journal/journal.hpp"
 #include "broker/queue/task_queue.hpp"
 #include "broker/tasks/task_store.hpp"
 #include "common/errors/error.hpp"
@@ -36,6 +40,11 @@ struct BrokerOptions {
   std::int64_t max_queued = 100000;
   std::int64_t backlog_bytes = 16 << 20;  // per task
   std::int64_t retry_backoff_ms = 500;    // first retry delay after a lost worker; doubles per attempt
+  Durability durability = Durability::kBatch;
+  // After a restart, how long running tasks wait for their worker to re-attach them before they
+  // are retried or dead-lettered; 0 = 2 x liveness x heartbeat_ms, at least 5 s.
+  std::int64_t reattach_grace_ms = 0;
+  std::int64_t journal_max_pages = 0;  // > 0 caps journal.db (tests simulate a full disk); no flag
 };
 
 struct Endpoints {
@@ -46,13 +55,14 @@ struct Endpoints {
 
 class Broker {
  public:
-  // Binds the endpoints, opens the CAS under data_dir and starts /metrics. IO_ERROR naming the
-  // endpoint or directory that failed.
+  // Opens the CAS and the journal under data_dir, recovers the journalled tasks, binds the
+  // endpoints and starts /metrics. IO_ERROR naming the endpoint, directory or journal that failed.
   [[nodiscard]] static Result<std::unique_ptr<Broker>> create(const BrokerOptions& options);
   ~Broker();
 
   const Endpoints& endpoints() const { return endpoints_; }
-  // Runs until `stop_fd` (e.g. a signalfd) becomes readable.
+  // Runs until `stop_fd` (e.g. a signalfd) becomes readable; then refuses new submissions
+  // (SHUTTING_DOWN), commits the journal, sends what it holds and returns.
   void run(int stop_fd);
 
  private:
@@ -63,17 +73,50 @@ class Broker {
     std::unique_ptr<Cas::Upload> blob;
   };
 
+  // A message held until the journal commit that makes its cause durable (group commit).
+  struct Outgoing {
+    bool publish = false;  // XPUB (topic = peer) rather than ROUTER
+    std::string peer;
+    std::string type;
+    std::string body;
+    std::vector<zmq::message_t> data;
+    // The task it is about (dispatch, event, acknowledgement): if the task's creation is rolled
+    // back, its messages are dropped and its acknowledgement becomes an IO_ERROR.
+    std::string task_id;
+    bool ack = false;  // a submit/retry acknowledgement
+    std::int64_t req = 0;
+  };
+
   Broker(BrokerOptions options, Cas cas);
 
   // broker.cpp: loop, timers, events
   void on_router_message(transport::Incoming& in);
   void on_subscription(const zmq::message_t& msg);
+  void ask_to_reconnect(const std::string& peer);
+  Clock::time_point deadline_for_reconnect(Clock::time_point now) const;
   void on_timers();
   void reply(const std::string& peer, std::string_view type, std::string body,
              std::vector<zmq::message_t> data = {});
   void reply_error(const std::string& peer, std::int64_t req, const Error& e);
   void emit(Task& t, std::string_view type, std::string data_msgpack);
   void update_gauges();
+  // With a journal, held in outbox_ until commit_turn(); without, sent at once.
+  void send_or_hold(Outgoing out);
+  void send_now(Outgoing out);
+  void shutdown();
+
+  // recovery.cpp: the journal
+  [[nodiscard]] Status recover();
+  void restore_task(TaskRecord&& r, std::vector<Task*>& finished);
+  // A new task is journalled at once; its reply waits for the commit (acknowledge_created).
+  [[nodiscard]] Status journal_insert(const Task& t);
+  void acknowledge_created(const std::string& peer, std::int64_t req, const Task& t, std::string type, std::string body);
+  void mark_dirty(const Task& t);
+  // End of a loop turn: write dirty tasks, commit, then send what was held.
+  void commit_turn();
+  void on_journal_failure(const Error& e);
+  void expire_orphans(Clock::time_point now);
+  void compact_journal();
 
   // client_api.cpp
   void on_info(transport::Incoming& in);
@@ -85,6 +128,8 @@ class Broker {
   void on_artifacts(transport::Incoming& in);
   void on_fetch(transport::Incoming& in);
   Result<Task*> task_for(const transport::Incoming& in);
+  // SHUTTING_DOWN after SIGTERM, IO_ERROR while the journal cannot be written.
+  [[nodiscard]] Status accepting() const;
 
   // dispatch.cpp: queue -> workers, results, lost workers
   void dispatch_key(const std::string& key);
@@ -127,6 +172,18 @@ class Broker {
   std::int64_t running_ = 0;  // tasks in state running
   std::int64_t plugin_subscribers_ = 0;  // XPUB subscriptions to "plugin." topics
   Clock::time_point next_heartbeat_;
+  std::unique_ptr<Journal> journal_;  // null with --durability none
+  std::vector<Outgoing> outbox_;
+  std::vector<std::string> dirty_;  // tasks to rewrite in the journal at the end of this turn
+  std::unordered_set<std::string> dirty_set_;
+  bool turn_failed_ = false;             // a journal write failed during this turn
+  std::optional<Error> journal_error_;   // set while the journal cannot be written
+  bool journal_probing_ = false;         // the error was cleared on a timer tick to try again
+  bool stopping_ = false;
+  std::unordered_set<std::string> created_this_turn_;
+  std::unordered_map<std::string, Clock::time_point> reconnect_asked_;  // unknown workers asked to re-announce
+  std::vector<std::string> orphans_;     // recovered running tasks waiting to be re-attached
+  std::optional<Clock::time_point> reattach_deadline_;
   // Tasks waiting out a retry backoff: (due, task id), earliest first.
   std::priority_queue<std::pair<Clock::time_point, std::string>, std::vector<std::pair<Clock::time_point, std::string>>,
                       std::greater<>>

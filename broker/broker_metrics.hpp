@@ -29,6 +29,13 @@ class BrokerMetrics {
   prometheus::Counter& artifact_bytes_out;
   prometheus::Counter& workers_lost;
   prometheus::Counter& retries;
+  prometheus::Gauge& draining;
+  prometheus::Counter& journal_commits;
+  prometheus::Counter& journal_records;
+  prometheus::Histogram& journal_commit_time;
+  prometheus::Counter& journal_errors;
+  prometheus::Counter& journal_compacted;
+  metrics::LabeledCounter recovered;  // tasks read from the journal at start, by recovered state
   metrics::LabeledCounter finished;   // by state, code
   metrics::LabeledCounter rejected;   // requests answered with an error, by code
   metrics::LabeledCounter malformed;  // messages dropped or refused, by reason

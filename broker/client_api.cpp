@@ -81,7 +81,18 @@ void Broker::on_info(transport::Incoming& in) {
   reply(in.peer, msg::kInfo, w.take());
 }
 
+Status Broker::accepting() const {
+  if (stopping_) {
+    return make_error(ErrorCode::kShuttingDown,
+                      "the broker is shutting down and accepts no new tasks; submit again once it is back "
+                      "(with the same idempotency key)");
+  }
+  if (journal_error_) return tl::unexpected(*journal_error_);
+  return {};
+}
+
 void Broker::on_submit(transport::Incoming& in) {
+  if (auto ok = accepting(); !ok) return reply_error(in.peer, in.req, ok.error());
   auto req = protocol::SubmitRequest::decode(in.body->view());
   if (!req) return reply_error(in.peer, in.req, req.error());
   auto invalid = [&](std::string field, std::string message) {
@@ -96,7 +107,7 @@ void Broker::on_submit(transport::Incoming& in) {
     if (Task* existing = tasks_.find_by_idempotency_key(req->idempotency_key)) {
       Writer w;
       w.begin_map().kv("req", in.req).kv("task_id", existing->id).kv("existing", true).end_map();
-      return reply(in.peer, msg::kSubmitted, w.take());
+      return acknowledge_created(in.peer, in.req, *existing, std::string(msg::kSubmitted), w.take());
     }
   }
   auto offer = workers_.lookup(req->plugin, req->version, req->handler);
@@ -138,15 +149,20 @@ void Broker::on_submit(transport::Incoming& in) {
   const bool idempotent = offer.idempotent.count(req->handler) > 0;
   Task& t = tasks_.create(std::move(*req), protocol::now_ms());
   t.max_attempts = t.request.max_attempts > 0 ? t.request.max_attempts : (idempotent ? kIdempotentAttempts : 1);
+  if (auto st = journal_insert(t); !st) {
+    tasks_.erase(t.id);
+    return reply_error(in.peer, in.req, *journal_error_);
+  }
   ++queued_;
   metrics_.submitted.Increment();
   const std::string key = queue_key(t.request.plugin, t.request.version);
   queue_.push(key, t.request.priority, t.id);
   spdlog::debug("task accepted task={} plugin={} handler={}", t.id, t.request.plugin, t.request.handler);
 
+  // Held until the journal commit at the end of this loop turn (Broker::commit_turn).
   Writer w;
   w.begin_map().kv("req", in.req).kv("task_id", t.id).kv("existing", false).end_map();
-  reply(in.peer, msg::kSubmitted, w.take());
+  acknowledge_created(in.peer, in.req, t, std::string(msg::kSubmitted), w.take());
   dispatch_key(key);
 }
 
@@ -207,6 +223,7 @@ void Broker::on_events(transport::Incoming& in) {
 }
 
 void Broker::on_retry(transport::Incoming& in) {
+  if (auto ok = accepting(); !ok) return reply_error(in.peer, in.req, ok.error());
   auto found = task_for(in);
   if (!found) return reply_error(in.peer, in.req, found.error());
   Task& old = **found;
@@ -222,13 +239,17 @@ void Broker::on_retry(transport::Incoming& in) {
   Task& t = tasks_.create(std::move(request), protocol::now_ms());
   t.max_attempts = old.max_attempts;
   t.retry_of = old.id;
+  if (auto st = journal_insert(t); !st) {
+    tasks_.erase(t.id);
+    return reply_error(in.peer, in.req, *journal_error_);
+  }
   ++queued_;
   metrics_.submitted.Increment();
   const std::string key = queue_key(t.request.plugin, t.request.version);
   queue_.push(key, t.request.priority, t.id);
   Writer w;
   w.begin_map().kv("req", in.req).kv("task_id", t.id).kv("retry_of", old.id).end_map();
-  reply(in.peer, msg::kRetry, w.take());
+  acknowledge_created(in.peer, in.req, t, std::string(msg::kRetry), w.take());
   dispatch_key(key);
 }
 

@@ -27,6 +27,7 @@ void Broker::dispatch_key(const std::string& key) {
 }
 
 void Broker::dispatch_worker(WorkerInfo& w) {
+  if (stopping_) return;  // queued tasks stay in the journal for the next broker
   auto alive = [this](const std::string& id) {
     const Task* t = tasks_.find(id);
     return t != nullptr && t->state == state::kQueued;
@@ -70,7 +71,12 @@ void Broker::start_task(WorkerInfo& w, Task& t) {
   body.begin_map();
   a.encode(body);
   body.end_map();
-  reply(w.routing_id, msg::kTask, body.take());
+  Outgoing out;
+  out.peer = w.routing_id;
+  out.type = std::string(msg::kTask);
+  out.body = body.take();
+  out.task_id = t.id;
+  send_or_hold(std::move(out));
   emit(t, protocol::event::kStarted,
        Writer().begin_map().kv("worker", w.ready.worker_id).kv("attempt", t.attempt).kv("version", t.version).end_map().take());
   spdlog::debug("task dispatched task={} worker={} attempt={}", t.id, w.ready.worker_id, t.attempt);

@@ -14,13 +14,23 @@
 int main(int argc, char** argv) {
   kbfleet::broker::BrokerOptions opt;
   std::string log_level = "info";
+  std::string durability = "batch";
   CLI::App app{"kbfleet-broker: queues plugin tasks and dispatches them to kbfleet workers"};
   app.add_option("--bind", opt.bind, "ROUTER endpoint for clients and workers (port * = any free port)")
       ->capture_default_str();
   app.add_option("--events", opt.events, "XPUB endpoint where task events are published")->capture_default_str();
   app.add_option("--metrics", opt.metrics, "HOST:PORT for Prometheus /metrics (port 0 = any; empty = off)")
       ->capture_default_str();
-  app.add_option("--data", opt.data_dir, "directory for artifacts (cas/) and state")->capture_default_str();
+  app.add_option("--data", opt.data_dir, "directory for artifacts (cas/) and the journal (journal.db)")->capture_default_str();
+  app.add_option("--durability", durability,
+                 "none: tasks in memory only; batch: journal (SQLite WAL) committed per loop turn, survives a broker "
+                 "crash; fsync: also fsync each commit, survives power loss")
+      ->check(CLI::IsMember({"none", "batch", "fsync"}))
+      ->capture_default_str();
+  app.add_option("--reattach-grace-ms", opt.reattach_grace_ms,
+                 "after a restart, how long recovered running tasks wait for their worker (0 = 2 x liveness x heartbeat, at least 5000)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{3600000}))
+      ->capture_default_str();
   app.add_option("--heartbeat-ms", opt.heartbeat_ms, "heartbeat interval to workers")->check(CLI::Range(10, 60000))->capture_default_str();
   app.add_option("--liveness", opt.liveness, "missed heartbeats before a worker is declared lost")->check(CLI::Range(2, 100))->capture_default_str();
   app.add_option("--retention-ms", opt.retention_ms, "how long finished tasks and their events are kept")->check(CLI::Range(std::int64_t{0}, std::int64_t{30} * 24 * 3600 * 1000))->capture_default_str();
@@ -34,6 +44,7 @@ int main(int argc, char** argv) {
     int rc = app.exit(e);
     return rc == 0 ? 0 : 64;  // EX_USAGE
   }
+  opt.durability = *kbfleet::broker::parse_durability(durability);  // checked by IsMember above
   kbfleet::log::init("broker", log_level);
 
   auto stop = kbfleet::posix::signal_fd({SIGTERM, SIGINT});

@@ -32,7 +32,13 @@ Result<Task*> Broker::running_task_of(const std::string& worker, std::string_vie
 void Broker::on_ready(transport::Incoming& in) {
   auto ready = protocol::WorkerReady::decode(in.body->view());
   if (!ready) return reply_error(in.peer, in.req, ready.error());
-  const bool known = workers_.find(in.peer) != nullptr;
+  const WorkerInfo* before = workers_.find(in.peer);
+  const bool known = before != nullptr;
+  // The same process announcing again (it got `reconnect` or heard nothing for a while), not a
+  // restarted worker: tasks it does not list may have been dispatched after it built this
+  // `ready`, or finished with their result on the way. They are not lost.
+  const bool same_process = known && before->ready.pid == ready->pid && before->ready.host == ready->host;
+  reconnect_asked_.erase(in.peer);
   std::string name = ready->worker_id;
   auto slots = ready->slots;
   auto plugins = ready->plugins.size();
@@ -41,20 +47,34 @@ void Broker::on_ready(transport::Incoming& in) {
   WorkerInfo& w = *workers_.find(in.peer);
   // Tasks we believe run there and the worker still runs keep their slot; tasks it no longer
   // knows were lost with its previous incarnation.
+  std::size_t reattached = 0;
   for (const auto& id : still_running) {
-    if (!previous.count(id)) {  // e.g. this broker restarted: the slot is busy until its result
-      w.foreign.insert(id);
-      --w.free;
+    if (previous.count(id)) continue;
+    Task* t = tasks_.find(id);
+    if (t != nullptr && t->orphaned && t->state == state::kRunning && t->worker == in.peer) {
+      // Recovered from the journal as running on this worker: it re-attaches its task.
+      t->orphaned = false;
+      workers_.assign(w, id);
+      ++reattached;
+      if (t->cancel_requested) {
+        reply(in.peer, msg::kCancel, Writer().begin_map().kv("task_id", t->id).kv("attempt", t->attempt).end_map().take());
+      }
+      continue;
     }
+    // A task this broker does not know (it restarted without a journal, or the task was already
+    // given up): the slot is busy until its result.
+    w.foreign.insert(id);
+    --w.free;
   }
   for (const auto& id : previous) {
-    if (std::find(still_running.begin(), still_running.end(), id) != still_running.end()) {
+    if (same_process || std::find(still_running.begin(), still_running.end(), id) != still_running.end()) {
       workers_.assign(w, id);
     } else if (Task* t = tasks_.find(id); t != nullptr && t->state == state::kRunning) {
       lose_task(*t, name, "it restarted");
     }
   }
-  spdlog::info("worker {} worker={} slots={} plugins={}", known ? "re-announced" : "joined", name, slots, plugins);
+  spdlog::info("worker {} worker={} slots={} plugins={} reattached={}", known ? "re-announced" : "joined", name, slots,
+               plugins, reattached);
   update_gauges();
   dispatch_worker(w);
 }

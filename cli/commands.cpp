@@ -1,7 +1,11 @@
 #include "cli/commands.hpp"
 
+#include <errno.h>
 #include <fcntl.h>
+#include <sys/random.h>
 #include <unistd.h>
+
+#include <thread>
 
 #include <cstdio>
 #include <fstream>
@@ -38,6 +42,29 @@ Result<std::string> input_msgpack(const std::string& input) {
   return protocol::json_to_msgpack(json);
 }
 
+// Attempts of one submission when the broker does not answer or is shutting down. The same
+// idempotency key is sent each time, so an acknowledgement lost on the way never makes two tasks.
+constexpr int kSubmitAttempts = 3;
+
+// "cli-" + 128 random bits in hex: the key of a submission the user gave no key for.
+std::string random_idempotency_key() {
+  unsigned char bytes[16] = {};
+  std::size_t got = 0;
+  while (got < sizeof bytes) {
+    ssize_t n = ::getrandom(bytes + got, sizeof bytes - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    KB_CHECK(n > 0);
+    got += static_cast<std::size_t>(n);
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string key = "cli-";
+  for (unsigned char b : bytes) {
+    key.push_back(kHex[b >> 4]);
+    key.push_back(kHex[b & 0xf]);
+  }
+  return key;
+}
+
 Result<std::string> submit(Client& c, const SubmitArgs& a) {
   auto input = input_msgpack(a.input);
   if (!input) return tl::unexpected(input.error());
@@ -50,11 +77,19 @@ Result<std::string> submit(Client& c, const SubmitArgs& a) {
   r.env = a.env;
   r.priority = a.priority;
   r.timeout_ms = a.timeout_ms;
-  r.idempotency_key = a.idempotency_key;
+  r.idempotency_key = a.idempotency_key.empty() ? random_idempotency_key() : a.idempotency_key;
   r.max_attempts = a.max_attempts;
-  auto reply = c.call(msg::kSubmit, [&](Writer& w) { r.encode(w); });
-  if (!reply) return tl::unexpected(reply.error());
-  return std::string(reply->body.view().str_or("task_id", ""));
+  for (int attempt = 1;; ++attempt) {
+    auto reply = c.call(msg::kSubmit, [&](Writer& w) { r.encode(w); });
+    if (reply) return std::string(reply->body.view().str_or("task_id", ""));
+    const auto code = reply.error().code;
+    const bool retriable = code == ErrorCode::kBrokerUnreachable || code == ErrorCode::kShuttingDown;
+    if (!retriable || attempt >= kSubmitAttempts) return tl::unexpected(reply.error());
+    std::cerr << "kbfleet: " << reply.error().to_string() << "; submitting again with the same idempotency key ("
+              << attempt + 1 << "/" << kSubmitAttempts << ")\n";
+    // A broker that is shutting down is usually restarted within moments.
+    if (code == ErrorCode::kShuttingDown) std::this_thread::sleep_for(std::chrono::milliseconds(500 * attempt));
+  }
 }
 
 std::string json_of(const msgpack::object* obj) { return obj ? protocol::to_json(*obj) : "null"; }
@@ -141,7 +176,8 @@ std::string human_bytes(std::int64_t n) {
 
 int exit_code_for(ErrorCode code) {
   switch (code) {
-    case ErrorCode::kBrokerUnreachable: return kExitUnreachable;
+    case ErrorCode::kBrokerUnreachable:
+    case ErrorCode::kShuttingDown: return kExitUnreachable;
     case ErrorCode::kInvalidArgument: return kExitBadInput;
     case ErrorCode::kTimeout: return kExitTimeout;
     case ErrorCode::kPluginNotFound:

@@ -9,7 +9,7 @@ scripts/install-deps.sh
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 ninja -C build kbfleet kbfleet-broker kbfleet-worker
 
-run=$(mktemp -d /tmp/kbfleet-demo.XXXXXX)
+run=$(mktemp -d /var/tmp/kbfleet-demo.XXXXXX)  # not /tmp: see docs/sandbox.md
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done

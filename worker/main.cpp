@@ -32,6 +32,7 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   bool allow_degraded = false, allow_unsandboxed = false, check_sandbox = false;
   std::vector<std::string> required_layers;
+  kbfleet::worker::ProbeOptions probe;
   CLI::App app{"kbfleet-worker: runs kbfleet plugin handlers for a broker"};
   app.add_option("--broker", opt.broker, "broker endpoint")->capture_default_str();
   app.add_option("--plugins", opt.plugins_dir, "directory of plugins (<id>/kbfleet.yaml or <id>/<version>/kbfleet.yaml)");
@@ -44,6 +45,9 @@ int main(int argc, char** argv) {
   app.add_flag("--allow-unsandboxed", allow_unsandboxed, "run plugins whose manifest says `sandbox: none` (trusted only)");
   app.add_option("--require-layer", required_layers, "exit if this sandbox layer is unavailable (repeatable)");
   app.add_flag("--check-sandbox", check_sandbox, "print the sandbox layers of this host and exit");
+  app.add_option("--task-uid-base", probe.uid_base, "host uid/gid of slot 0's task user; slot N runs as base+N")
+      ->check(CLI::Range(std::uint32_t{1000}, std::uint32_t{4000000000U}))->capture_default_str();
+  app.add_option("--init", probe.init, "path of kbfleet-init (default: next to kbfleet-worker)");
   app.add_option("--heartbeat-ms", opt.heartbeat_ms, "heartbeat interval")->check(CLI::Range(10, 60000))->capture_default_str();
   app.add_option("--liveness", opt.liveness, "silent heartbeats before the broker is presumed gone")->check(CLI::Range(2, 100))->capture_default_str();
   app.add_option("--drain-ms", opt.drain_ms, "on SIGTERM, how long running tasks may finish before they are killed")->check(CLI::Range(std::int64_t{0}, std::int64_t{3600000}))->capture_default_str();
@@ -57,7 +61,8 @@ int main(int argc, char** argv) {
   }
   kbfleet::log::init("worker", log_level);
 
-  opt.policy.layers = kbfleet::worker::probe_sandbox();
+  probe.slots = static_cast<int>(opt.slots);
+  opt.policy.layers = kbfleet::worker::probe_sandbox(probe);
   const auto active = opt.policy.layers.active();
   const auto missing = opt.policy.layers.missing();
   std::vector<std::string> missing_required;
@@ -68,9 +73,11 @@ int main(int argc, char** argv) {
   if (check_sandbox) {
     for (const auto& l : active) std::cout << l << "=active\n";
     for (const auto& l : missing) std::cout << l << "=unavailable\n";
-    // Detail lines, still key=value: which cgroup version, or why there is none.
+    // Detail lines, still key=value: versions, and why each missing layer is missing.
     if (cgroups) std::cout << "cgroup.version=" << cgroups->version() << "\n";
-    if (!cgroups) std::cout << "cgroup.reason=" << opt.policy.layers.cgroup_unavailable << "\n";
+    if (opt.policy.layers.landlock_abi > 0) std::cout << "landlock.abi=" << opt.policy.layers.landlock_abi << "\n";
+    if (opt.policy.layers.identities) std::cout << "userns.uid_base=" << probe.uid_base << "\n";
+    for (const auto& [layer, why] : opt.policy.layers.reasons) std::cout << layer << ".reason=" << why << "\n";
     return missing_required.empty() ? 0 : 69;
   }
   spdlog::info("sandbox layers active={} unavailable={}", join(active), join(missing));
@@ -79,7 +86,10 @@ int main(int argc, char** argv) {
   } else {
     // Not fatal: memory falls back to RLIMIT_AS per process and pids is not enforced (prepare.cpp).
     spdlog::warn("sandbox cgroup unavailable, memoryMb falls back to RLIMIT_AS and pids is not enforced reason=\"{}\"",
-                 opt.policy.layers.cgroup_unavailable);
+                 opt.policy.layers.reasons["cgroup"]);
+  }
+  for (const auto& [layer, why] : opt.policy.layers.reasons) {
+    if (layer != "cgroup") spdlog::warn("sandbox layer unavailable layer={} reason=\"{}\"", layer, why);
   }
   if (!missing_required.empty()) {
     std::cerr << "kbfleet-worker: required sandbox layers unavailable: " << join(missing_required) << "\n";

@@ -9,6 +9,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "worker/sandbox/workspace_fs.hpp"
+
 namespace kbfleet::worker {
 
 using protocol::Writer;
@@ -40,6 +42,7 @@ void clean_work_dir(const std::filesystem::path& dir) {
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     auto name = entry.path().filename().string();
     if (name.size() > 33 && valid_task_id(name.substr(0, 32)) && name[32] == '-') {
+      unmount_workspace(entry.path());
       std::filesystem::remove_all(entry.path(), ec);
     }
   }
@@ -57,6 +60,25 @@ Result<std::unique_ptr<Worker>> Worker::create(WorkerOptions options) {
   }
   options.work_dir = std::filesystem::canonical(options.work_dir, ec);
   clean_work_dir(options.work_dir);
+  // A sandboxed task's private /tmp and /dev/shm would cover a workspace bound at its host path
+  // beneath them, and Landlock's rule on them would then open the whole workspace for writing.
+  if (options.policy.layers.namespaces) {
+    for (const char* shadowed : {"/tmp", "/dev/shm"}) {
+      auto rel = options.work_dir.lexically_relative(shadowed);
+      if (!rel.empty() && *rel.begin() != "..") {
+        return make_error(ErrorCode::kInvalidArgument,
+                          "--work " + options.work_dir.string() + " is under " + shadowed +
+                              ", which every sandboxed task gets a private copy of; use a directory elsewhere, e.g. "
+                              "/var/lib/kbfleet/work");
+      }
+    }
+  }
+  // Task roots are mounted on this (empty) directory, each in its task's own mount namespace.
+  options.policy.sandbox_root = options.work_dir / ".sandbox-root";
+  std::filesystem::create_directories(options.policy.sandbox_root, ec);
+  if (ec) {
+    return make_error(ErrorCode::kIoError, "cannot create " + options.policy.sandbox_root.string() + ": " + ec.message());
+  }
 
   std::unique_ptr<Worker> w(new Worker(std::move(options)));
   w->plugins_ = std::move(*plugins);
@@ -234,19 +256,21 @@ void Worker::on_task(transport::Incoming& in) {
   if (ec) {
     return reject(*task, Error{ErrorCode::kIoError, "cannot create workspace " + run->workspace.string() + ": " + ec.message(), {}}, {});
   }
-  run->workspace_fd = posix::Fd(::open(run->workspace.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   std::string input = "null";
   if (!task->input.empty()) {
     auto json = protocol::msgpack_to_json(task->input);
     if (!json) return reject(*task, json.error(), {});
     input = std::move(*json);
   }
-  auto prepared = prepare_launch(*task, plugins_, options_.policy, run->workspace, std::move(input));
+  run->slot = free_slot();
+  auto prepared = prepare_launch(*task, plugins_, options_.policy, run->workspace, std::move(input), run->slot);
   if (!prepared) {
     spdlog::warn("task refused task={} code={} error=\"{}\"", task->task_id, code_name(prepared.error().code),
                  prepared.error().message);
     return reject(*task, prepared.error(), {});
   }
+  // Opened only now: preparing may have mounted the task's size-limited workspace over the dir.
+  run->workspace_fd = posix::Fd(::open(run->workspace.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   run->manifest = prepared->manifest;
   run->layers = prepared->layers;
   auto process = HandlerProcess::spawn(prepared->spec);
@@ -409,6 +433,7 @@ void Worker::report(TaskRun& run) {
   metrics_.finished.increment(run.outcome.state, run.outcome.error_code);
   spdlog::debug("task reported task={} state={}", run.task().task_id, run.outcome.state);
   run.workspace_fd.reset();
+  unmount_workspace(run.workspace);
   std::error_code ec;
   std::filesystem::remove_all(run.workspace, ec);
   metrics_.busy.Set(static_cast<double>(busy_slots()));
@@ -460,6 +485,15 @@ void Worker::on_tick(Clock::time_point now) {
     last_heard_ = now;
     announce();
   }
+}
+
+// The lowest slot number no running task holds; it picks the task's host user (identity.hpp).
+int Worker::free_slot() const {
+  std::vector<bool> used(runs_.size() + 1, false);
+  for (const auto& [id, run] : runs_) {
+    if (run->slot >= 0 && static_cast<std::size_t>(run->slot) < used.size()) used[static_cast<std::size_t>(run->slot)] = true;
+  }
+  return static_cast<int>(std::find(used.begin(), used.end(), false) - used.begin());
 }
 
 std::int64_t Worker::busy_slots() const {

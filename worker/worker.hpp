@@ -65,6 +65,7 @@ class Worker {
   void flush_events();
   void on_tick(Clock::time_point now);
   std::int64_t busy_slots() const;
+  int free_slot() const;
 
   WorkerOptions options_;
   zmq::context_t ctx_;

@@ -44,6 +44,26 @@ Task& TaskStore::create(protocol::SubmitRequest request, std::int64_t now_ms) {
   return t;
 }
 
+Task& TaskStore::restore(const std::string& id, protocol::SubmitRequest request) {
+  Task& t = tasks_[id];
+  t.id = id;
+  t.queued_at = std::chrono::steady_clock::now();
+  if (!request.idempotency_key.empty()) by_idempotency_key_[request.idempotency_key] = id;
+  t.request = std::move(request);
+  return t;
+}
+
+void TaskStore::erase(const std::string& id) {
+  auto it = tasks_.find(id);
+  if (it == tasks_.end()) return;
+  const auto& key = it->second.request.idempotency_key;
+  if (!key.empty()) {
+    auto k = by_idempotency_key_.find(key);
+    if (k != by_idempotency_key_.end() && k->second == id) by_idempotency_key_.erase(k);
+  }
+  tasks_.erase(it);
+}
+
 Task* TaskStore::find(std::string_view id) {
   auto it = tasks_.find(std::string(id));
   return it == tasks_.end() ? nullptr : &it->second;

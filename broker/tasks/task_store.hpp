@@ -29,6 +29,9 @@ struct Task {
   std::int64_t submitted_ms = 0, started_ms = 0, finished_ms = 0;
   std::chrono::steady_clock::time_point queued_at, started_at;
   bool cancel_requested = false;
+  // Recovered as running after a broker restart: waits for its worker to re-attach it (or to
+  // send its result) until the re-attach grace period ends.
+  bool orphaned = false;
   std::int64_t max_attempts = 1;  // attempts allowed when workers are lost
   std::string retry_of;           // the dead-lettered task this one resubmits
   std::optional<protocol::TaskOutcome> outcome;
@@ -46,12 +49,17 @@ class TaskStore {
   explicit TaskStore(std::size_t backlog_limit_bytes) : backlog_limit_(backlog_limit_bytes) {}
 
   Task& create(protocol::SubmitRequest request, std::int64_t now_ms);
+  // Re-creates a task read from the journal with its original id (recovery at start).
+  Task& restore(const std::string& id, protocol::SubmitRequest request);
+  // Forgets a task that was never acknowledged (its journal write failed).
+  void erase(const std::string& id);
   Task* find(std::string_view id);
   Task* find_by_idempotency_key(const std::string& key);
 
   // Numbers, encodes and records an event; returns the encoded body (to publish).
   std::string append_event(Task& t, std::string_view type, std::string data_msgpack, std::int64_t ts_ms);
 
+  // Records the finish time; tasks must be marked in finish order (recovery sorts them).
   void mark_finished(Task& t, std::int64_t now_ms);
   // Forgets tasks finished before now - retention; returns how many.
   std::size_t expire(std::int64_t now_ms, std::int64_t retention_ms);

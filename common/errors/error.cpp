@@ -9,7 +9,7 @@
 namespace kbfleet {
 namespace {
 
-constexpr std::array<std::pair<ErrorCode, std::string_view>, 28> kNames{{
+constexpr std::array<std::pair<ErrorCode, std::string_view>, 30> kNames{{
     {ErrorCode::kPluginNotFound, "PLUGIN_NOT_FOUND"},
     {ErrorCode::kHandlerNotFound, "HANDLER_NOT_FOUND"},
     {ErrorCode::kManifestInvalid, "MANIFEST_INVALID"},
@@ -23,6 +23,7 @@ constexpr std::array<std::pair<ErrorCode, std::string_view>, 28> kNames{{
     {ErrorCode::kCpuLimit, "CPU_LIMIT"},
     {ErrorCode::kMemoryLimit, "MEMORY_LIMIT"},
     {ErrorCode::kPidsLimit, "PIDS_LIMIT"},
+    {ErrorCode::kDiskLimit, "DISK_LIMIT"},
     {ErrorCode::kHandlerFailed, "HANDLER_FAILED"},
     {ErrorCode::kExecFailed, "EXEC_FAILED"},
     {ErrorCode::kQueueFull, "QUEUE_FULL"},
@@ -37,6 +38,7 @@ constexpr std::array<std::pair<ErrorCode, std::string_view>, 28> kNames{{
     {ErrorCode::kUnsupportedVersion, "UNSUPPORTED_VERSION"},
     {ErrorCode::kBrokerUnreachable, "BROKER_UNREACHABLE"},
     {ErrorCode::kIoError, "IO_ERROR"},
+    {ErrorCode::kShuttingDown, "SHUTTING_DOWN"},
     {ErrorCode::kInternal, "INTERNAL"},
 }};
 

@@ -24,6 +24,7 @@ enum class ErrorCode {
   kCpuLimit,
   kMemoryLimit,  // the task cgroup saw an OOM kill (without cgroups RLIMIT_AS failures look like crashes)
   kPidsLimit,    // a fork failed at the task cgroup's pids.max and the handler failed
+  kDiskLimit,    // the handler failed with its size-limited workspace full
   kHandlerFailed,
   kExecFailed,
   kQueueFull,
@@ -38,6 +39,7 @@ enum class ErrorCode {
   kUnsupportedVersion,
   kBrokerUnreachable,
   kIoError,
+  kShuttingDown,  // the broker is stopping (SIGTERM) and accepts no new tasks; retry shortly
   kInternal,
 };
 

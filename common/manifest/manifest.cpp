@@ -185,8 +185,8 @@ Status parse_net(const Node& node, Manifest& m) {
 
 Status parse_quotas(const Node& node, Quotas& q) {
   if (absent(node)) return {};
-  if (auto s = check_map(node, "permissions.quotas", {"timeoutMs", "memoryMb", "cpuMs", "pids", "outputBytes"},
-                         "a map of timeoutMs, memoryMb, cpuMs, pids, outputBytes");
+  if (auto s = check_map(node, "permissions.quotas", {"timeoutMs", "memoryMb", "cpuMs", "pids", "outputBytes", "diskMb"},
+                         "a map of timeoutMs, memoryMb, cpuMs, pids, outputBytes, diskMb");
       !s) {
     return s;
   }
@@ -202,6 +202,7 @@ Status parse_quotas(const Node& node, Quotas& q) {
       {"cpuMs", &q.cpu_ms, 86'400'000, "86400000 (24 h)"},
       {"pids", &q.pids, 100'000, "100000"},
       {"outputBytes", &q.output_bytes, std::int64_t{1} << 30, "1073741824 (1 GiB)"},
+      {"diskMb", &q.disk_mb, 1'048'576, "1048576 (1 TiB)"},
   };
   for (const Limit& l : limits) {
     Node v = value_of(node, l.key);

@@ -36,6 +36,7 @@ struct Quotas {
   std::int64_t memory_mb = 256;
   std::int64_t cpu_ms = 10000;
   std::int64_t pids = 64;
+  std::int64_t disk_mb = 512;  // workspace size (a tmpfs: its bytes count towards memory too)
   std::int64_t output_bytes = 8 << 20;
 };
 

@@ -380,7 +380,7 @@ def main():
     parser.add_argument("--plugins", required=True)
     args = parser.parse_args()
 
-    tmp = tempfile.mkdtemp(prefix="kbfleet-pyclient-")
+    tmp = tempfile.mkdtemp(prefix="kbfleet-pyclient-", dir="/var/tmp")  # a worker refuses --work under /tmp
     procs = []
     try:
         scenario(args, tmp, procs)

@@ -31,14 +31,20 @@ void gather_plugins(const std::filesystem::path& to) {
 Fleet::Fleet(FleetOptions options) : options_(std::move(options)) {
   dir = make_temp_dir();
   gather_plugins(std::filesystem::path(dir) / "plugins");
+  if (options_.add_plugins) options_.add_plugins(dir + "/plugins");
   start_broker();
   for (int i = 0; i < options_.workers; ++i) {
+    // Created here so its canonical path (what the worker uses) is known before the worker starts.
+    work_dirs.push_back(dir + "/work-" + std::to_string(i));
+    std::filesystem::create_directories(work_dirs.back());
+    work_dirs.back() = std::filesystem::canonical(work_dirs.back()).string();
     std::vector<std::string> argv{bin("kbfleet-worker"), "--broker", broker, "--plugins", dir + "/plugins",
-                                  "--slots", std::to_string(options_.slots), "--work", dir + "/work-" + std::to_string(i),
+                                  "--slots", std::to_string(options_.slots), "--work", work_dirs.back(),
                                   "--metrics", "127.0.0.1:0", "--worker-id", "w" + std::to_string(i),
                                   "--heartbeat-ms", "200", "--kill-grace-ms", "300"};
     argv.insert(argv.end(), options_.worker_args.begin(), options_.worker_args.end());
-    workers.push_back(std::make_unique<Daemon>(argv, dir + "/worker-" + std::to_string(i) + ".log"));
+    workers.push_back(
+        std::make_unique<Daemon>(argv, dir + "/worker-" + std::to_string(i) + ".log", options_.worker_env));
     worker_metrics.push_back(workers.back()->wait_for_key("metrics", 10s));
     if (worker_metrics.back().empty()) throw std::runtime_error("worker did not start; see " + dir);
   }

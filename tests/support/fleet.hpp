@@ -2,6 +2,7 @@
 // Test support: a real broker and N real workers on loopback ephemeral ports, with the example
 // and fixture plugins, plus the real `kbfleet` CLI to drive them.
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -14,9 +15,18 @@ namespace kbfleet::test {
 using namespace std::chrono_literals;
 
 struct FleetOptions {
-  int workers = 2;
-  int slots = 2;
+  // A constructor rather than an aggregate, so `Fleet fleet({1, 1, {}})` stays valid (and free of
+  // -Wmissing-field-initializers) as fields are added below.
+  FleetOptions(int workers = 2, int slots = 2, std::vector<std::string> worker_args = {})
+      : workers(workers), slots(slots), worker_args(std::move(worker_args)) {}
+
+  int workers;
+  int slots;
   std::vector<std::string> worker_args;  // extra flags for every worker
+  // Called with the plugins directory after the example and fixture plugins are copied there and
+  // before any worker scans it: a test adds plugins it builds at run time.
+  std::function<void(const std::string& plugins_dir)> add_plugins;
+  std::map<std::string, std::string> worker_env;  // added to every worker's environment
 };
 
 class Fleet {
@@ -46,6 +56,7 @@ class Fleet {
   std::string events;
   std::string broker_metrics;  // 127.0.0.1:PORT
   std::vector<std::string> worker_metrics;
+  std::vector<std::string> work_dirs;  // canonical --work of each worker; workspaces are <work>/<task>-<attempt>
   std::vector<std::unique_ptr<Daemon>> workers;
   std::unique_ptr<Daemon> broker_process;
 

@@ -115,12 +115,13 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::mil
   return r;
 }
 
-Daemon::Daemon(const std::vector<std::string>& argv, const std::string& stderr_path) {
+Daemon::Daemon(const std::vector<std::string>& argv, const std::string& stderr_path,
+               const std::map<std::string, std::string>& env) {
   int out[2];
   if (pipe2(out, O_CLOEXEC) != 0) throw std::runtime_error("pipe2");
   int err = open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (err < 0) throw std::runtime_error("open " + stderr_path);
-  pid_ = spawn(argv, merged_env({}), out[1], err);
+  pid_ = spawn(argv, merged_env(env), out[1], err);
   close(out[1]);
   close(err);
   out_fd_ = out[0];
@@ -184,13 +185,28 @@ bool process_alive(pid_t pid) {
   return state != 'Z' && state != 'X';
 }
 
+std::vector<pid_t> processes_with(const std::string& token) {
+  std::vector<pid_t> found;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    pid_t pid = std::atoi(entry.path().filename().c_str());
+    if (pid <= 0) continue;
+    std::ifstream f(entry.path() / "cmdline", std::ios::binary);
+    std::string cmdline((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+    if (cmdline.find(token) != std::string::npos && process_alive(pid)) found.push_back(pid);
+  }
+  return found;
+}
+
 std::string trim(std::string s) {
   while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
   return s;
 }
 
+// Under /var/tmp, not /tmp: a sandboxed task gets a private /tmp, which would cover a workspace
+// bound at a host path under /tmp (the worker refuses such a --work directory).
 std::string make_temp_dir() {
-  std::string tmpl = (std::filesystem::temp_directory_path() / "kbfleet-test-XXXXXX").string();
+  std::string tmpl = "/var/tmp/kbfleet-test-XXXXXX";
   if (mkdtemp(tmpl.data()) == nullptr) throw std::runtime_error("mkdtemp");
   return tmpl;
 }

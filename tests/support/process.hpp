@@ -23,7 +23,9 @@ CommandResult run_command(const std::vector<std::string>& argv, std::chrono::mil
 // A long-running process (broker, worker) whose stdout we read line by line.
 class Daemon {
  public:
-  Daemon(const std::vector<std::string>& argv, const std::string& stderr_path);
+  // `env` entries are added to ours, as for run_command.
+  Daemon(const std::vector<std::string>& argv, const std::string& stderr_path,
+         const std::map<std::string, std::string>& env = {});
   ~Daemon();  // SIGKILL + reap
   Daemon(const Daemon&) = delete;
   Daemon& operator=(const Daemon&) = delete;
@@ -44,6 +46,9 @@ class Daemon {
 
 // True while `pid` exists and is not a zombie.
 bool process_alive(pid_t pid);
+// Pids of live host processes whose command line contains `token` (a handler started inside its
+// own pid namespace cannot tell the test its host pid, but it can put a token in an argv).
+std::vector<pid_t> processes_with(const std::string& token);
 
 std::string make_temp_dir();
 // `s` without trailing newlines and spaces (a command's one-line output).

@@ -1,9 +1,12 @@
 #include "worker/executor/launch.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <poll.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -14,9 +17,16 @@
 #include <cerrno>
 #include <cstdint>
 #include <optional>
+#include <tuple>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "worker/sandbox/capabilities.hpp"
+#include "worker/sandbox/init/init_status.hpp"
+#include "worker/sandbox/isolation.hpp"
+#include "worker/sandbox/landlock.hpp"
+#include "worker/sandbox/seccomp.hpp"
 
 namespace kbfleet::worker {
 namespace {
@@ -37,11 +47,27 @@ enum class Step : std::int32_t {
   kRlimitAs,
   kCgroupJoin,
   kUnshareNet,
+  kMounts,
+  kHostname,
+  kSetnsUser,
+  kSetgroups,
+  kSetgid,
+  kSetuid,
+  kDropCaps,
+  kNoNewPrivs,
+  kLandlock,
+  kSeccomp,
   kChdir,
   kPdeathsig,
   kParentGone,
   kExecve,
+  kExecInit,
 };
+
+// Code that runs in the child runs on a stack ASan did not set up (clone with CLONE_VM): its
+// __asan_handle_no_return before each noreturn call misreads that stack, so those functions are
+// not instrumented. They make raw syscalls only.
+#define KBFLEET_CHILD_SIDE __attribute__((no_sanitize("address")))
 
 struct ChildError {
   std::int32_t step;
@@ -49,11 +75,17 @@ struct ChildError {
   std::int32_t index;  // which of several objects (the cgroup.procs file), else 0
 };
 
-// Where the child's error pipe lives while it sets up: right above the handler's fds 0-3, so
-// closing [5, max] keeps it, and O_CLOEXEC makes execve close it (EOF = success).
-constexpr int kErrorFd = 4;
-// The parent moves every fd it hands to the child at or above this number, so the dup2 calls
-// into 0-4 never overwrite a source that happens to sit there (a daemon may have 0-2 closed).
+// The child's fds while it sets up, right above the handler's 0-3: init's status pipe (kept
+// across exec), then the error pipe and the objects the layers need, all O_CLOEXEC, so execve
+// closes them (EOF on the error pipe = success). Everything from kFirstSourceFd on is closed.
+constexpr int kStatusFd = init::kStatusFd;  // 4
+constexpr int kErrorFd = 5;
+constexpr int kLandlockFd = 6;
+constexpr int kUsernsFd = 7;
+constexpr int kInitFd = 8;
+constexpr int kWorkerPidFd = 9;
+// The parent moves every fd it hands to the child at or above this number, so the dup calls
+// into 0-9 never overwrite a source that happens to sit there (a daemon may have 0-2 closed).
 constexpr int kFirstSourceFd = 10;
 
 struct Rlimit {
@@ -72,11 +104,15 @@ struct ChildPlan {
   const char* const* cgroup_procs;  // cgroup.procs files to join
   int cgroup_count;
   bool new_net;
-  pid_t parent;
+  int worker_pidfd;  // readable once the worker has exited
   int max_fd;  // upper bound for the close loop when close_range is unavailable
+  // Sandbox layers (isolation.hpp); all absent for a plain process.
+  const Isolation* iso;
+  int status_fd, landlock_fd, userns_fd, init_fd;  // sources, or -1
+  char* const* init_argv;                          // {"kbfleet-init", path, args..., nullptr}
 };
 
-[[noreturn]] void child_fail(int error_fd, Step step, int index = 0) noexcept {
+KBFLEET_CHILD_SIDE [[noreturn]] void child_fail(int error_fd, Step step, int index = 0) noexcept {
   ChildError rec{static_cast<std::int32_t>(step), errno, index};
   while (::write(error_fd, &rec, sizeof rec) < 0 && errno == EINTR) {
   }
@@ -84,7 +120,7 @@ struct ChildPlan {
 }
 
 // The decimal digits of `pid` into `buf` (no allocation: runs in the child). Returns the length.
-std::size_t format_pid(pid_t pid, char (&buf)[16]) noexcept {
+KBFLEET_CHILD_SIDE std::size_t format_pid(pid_t pid, char (&buf)[16]) noexcept {
   char rev[16];
   std::size_t n = 0;
   auto v = static_cast<unsigned long>(pid);
@@ -98,7 +134,7 @@ std::size_t format_pid(pid_t pid, char (&buf)[16]) noexcept {
 
 // Writes the child's pid into each cgroup.procs file; false with errno set on the first failure,
 // whose index lands in *failed.
-bool join_cgroups(const ChildPlan& p, int* failed) noexcept {
+KBFLEET_CHILD_SIDE bool join_cgroups(const ChildPlan& p, int* failed) noexcept {
   char digits[16];
   std::size_t len = format_pid(::getpid(), digits);
   for (int i = 0; i < p.cgroup_count; ++i) {
@@ -119,21 +155,76 @@ bool join_cgroups(const ChildPlan& p, int* failed) noexcept {
   return true;
 }
 
-// Runs in the child between fork and execve: no allocation, no exceptions, no logging.
-[[noreturn]] void run_child(const ChildPlan& p) noexcept {
+// Moves `from` to `to` with O_CLOEXEC, or leaves `to` closed when there is no source.
+KBFLEET_CHILD_SIDE bool place_fd(int from, int to) noexcept { return from < 0 || ::dup3(from, to, O_CLOEXEC) >= 0; }
+
+// Landlock rules for the mounts that exist only in the child (tmpfs /tmp, /dev/shm, /proc).
+KBFLEET_CHILD_SIDE bool allow_fresh_mounts(const Isolation& iso) noexcept {
+  for (const char* path : MountPlan::kFreshWritable) {
+    if (landlock_allow_path(kLandlockFd, path, iso.landlock_fresh_write) < 0) return false;
+  }
+  for (const char* path : MountPlan::kFreshReadable) {
+    if (landlock_allow_path(kLandlockFd, path, iso.landlock_fresh_read) < 0) return false;
+  }
+  return true;
+}
+
+// The sandbox layers, in the order isolation.hpp gives. The cgroup and network namespace are
+// joined before (in run_child), as root.
+KBFLEET_CHILD_SIDE void apply_isolation(const ChildPlan& p, const Isolation& iso) noexcept {
+  const int err = kErrorFd;
+  if (iso.root) {
+    int failed = 0;
+    if (iso.root->apply(&failed) < 0) child_fail(err, Step::kMounts, failed);
+    static constexpr char kHostname[] = "kbfleet";
+    if (::sethostname(kHostname, sizeof kHostname - 1) < 0) child_fail(err, Step::kHostname);
+  }
+  if (iso.identity) {
+    if (::setns(kUsernsFd, CLONE_NEWUSER) < 0) child_fail(err, Step::kSetnsUser);
+    if (::setgroups(0, nullptr) < 0) child_fail(err, Step::kSetgroups);
+    constexpr gid_t g = SlotIdentity::kInsideGid;
+    constexpr uid_t u = SlotIdentity::kInsideUid;
+    if (::setresgid(g, g, g) < 0) child_fail(err, Step::kSetgid);
+    // Keep the permitted set across the uid change: drop_all_capabilities() needs CAP_SETPCAP to
+    // empty the bounding set; it clears and locks KEEPCAPS itself.
+    if (::prctl(PR_SET_KEEPCAPS, 1) < 0) child_fail(err, Step::kSetuid);
+    if (::setresuid(u, u, u) < 0) child_fail(err, Step::kSetuid);
+  }
+  if (iso.drop_capabilities && drop_all_capabilities() < 0) child_fail(err, Step::kDropCaps);
+  if (!iso.root && ::chdir(p.workspace) < 0) child_fail(err, Step::kChdir);
+  if (set_no_new_privs() < 0) child_fail(err, Step::kNoNewPrivs);
+  if (iso.landlock) {
+    if (iso.root && !allow_fresh_mounts(iso)) child_fail(err, Step::kLandlock);
+    if (apply_landlock(kLandlockFd) < 0) child_fail(err, Step::kLandlock);
+  }
+  if (iso.seccomp != nullptr && apply_seccomp(iso.seccomp) < 0) child_fail(err, Step::kSeccomp);
+}
+
+// Runs in the child between clone and execve, in the worker's memory (CLONE_VM): no allocation,
+// no exceptions, no logging.
+KBFLEET_CHILD_SIDE [[noreturn]] void run_child(const ChildPlan& p) noexcept {
   if (::dup3(p.error_fd, kErrorFd, O_CLOEXEC) < 0) child_fail(p.error_fd, Step::kDupErrorPipe);
   const int err = kErrorFd;
+  // Early, so that a worker dying mid-setup takes us along; set again after the uid change,
+  // which clears it.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(err, Step::kPdeathsig);
   if (::setpgid(0, 0) < 0) child_fail(err, Step::kSetpgid);
   if (::dup2(p.stdin_fd, STDIN_FILENO) < 0) child_fail(err, Step::kDupStdin);
   if (::dup2(p.stdout_fd, STDOUT_FILENO) < 0) child_fail(err, Step::kDupStdout);
   if (::dup2(p.stderr_fd, STDERR_FILENO) < 0) child_fail(err, Step::kDupStderr);
   if (::dup2(p.fd3_fd, 3) < 0) child_fail(err, Step::kDupFd3);
-  if (::close_range(kErrorFd + 1, ~0U, 0) < 0) {
-    if (errno != ENOSYS && errno != EINVAL) child_fail(err, Step::kCloseFds);
-    for (int fd = kErrorFd + 1; fd <= p.max_fd; ++fd) ::close(fd);
+  if ((p.status_fd >= 0 && ::dup2(p.status_fd, kStatusFd) < 0) || !place_fd(p.landlock_fd, kLandlockFd) ||
+      !place_fd(p.userns_fd, kUsernsFd) || !place_fd(p.init_fd, kInitFd) ||
+      !place_fd(p.worker_pidfd, kWorkerPidFd)) {
+    child_fail(err, Step::kDupErrorPipe);
   }
+  if (::close_range(kFirstSourceFd, ~0U, 0) < 0) {
+    if (errno != ENOSYS && errno != EINVAL) child_fail(err, Step::kCloseFds);
+    for (int fd = kFirstSourceFd; fd <= p.max_fd; ++fd) ::close(fd);
+  }
+  if (p.status_fd < 0) ::close(kStatusFd);
 
-  // The parent blocked every signal around fork() so no handler of the worker runs here; reset
+  // The parent blocked every signal around clone() so no handler of the worker runs here; reset
   // dispositions first, then unblock. SIGKILL/SIGSTOP and glibc's reserved ones fail: ignored.
   struct sigaction dfl {};
   dfl.sa_handler = SIG_DFL;
@@ -150,23 +241,33 @@ bool join_cgroups(const ChildPlan& p, int* failed) noexcept {
   if (p.as.set && ::setrlimit(RLIMIT_AS, &p.as.value) < 0) child_fail(err, Step::kRlimitAs);
   // Into the task cgroup before anything of the handler runs, so all its memory and processes
   // count and die together. The child joins itself, rather than the parent moving it after
-  // fork, so there is no window in which it could fork outside the cgroup. (clone3 with
-  // CLONE_INTO_CGROUP does this atomically on v2; the clone()-based launcher can use it.)
+  // clone, so there is no window in which it could fork outside the cgroup.
   int failed_cgroup = 0;
   if (!join_cgroups(p, &failed_cgroup)) child_fail(err, Step::kCgroupJoin, failed_cgroup);
   if (p.new_net && ::unshare(CLONE_NEWNET) < 0) child_fail(err, Step::kUnshareNet);
-  if (::chdir(p.workspace) < 0) child_fail(err, Step::kChdir);
+  if (p.iso != nullptr) {
+    apply_isolation(p, *p.iso);
+  } else if (::chdir(p.workspace) < 0) {
+    child_fail(err, Step::kChdir);
+  }
 
-  // PR_SET_PDEATHSIG fires only for a parent death after the call; if the worker died before it,
-  // we were already reparented, which getppid() shows (prctl(2), "PR_SET_PDEATHSIG").
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL) < 0) child_fail(err, Step::kPdeathsig);
-  if (::getppid() != p.parent) {
+  // PR_SET_PDEATHSIG fires only for a parent death after the call; the worker's pidfd tells
+  // whether it already died (getppid() cannot: it is 0 for pid 1 of a new pid namespace).
+  pollfd worker{kWorkerPidFd, POLLIN, 0};
+  if (p.worker_pidfd >= 0 && ::poll(&worker, 1, 0) != 0) {
     errno = ESRCH;
     child_fail(err, Step::kParentGone);
+  }
+  if (p.iso != nullptr && p.iso->root) {
+    ::execveat(kInitFd, "", p.init_argv, p.envp, AT_EMPTY_PATH);
+    child_fail(err, Step::kExecInit);
   }
   ::execve(p.path, p.argv, p.envp);
   child_fail(err, Step::kExecve);
 }
+
+KBFLEET_CHILD_SIDE int child_entry(void* plan) { run_child(*static_cast<const ChildPlan*>(plan)); }
 
 // The call and object a failed step names in EXEC_FAILED ("execve(/bin/x): Permission denied"),
 // and the step reported in details (the call, unless a sandbox layer is named).
@@ -194,11 +295,25 @@ StepName step_name(Step step, int index, const LaunchSpec& spec) {
       bool known = index >= 0 && static_cast<std::size_t>(index) < spec.join_cgroups.size();
       return {"write", known ? spec.join_cgroups[static_cast<std::size_t>(index)] : "cgroup.procs", "cgroup"};
     }
-    case Step::kUnshareNet: return {"unshare", "CLONE_NEWNET"};
+    case Step::kUnshareNet: return {"unshare", "CLONE_NEWNET", "netns"};
+    case Step::kMounts: {
+      bool known = spec.isolation && spec.isolation->root;
+      return {"building the task's root", known ? spec.isolation->root->describe(index) : "mount", "mntns"};
+    }
+    case Step::kHostname: return {"sethostname", "kbfleet", "utsns"};
+    case Step::kSetnsUser: return {"setns", "the slot's user namespace", "userns"};
+    case Step::kSetgroups: return {"setgroups", "[]", "userns"};
+    case Step::kSetgid: return {"setresgid", "1000", "userns"};
+    case Step::kSetuid: return {"setresuid", "1000", "userns"};
+    case Step::kDropCaps: return {"capset", "no capabilities", "caps"};
+    case Step::kNoNewPrivs: return {"prctl", "PR_SET_NO_NEW_PRIVS", "caps"};
+    case Step::kLandlock: return {"landlock_restrict_self", "the task's ruleset", "landlock"};
+    case Step::kSeccomp: return {"seccomp", "the task filter", "seccomp"};
     case Step::kChdir: return {"chdir", spec.workspace.string()};
     case Step::kPdeathsig: return {"prctl", "PR_SET_PDEATHSIG"};
-    case Step::kParentGone: return {"getppid", "the worker exited during spawn"};
+    case Step::kParentGone: return {"pidfd", "the worker exited during spawn"};
     case Step::kExecve: return {"execve", spec.exec.string()};
+    case Step::kExecInit: return {"execveat", "kbfleet-init", "pidns"};
   }
   return {"unknown step", std::to_string(static_cast<int>(step))};
 }
@@ -313,11 +428,40 @@ void reap_blocking(pid_t pid) {
   }
 }
 
-// Both ends of every channel to the child. The child's ends sit at kFirstSourceFd or above.
+// Both ends of every channel to the child, and high duplicates of the objects its sandbox layers
+// use. The child's ends sit at kFirstSourceFd or above.
 struct Channels {
   posix::Fd stdin_src;
   posix::Pipe out, err, fd3, error;
+  posix::Pipe status;  // from kbfleet-init; only with a new root
+  posix::Fd landlock, userns, init, worker_pidfd;
 };
+
+Result<posix::Fd> dup_high(int fd, const char* what) {
+  if (fd < 0) return posix::Fd();
+  posix::Fd high(::fcntl(fd, F_DUPFD_CLOEXEC, kFirstSourceFd));
+  if (!high) return errno_error("fcntl(F_DUPFD_CLOEXEC)", what, errno);
+  return high;
+}
+
+Status make_sandbox_channels(const Isolation& iso, Channels& c) {
+  for (auto [to, from, what] : {std::tuple{&c.landlock, iso.landlock.get(), "landlock ruleset"},
+                                std::tuple{&c.userns, iso.identity ? iso.identity->userns_fd : -1, "user namespace"},
+                                std::tuple{&c.init, iso.root ? iso.init_exe : -1, "kbfleet-init"}}) {
+    auto high = dup_high(from, what);
+    if (!high) return tl::unexpected(high.error());
+    *to = std::move(*high);
+  }
+  if (!iso.root) return {};
+  if (iso.init_exe < 0) return make_error(ErrorCode::kSandboxUnavailable, "kbfleet-init was not found next to the worker");
+  auto made = posix::make_pipe();
+  if (!made) return tl::unexpected(made.error());
+  auto write_high = move_high(std::move(made->write), "status pipe");
+  if (!write_high) return tl::unexpected(write_high.error());
+  c.status.read = std::move(made->read);
+  c.status.write = std::move(*write_high);
+  return {};
+}
 
 Result<Channels> make_channels(const LaunchSpec& spec) {
   Channels c;
@@ -337,6 +481,14 @@ Result<Channels> make_channels(const LaunchSpec& spec) {
     if (pipe == &c.error) continue;  // read blocking: the parent waits on it for the exec
     if (auto st = set_nonblocking(pipe->read, what); !st) return tl::unexpected(st.error());
   }
+  c.worker_pidfd = posix::Fd(static_cast<int>(::syscall(SYS_pidfd_open, ::getpid(), 0)));
+  if (!c.worker_pidfd) return errno_error("pidfd_open", "the worker itself", errno);
+  auto high = dup_high(c.worker_pidfd.get(), "worker pidfd");
+  if (!high) return tl::unexpected(high.error());
+  c.worker_pidfd = std::move(*high);
+  if (spec.isolation) {
+    if (auto st = make_sandbox_channels(*spec.isolation, c); !st) return tl::unexpected(st.error());
+  }
   return c;
 }
 
@@ -348,6 +500,8 @@ struct ExecArrays {
     argv.push_back(path.data());
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
+    init_argv.push_back(init_name.data());
+    init_argv.insert(init_argv.end(), argv.begin(), argv.end());
     for (auto& e : env) envp.push_back(e.data());
     envp.push_back(nullptr);
     for (const auto& procs : spec.join_cgroups) cgroup_procs.push_back(procs.c_str());
@@ -356,8 +510,9 @@ struct ExecArrays {
   ExecArrays& operator=(const ExecArrays&) = delete;
 
   std::string path, workspace;
+  std::string init_name = "kbfleet-init";
   std::vector<std::string> args, env;
-  std::vector<char*> argv, envp;
+  std::vector<char*> argv, envp, init_argv;
   std::vector<const char*> cgroup_procs;  // point into the LaunchSpec, which outlives the spawn
 };
 
@@ -376,28 +531,55 @@ ChildPlan make_plan(const LaunchSpec& spec, const ExecArrays& exec, const Channe
   plan.cgroup_count = static_cast<int>(exec.cgroup_procs.size());
   plan_rlimits(spec.limits, spec.join_cgroups.empty() ? MemoryBy::kRlimitAs : MemoryBy::kCgroup, plan);
   plan.new_net = spec.net == NetMode::kNone;
-  plan.parent = ::getpid();
+  plan.worker_pidfd = c.worker_pidfd.get();
   long open_max = ::sysconf(_SC_OPEN_MAX);
   plan.max_fd = open_max > 0 && open_max < (1 << 20) ? static_cast<int>(open_max) : (1 << 20);
+  plan.iso = spec.isolation.get();
+  plan.status_fd = c.status.write ? c.status.write.get() : -1;
+  plan.landlock_fd = c.landlock ? c.landlock.get() : -1;
+  plan.userns_fd = c.userns ? c.userns.get() : -1;
+  plan.init_fd = c.init ? c.init.get() : -1;
+  plan.init_argv = const_cast<char* const*>(exec.init_argv.data());
   return plan;
 }
 
-// fork() with every signal blocked across it, so the child runs none of the worker's handlers
-// before it resets them (the posix_spawn approach); the parent restores its mask right after.
-Result<pid_t> fork_child(const ChildPlan& plan) {
+// The stack the child runs on until it execs. It shares the worker's memory (CLONE_VM) and the
+// worker waits (CLONE_VFORK), as posix_spawn does: no page tables are copied, so the cost does
+// not grow with the worker's size.
+constexpr std::size_t kChildStack = 256 << 10;
+
+int clone_flags(const LaunchSpec& spec) {
+  int flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
+  if (spec.isolation && spec.isolation->root) flags |= CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
+  return flags;
+}
+
+// clone() with every signal blocked across it, so the child runs none of the worker's handlers
+// before it resets them; the parent restores its mask right after.
+Result<pid_t> clone_child(const LaunchSpec& spec, const ChildPlan& plan) {
+  void* stack = ::mmap(nullptr, kChildStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) return errno_error("mmap", "child stack", errno);
   sigset_t all, old;
   sigfillset(&all);
   ::pthread_sigmask(SIG_SETMASK, &all, &old);
-  pid_t pid = ::fork();
-  if (pid == 0) run_child(plan);
-  int fork_errno = errno;
+  pid_t pid = ::clone(child_entry, static_cast<char*>(stack) + kChildStack, clone_flags(spec),
+                      const_cast<ChildPlan*>(&plan));
+  int clone_errno = errno;
   ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
-  if (pid < 0) return errno_error("fork", plan.path, fork_errno);
+  ::munmap(stack, kChildStack);
+  if (pid < 0) {
+    auto e = errno_error("clone", plan.path, clone_errno);
+    if (spec.isolation && spec.isolation->root) {
+      e.value().code = ErrorCode::kSandboxUnavailable;
+      e.value().details["step"] = "namespaces";
+    }
+    return e;
+  }
   return pid;
 }
 
 // Waits for the child to exec. On failure reaps it and returns EXEC_FAILED naming the step, or
-// SANDBOX_UNAVAILABLE when it is the setup of a sandbox layer (the cgroup) that failed.
+// SANDBOX_UNAVAILABLE when it is the setup of a sandbox layer that failed.
 Status await_exec(pid_t pid, const posix::Fd& error_read, const LaunchSpec& spec) {
   auto child_error = read_child_error(error_read);
   if (child_error && !*child_error) return {};
@@ -408,9 +590,31 @@ Status await_exec(pid_t pid, const posix::Fd& error_read, const LaunchSpec& spec
   auto step = static_cast<Step>(rec.step);
   StepName name = step_name(step, rec.index, spec);
   auto e = errno_error(name.call, name.object, rec.err);
-  e.value().code = step == Step::kCgroupJoin ? ErrorCode::kSandboxUnavailable : ErrorCode::kExecFailed;
+  bool layer = step == Step::kCgroupJoin || name.step != nullptr;
+  e.value().code = layer ? ErrorCode::kSandboxUnavailable : ErrorCode::kExecFailed;
   e.value().details["step"] = name.step != nullptr ? name.step : name.call;
   return e;
+}
+
+// With a new root the child exec'd kbfleet-init, which now starts the handler: its first status
+// record says whether the handler's execve worked.
+Status await_handler(pid_t pid, const posix::Fd& status_read, const LaunchSpec& spec) {
+  init::StatusRecord rec{};
+  ssize_t n;
+  do {
+    n = ::read(status_read.get(), &rec, sizeof rec);
+  } while (n < 0 && errno == EINTR);
+  if (n == sizeof rec && rec.kind == init::StatusKind::kStarted) return {};
+  ::kill(pid, SIGKILL);
+  reap_blocking(pid);
+  if (n == sizeof rec && rec.kind == init::StatusKind::kExecFailed) {
+    auto e = errno_error("execve", spec.exec.string(), rec.value);
+    e.value().code = ErrorCode::kExecFailed;
+    e.value().details["step"] = "execve";
+    return e;
+  }
+  return make_error(ErrorCode::kSandboxUnavailable, "kbfleet-init exited before starting the handler",
+                    {{"step", "pidns"}});
 }
 
 }  // namespace
@@ -420,16 +624,24 @@ Result<Launched> launch(const LaunchSpec& spec) {
   auto channels = make_channels(spec);
   if (!channels) return tl::unexpected(channels.error());
   ExecArrays exec(spec);
-  auto pid = fork_child(make_plan(spec, exec, *channels));
+  ChildPlan plan = make_plan(spec, exec, *channels);
+  auto pid = clone_child(spec, plan);
   if (!pid) return tl::unexpected(pid.error());
 
-  // Our copies of the child's ends must go, or the error pipe never reaches EOF.
-  for (posix::Fd* fd : {&channels->stdin_src, &channels->out.write, &channels->err.write,
-                        &channels->fd3.write, &channels->error.write}) {
+  // Our copies of the child's ends must go, or the pipes never reach EOF.
+  for (posix::Fd* fd : {&channels->stdin_src, &channels->out.write, &channels->err.write, &channels->fd3.write,
+                        &channels->error.write, &channels->status.write, &channels->landlock, &channels->userns,
+                        &channels->init, &channels->worker_pidfd}) {
     fd->reset();
   }
-  if (auto st = await_exec(*pid, channels->error.read, spec); !st) {
-    return tl::unexpected(st.error());
+  if (auto st = await_exec(*pid, channels->error.read, spec); !st) return tl::unexpected(st.error());
+  if (channels->status.read) {
+    if (auto st = await_handler(*pid, channels->status.read, spec); !st) return tl::unexpected(st.error());
+    if (auto st = set_nonblocking(channels->status.read, "status pipe"); !st) {
+      ::kill(*pid, SIGKILL);
+      reap_blocking(*pid);
+      return tl::unexpected(st.error());
+    }
   }
 
   posix::Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, *pid, 0)));
@@ -439,8 +651,12 @@ Result<Launched> launch(const LaunchSpec& spec) {
     reap_blocking(*pid);
     return errno_error("pidfd_open", std::to_string(*pid), e);
   }
-  return Launched{*pid, std::move(pidfd), std::move(channels->out.read),
-                  std::move(channels->err.read), std::move(channels->fd3.read)};
+  return Launched{*pid,
+                  std::move(pidfd),
+                  std::move(channels->out.read),
+                  std::move(channels->err.read),
+                  std::move(channels->fd3.read),
+                  std::move(channels->status.read)};
 }
 
 }  // namespace kbfleet::worker

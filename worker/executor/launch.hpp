@@ -20,6 +20,9 @@ struct Launched {
   posix::Fd stdout_read;  // the pipes' read ends, O_NONBLOCK | O_CLOEXEC
   posix::Fd stderr_read;
   posix::Fd fd3_read;
+  // With a new root: kbfleet-init's status pipe (O_NONBLOCK), carrying the handler's real wait
+  // status (init/init_status.hpp). Empty for a plain process.
+  posix::Fd status_read;
 };
 
 // Returns: the running child. Errors: EXEC_FAILED (details: errno, step) when a setup step or

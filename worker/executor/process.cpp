@@ -4,6 +4,7 @@
 
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +18,7 @@
 #include "worker/executor/launch.hpp"
 #include "worker/executor/line_splitter.hpp"
 #include "worker/sandbox/cgroup.hpp"
+#include "worker/sandbox/init/init_status.hpp"
 
 namespace kbfleet::worker {
 namespace {
@@ -42,19 +44,23 @@ std::int64_t rusage_cpu_ms(const rusage& ru) {
 }  // namespace
 
 struct HandlerProcess::State {
-  State(Launched launched, const Limits& lim, std::shared_ptr<TaskCgroup> cg, Clock::time_point start)
+  State(Launched launched, const Limits& lim, std::shared_ptr<TaskCgroup> cg, std::filesystem::path ws,
+        Clock::time_point start)
       : limits(lim),
+        workspace(std::move(ws)),
         cgroup(std::move(cg)),
         pid(launched.pid),
         pidfd(std::move(launched.pidfd)),
         out(std::move(launched.stdout_read)),
         err(std::move(launched.stderr_read)),
         fd3(std::move(launched.fd3_read)),
+        init_status(std::move(launched.status_read)),
         started(start) {
     if (limits.timeout_ms > 0) timeout_at = start + std::chrono::milliseconds(limits.timeout_ms);
   }
 
   void reap();
+  void take_handler_status();
   void read_pipe(posix::Fd& fd, Sink& sink);
   void take_output(LineSplitter& lines, std::string_view bytes, Sink& sink);
   void end_of_pipe(posix::Fd& fd, Sink& sink);
@@ -62,12 +68,15 @@ struct HandlerProcess::State {
   void kill_group();
   void maybe_finish();
   void fill_outcome();
+  bool workspace_full() const;
 
   Limits limits;
+  std::filesystem::path workspace;
   std::shared_ptr<TaskCgroup> cgroup;  // null without the cgroup layer
   int pid;
   posix::Fd pidfd;
   posix::Fd out, err, fd3;
+  posix::Fd init_status;  // kbfleet-init's records, when the handler runs under it
   LineSplitter out_lines{Stream::kStdout};
   LineSplitter err_lines{Stream::kStderr};
   Fd3Parser fd3_parser;
@@ -112,6 +121,7 @@ void HandlerProcess::State::reap() {
       got = ::wait4(pid, &status, 0, &ru);
     } while (got < 0 && errno == EINTR);
     status_known = got == pid;
+    if (status_known && init_status) take_handler_status();
   }
   // Otherwise (ECHILD) someone else reaped it, e.g. the owner set SIGCHLD to SIG_IGN: the exit
   // status is lost (exit_code -1), and the group id may be recycled, so it is not signalled. The
@@ -125,6 +135,16 @@ void HandlerProcess::State::reap() {
   pidfd.reset();
   kill_at.reset();
   drain_until = now + kDrainAfterExit;
+}
+
+// The status init reported for the handler replaces init's own; init's rusage (which includes
+// the reaped handler's) stays. Without a record (init was SIGKILLed) init's status is the truth.
+void HandlerProcess::State::take_handler_status() {
+  init::StatusRecord rec{};
+  while (::read(init_status.get(), &rec, sizeof rec) == static_cast<ssize_t>(sizeof rec)) {
+    if (rec.kind == init::StatusKind::kExited) status = rec.value;
+  }
+  init_status.reset();
 }
 
 void HandlerProcess::State::read_pipe(posix::Fd& fd, Sink& sink) {
@@ -177,6 +197,13 @@ void HandlerProcess::State::maybe_finish() {
   finished = true;
 }
 
+// Less than 64 KiB free in the size-limited workspace: what a handler that died of ENOSPC leaves.
+bool HandlerProcess::State::workspace_full() const {
+  struct statvfs st {};
+  if (::statvfs(workspace.c_str(), &st) < 0) return false;
+  return static_cast<std::uint64_t>(st.f_bavail) * st.f_frsize < (64u << 10);
+}
+
 void HandlerProcess::State::fill_outcome() {
   bool signaled = status_known && WIFSIGNALED(status);
   if (status_known && WIFEXITED(status)) outcome.exit_code = WEXITSTATUS(status);
@@ -195,6 +222,8 @@ void HandlerProcess::State::fill_outcome() {
     outcome.reason = EndReason::kCpuLimit;
   } else if (failed && cgroup && cgroup->pids_limit_hit()) {
     outcome.reason = EndReason::kPidsLimit;
+  } else if (failed && limits.disk_mb > 0 && workspace_full()) {
+    outcome.reason = EndReason::kDiskLimit;
   } else {
     outcome.reason = signaled ? EndReason::kSignaled : EndReason::kExited;
   }
@@ -204,7 +233,7 @@ Result<std::unique_ptr<HandlerProcess>> HandlerProcess::spawn(const LaunchSpec& 
   auto start = Clock::now();
   auto launched = launch(spec);
   if (!launched) return tl::unexpected(launched.error());
-  auto state = std::make_unique<State>(std::move(*launched), spec.limits, spec.cgroup, start);
+  auto state = std::make_unique<State>(std::move(*launched), spec.limits, spec.cgroup, spec.workspace, start);
   return std::unique_ptr<HandlerProcess>(new HandlerProcess(std::move(state)));
 }
 

@@ -39,11 +39,13 @@ struct Limits {
   std::int64_t output_bytes = 8 << 20;
   std::int64_t max_open_files = 1024;
   std::int64_t kill_grace_ms = 2000;
+  std::int64_t disk_mb = 0;  // > 0: the workspace is a filesystem of this size; full + failed = kDiskLimit
 };
 
 enum class NetMode { kHost, kNone };
 
-class TaskCgroup;  // worker/sandbox/cgroup.hpp
+class TaskCgroup;       // worker/sandbox/cgroup.hpp
+struct Isolation;       // worker/sandbox/isolation.hpp
 
 struct LaunchSpec {
   std::filesystem::path exec;      // absolute path of the program
@@ -63,6 +65,10 @@ struct LaunchSpec {
   // copyable for callers passing it by const&: drop the caller's copy after spawn() so that the
   // HandlerProcess is the last owner, and the cgroup is removed when the HandlerProcess goes.
   std::shared_ptr<TaskCgroup> cgroup;
+  // The sandbox layers (namespaces and new root, slot user, capabilities, Landlock, seccomp), or
+  // null for a plain process (`sandbox: none`). With a new root the child is pid 1 of its own pid
+  // namespace running kbfleet-init, and pid() is init's: killing it kills every task process.
+  std::shared_ptr<const Isolation> isolation;
 };
 
 enum class Stream { kStdout, kStderr };
@@ -86,7 +92,10 @@ class Sink {
 
 // kMemoryLimit: the task cgroup saw an OOM kill and the handler did not exit 0. kPidsLimit: a fork
 // in the task cgroup failed at pids.max and the handler did not exit 0.
-enum class EndReason { kExited, kSignaled, kTimeout, kOutputLimit, kCpuLimit, kCancelled, kMemoryLimit, kPidsLimit };
+// kDiskLimit: the workspace (limits.disk_mb) is full and the handler did not exit 0.
+enum class EndReason {
+  kExited, kSignaled, kTimeout, kOutputLimit, kCpuLimit, kCancelled, kMemoryLimit, kPidsLimit, kDiskLimit
+};
 
 struct ProcessOutcome {
   EndReason reason = EndReason::kExited;

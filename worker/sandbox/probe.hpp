@@ -1,33 +1,55 @@
 #pragma once
 // Which sandbox layers this host can apply, probed once at worker start. The worker logs them,
-// advertises them to the broker and refuses tasks whose manifest needs a missing layer unless the
-// operator passed --allow-degraded. Layers of this version: process group + kill of the whole
-// group, rlimits, environment from scratch, inherited fds closed, a fresh network namespace for
-// `net: none`, and cgroup quotas (memory, pids) with a kill of the whole cgroup.
-// User/mount/pid namespaces, Landlock and seccomp arrive with issue #4.
+// prints them with --check-sandbox, advertises them to the broker and refuses tasks that need a
+// missing one unless the operator passed --allow-degraded (worker/task/prepare.cpp).
 //
-// The network probe runs in a forked child, so nothing irreversible touches the worker. The cgroup
-// probe may move the worker into a leaf cgroup on cgroup v2 (see probe_cgroups() in cgroup.hpp):
-// call probe_sandbox() before starting threads.
+// Layers: pgroup, rlimits, env, fds (always); netns (`net: none`); mntns, pidns, ipcns, utsns
+// (a new root and kbfleet-init as pid 1: need a root worker and kbfleet-init); userns (a host uid
+// per slot, identity.hpp: root worker); caps (every capability dropped: root worker; a non-root
+// worker has none to drop); landlock; seccomp; cgroup (memory and pids quotas).
+//
+// The namespace probes run in forked children, so nothing irreversible touches the worker. The
+// cgroup probe may move the worker into a leaf cgroup on cgroup v2 (see probe_cgroups() in
+// cgroup.hpp): call probe_sandbox() before starting threads.
+#include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "common/posix/fd.hpp"
 #include "worker/sandbox/cgroup.hpp"
+#include "worker/sandbox/identity.hpp"
+#include "worker/sandbox/seccomp.hpp"
 
 namespace kbfleet::worker {
 
-struct SandboxLayers {
-  bool netns = false;  // unshare(CLONE_NEWNET) works here
-  // Creates the task cgroups; null when the cgroup layer is unavailable (then memory falls back
-  // to RLIMIT_AS and pids is not enforced). Shared and immutable, so SandboxLayers stays a value.
-  std::shared_ptr<const Cgroups> cgroups;
-  std::string cgroup_unavailable;  // why cgroups is null, for the start-up log and --check-sandbox
+struct ProbeOptions {
+  std::filesystem::path init;    // kbfleet-init; empty = next to the running executable
+  std::uint32_t uid_base = 200000;  // first host uid/gid of the task users (slot 0)
+  int slots = 1;                 // slot user namespaces made at start
+};
 
-  std::vector<std::string> active() const;   // e.g. {"pgroup","rlimits","env","fds","netns","cgroup"}
+struct SandboxLayers {
+  bool netns = false;       // unshare(CLONE_NEWNET) works here
+  bool namespaces = false;  // mnt+pid+ipc+uts namespaces and kbfleet-init
+  std::shared_ptr<posix::Fd> init_exe;              // O_PATH fd of kbfleet-init, with namespaces
+  std::shared_ptr<SlotIdentities> identities;       // userns; null when unavailable
+  bool drop_capabilities = false;                   // caps: the worker has some to drop
+  int landlock_abi = 0;                             // 0: no Landlock
+  std::shared_ptr<const SeccompFilter> seccomp;     // null: no seccomp
+  // Creates the task cgroups; null when the cgroup layer is unavailable (then memory falls back
+  // to RLIMIT_AS and pids is not enforced).
+  std::shared_ptr<const Cgroups> cgroups;
+  std::map<std::string, std::string> reasons;       // layer -> why it is unavailable
+
+  std::vector<std::string> active() const;   // e.g. {"pgroup","rlimits",...,"seccomp","cgroup"}
   std::vector<std::string> missing() const;  // layers of the full design not available here
 };
 
-SandboxLayers probe_sandbox();
+// Every isolating layer a `sandbox: process` task needs (netns only for `net: none`).
+const std::vector<std::string>& isolation_layers();
+
+SandboxLayers probe_sandbox(const ProbeOptions& options = {});
 
 }  // namespace kbfleet::worker

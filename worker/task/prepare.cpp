@@ -5,6 +5,8 @@
 #include <spdlog/spdlog.h>
 
 #include "common/permissions/env.hpp"
+#include "worker/sandbox/isolation.hpp"
+#include "worker/sandbox/workspace_fs.hpp"
 
 namespace kbfleet::worker {
 namespace {
@@ -44,12 +46,21 @@ Result<NetMode> choose_sandbox(const manifest::Manifest& m, const WorkerPolicy& 
                       "(issue #4), so this worker refuses them rather than allow everything. Use `net: none`.");
   }
   layers = policy.layers.active();
-  if (policy.layers.netns) return NetMode::kNone;
-  if (policy.degraded == DegradedPolicy::kAllow) return NetMode::kHost;
-  return make_error(ErrorCode::kSandboxUnavailable,
-                    "plugin '" + m.id + "' needs `net: none`, but network namespaces are unavailable on this worker; "
-                    "run the worker as root (or with CAP_SYS_ADMIN), or start it with --allow-degraded to run without it",
-                    {{"missing", "netns"}});
+  std::vector<std::string> missing;
+  std::string why;
+  for (const auto& l : policy.layers.missing()) {
+    if (l == "cgroup") continue;  // never refused: see attach_cgroup
+    missing.push_back(l);
+    auto r = policy.layers.reasons.find(l);
+    why += (why.empty() ? "" : "; ") + l + ": " + (r != policy.layers.reasons.end() ? r->second : "unavailable");
+  }
+  if (!missing.empty() && policy.degraded != DegradedPolicy::kAllow) {
+    return make_error(ErrorCode::kSandboxUnavailable,
+                      "plugin '" + m.id + "' needs the sandbox layers " + join(missing) + ", unavailable on this worker (" +
+                          why + "); fix the host, or start the worker with --allow-degraded to run without them",
+                      {{"missing", join(missing)}});
+  }
+  return policy.layers.netns ? NetMode::kNone : NetMode::kHost;
 }
 
 // Puts the attempt into a cgroup of its own with the manifest's memory and pids quotas.
@@ -87,7 +98,7 @@ Status attach_cgroup(const protocol::TaskAssignment& task, const manifest::Manif
 
 Result<Prepared> prepare_launch(const protocol::TaskAssignment& task, const manifest::Registry& plugins,
                                 const WorkerPolicy& policy, const std::filesystem::path& workspace,
-                                std::string input_json) {
+                                std::string input_json, int slot) {
   const manifest::PluginEntry* entry = plugins.find(task.plugin, task.version);
   if (entry == nullptr) {
     for (const auto& e : plugins.entries()) {
@@ -137,6 +148,24 @@ Result<Prepared> prepare_launch(const protocol::TaskAssignment& task, const mani
   s.limits.output_bytes = m.quotas.output_bytes;
   s.limits.kill_grace_ms = policy.kill_grace_ms;
   if (auto st = attach_cgroup(task, m, policy, s, p.layers); !st) return tl::unexpected(st.error());
+  if (m.sandbox != manifest::SandboxMode::kNone && policy.layers.namespaces) {
+    if (auto st = mount_workspace(workspace, m.quotas.disk_mb); !st) return tl::unexpected(st.error());
+    s.limits.disk_mb = m.quotas.disk_mb;
+  }
+  if (m.sandbox != manifest::SandboxMode::kNone) {
+    IsolationRequest request{policy.sandbox_root, entry->root, s.workspace, m.fs.read, m.fs.write, slot, 64};
+    auto iso = make_isolation(policy.layers, request);
+    if (iso) {
+      s.isolation = std::move(*iso);
+    } else {
+      auto e = iso.error();
+      if (e.code != ErrorCode::kSandboxUnavailable) {
+        e.message = "cannot prepare the sandbox of plugin '" + m.id + "': " + e.message;
+        e.code = ErrorCode::kSandboxUnavailable;
+      }
+      return tl::unexpected(e);
+    }
+  }
   return p;
 }
 

@@ -28,6 +28,7 @@ struct WorkerPolicy {
   UnsandboxedPolicy unsandboxed = UnsandboxedPolicy::kRefuse;
   std::int64_t kill_grace_ms = 2000;
   std::map<std::string, std::string> host_env;  // the worker's environment
+  std::filesystem::path sandbox_root;            // empty dir the tasks' roots are mounted on
 };
 
 struct Prepared {
@@ -36,9 +37,11 @@ struct Prepared {
   const manifest::Manifest* manifest = nullptr;
 };
 
-// `workspace` must exist (with out/ inside). input_json is the handler's stdin.
+// `workspace` must exist (with out/ inside); with the userns layer it is handed to the slot's
+// task user. `slot` picks that user (0 .. slots-1, higher for tasks beyond the slots). input_json
+// is the handler's stdin.
 [[nodiscard]] Result<Prepared> prepare_launch(const protocol::TaskAssignment& task, const manifest::Registry& plugins,
                                               const WorkerPolicy& policy, const std::filesystem::path& workspace,
-                                              std::string input_json);
+                                              std::string input_json, int slot = 0);
 
 }  // namespace kbfleet::worker

@@ -95,6 +95,12 @@ protocol::TaskOutcome outcome_of(const ProcessOutcome& p, const Limits& limits) 
                (limits.memory_mb > 0 ? " (" + std::to_string(limits.memory_mb) + " MiB)" : std::string()) +
                " and was killed by the kernel's OOM killer; raise quotas.memoryMb or use less memory");
       break;
+    case EndReason::kDiskLimit:
+      fail(state::kFailed, ErrorCode::kDiskLimit,
+           "the handler filled its workspace (quotas.diskMb = " + std::to_string(limits.disk_mb) +
+               " MiB) and failed; raise quotas.diskMb (and memoryMb: workspace bytes count towards it) or "
+               "write less");
+      break;
     case EndReason::kPidsLimit:
       fail(state::kFailed, ErrorCode::kPidsLimit,
            "the handler tried to run more than quotas.pids" +

@@ -46,6 +46,7 @@ class TaskRun : public Sink {
   posix::Fd workspace_fd;
   const manifest::Manifest* manifest = nullptr;
   std::vector<std::string> layers;
+  int slot = -1;  // which task user runs it; -1 before the spawn
   std::unique_ptr<HandlerProcess> process;
   protocol::TaskOutcome outcome;  // filled when the handler finished
   std::deque<CollectedArtifact> to_upload;

@@ -36,8 +36,8 @@ bool Recorded::saw(Stream stream, const std::string& text) const {
   return std::find(all.begin(), all.end(), text) != all.end();
 }
 
-TempDir::TempDir() {
-  const char* base = std::getenv("TMPDIR");
+TempDir::TempDir(const char* base) {
+  if (base == nullptr) base = std::getenv("TMPDIR");
   std::string tmpl = std::string(base && *base ? base : "/tmp") + "/kbfleet-executor-XXXXXX";
   REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
   path_ = tmpl;

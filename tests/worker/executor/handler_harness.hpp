@@ -39,10 +39,10 @@ class Recorded : public Sink {
   std::vector<std::string> invalid;
 };
 
-// A fresh directory under $TMPDIR (or /tmp), removed with its contents.
+// A fresh directory under `base`, else $TMPDIR (or /tmp), removed with its contents.
 class TempDir {
  public:
-  TempDir();
+  explicit TempDir(const char* base = nullptr);
   ~TempDir();
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;

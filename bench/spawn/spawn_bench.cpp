@@ -1,0 +1,185 @@
+// kbfleet-spawn-bench: spawn latency of the sandbox launcher, one layer added per row, against a
+// bare fork+execve+wait of the same static binary measured in the same run (issue #4). Each row
+// reports p50 and p99 over N spawns (start to reaped) and its ratio to the bare row's p50; the
+// last rows repeat bare and full sandbox from a process with 1 GiB resident.
+//
+// Usage (root, for the namespace rows): kbfleet-spawn-bench [--runs N] [--json FILE]
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "worker/executor/launch.hpp"
+#include "worker/sandbox/isolation.hpp"
+#include "worker/sandbox/probe.hpp"
+
+namespace {
+
+using namespace kbfleet::worker;
+using Clock = std::chrono::steady_clock;
+namespace fs = std::filesystem;
+
+struct Row {
+  std::string name;
+  double p50_us, p99_us;
+};
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[static_cast<std::size_t>(p * static_cast<double>(v.size() - 1))];
+}
+
+Row measure(const std::string& name, int runs, const std::function<bool()>& once) {
+  std::vector<double> us;
+  for (int i = 0; i < runs + runs / 10; ++i) {
+    auto t0 = Clock::now();
+    if (!once()) {
+      std::fprintf(stderr, "%s: spawn failed\n", name.c_str());
+      std::exit(1);
+    }
+    if (i >= runs / 10) us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());  // warm-up
+  }
+  return {name, percentile(us, 0.5), percentile(us, 0.99)};
+}
+
+bool bare(const std::string& exe) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    char* argv[] = {const_cast<char*>(exe.c_str()), nullptr};
+    char* envp[] = {nullptr};
+    ::execve(exe.c_str(), argv, envp);
+    ::_exit(127);
+  }
+  int status = 0;
+  return pid > 0 && ::waitpid(pid, &status, 0) == pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+bool launched(const LaunchSpec& spec) {
+  auto l = launch(spec);
+  if (!l) {
+    std::fprintf(stderr, "%s\n", l.error().to_string().c_str());
+    return false;
+  }
+  int status = 0;
+  return ::waitpid(l->pid, &status, 0) == l->pid && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+// Which layers a row adds, cumulatively.
+struct Layers {
+  bool netns = false, namespaces = false, userns = false, rest = false;
+};
+
+// The isolation a row asks for: `have` with the layers the row does not add switched off.
+std::shared_ptr<const Isolation> isolation(const SandboxLayers& have, const Layers& want, const fs::path& staging,
+                                           const fs::path& plugin_dir, const fs::path& workspace) {
+  if (!want.namespaces && !want.rest) return nullptr;
+  SandboxLayers some = have;
+  if (!want.namespaces) some.namespaces = false;
+  if (!want.userns) some.identities = nullptr;
+  if (!want.rest) {
+    some.drop_capabilities = false;
+    some.landlock_abi = 0;
+    some.seccomp = nullptr;
+  }
+  auto iso = make_isolation(some, {staging, plugin_dir, workspace, {}, {"**"}, 0, 16});
+  if (!iso) {
+    std::fprintf(stderr, "%s\n", iso.error().to_string().c_str());
+    std::exit(1);
+  }
+  return *iso;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int runs = 300;
+  std::string json_out;
+  for (int i = 1; i < argc; ++i) {
+    if (!std::strcmp(argv[i], "--runs") && i + 1 < argc) runs = std::atoi(argv[++i]);
+    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) json_out = argv[++i];
+  }
+  fs::path self = fs::read_symlink("/proc/self/exe").parent_path();
+  ProbeOptions probe;
+  probe.init = self / "kbfleet-init";
+  SandboxLayers have = probe_sandbox(probe);
+  if (!have.namespaces || !have.identities || !have.seccomp || have.landlock_abi == 0) {
+    std::fprintf(stderr, "kbfleet-spawn-bench needs every layer (run as root on Linux >= 6.7)\n");
+    return 69;
+  }
+
+  // The binary lives in a "plugin" directory and runs with a workspace, as a real task would.
+  fs::path dir = fs::temp_directory_path() / ("kbfleet-spawn-bench-" + std::to_string(::getpid()));
+  fs::create_directories(dir / "plugin");
+  fs::create_directories(dir / "work" / "ws");
+  fs::create_directories(dir / "root");
+  fs::copy_file(self / "kbfleet-bench-true", dir / "plugin" / "true");
+  const std::string exe = (dir / "plugin" / "true").string();
+  const fs::path ws = dir / "work" / "ws";
+
+  auto spec_for = [&](const Layers& want) {
+    LaunchSpec spec;
+    spec.exec = exe;
+    spec.workspace = ws;
+    spec.net = want.netns ? NetMode::kNone : NetMode::kHost;
+    spec.limits = {};
+    spec.isolation = isolation(have, want, dir / "root", dir / "plugin", ws);
+    return spec;
+  };
+  struct Case {
+    const char* name;
+    Layers layers;
+  };
+  const std::vector<Case> cases{
+      {"launcher, no layers (clone+exec)", {}},
+      {"+ mnt/pid/ipc/uts ns, new root, init", {false, true, false, false}},
+      {"+ userns (slot uid)", {false, true, true, false}},
+      {"+ caps, no_new_privs, landlock, seccomp", {false, true, true, true}},
+      {"+ netns (all layers)", {true, true, true, true}},
+  };
+
+  std::vector<Row> rows;
+  rows.push_back(measure("bare fork+exec", runs, [&] { return bare(exe); }));
+  for (const auto& c : cases) {
+    LaunchSpec spec = spec_for(c.layers);
+    rows.push_back(measure(c.name, runs, [&] { return launched(spec); }));
+  }
+  // Same from a big process: fork copies its page tables, clone(CLONE_VM) does not.
+  const std::size_t big = std::size_t{1} << 30;
+  auto* mem = static_cast<char*>(::mmap(nullptr, big, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  std::memset(mem, 1, big);
+  rows.push_back(measure("1 GiB resident: bare fork+exec", runs, [&] { return bare(exe); }));
+  LaunchSpec all_spec = spec_for({true, true, true, true});
+  LaunchSpec no_net_spec = spec_for({false, true, true, true});
+  rows.push_back(measure("1 GiB resident: all layers but netns", runs, [&] { return launched(no_net_spec); }));
+  rows.push_back(measure("1 GiB resident: all layers", runs, [&] { return launched(all_spec); }));
+  ::munmap(mem, big);
+  fs::remove_all(dir);
+
+  const double base = rows[0].p50_us;
+  std::printf("| spawn (N=%d) | p50 µs | p99 µs | p50 / bare |\n|---|---:|---:|---:|\n", runs);
+  for (const auto& r : rows) std::printf("| %s | %.0f | %.0f | %.2f |\n", r.name.c_str(), r.p50_us, r.p99_us, r.p50_us / base);
+  const double small_all = rows[5].p50_us, small_no_net = rows[4].p50_us;
+  std::printf("\nfrom 1 GiB vs small process (all layers but netns): %.2f (target <= 1.2)\n", rows[7].p50_us / small_no_net);
+  std::printf("from 1 GiB vs small process (all layers): %.2f (target <= 1.2)\n", rows[8].p50_us / small_all);
+  std::printf("all layers but netns / bare: %.2f (target <= 1.5); all layers / bare: %.2f (target <= 2.0)\n",
+              small_no_net / base, small_all / base);
+  if (!json_out.empty()) {
+    std::ofstream j(json_out);
+    j << "{\"runs\":" << runs << ",\"rows\":[";
+    for (std::size_t i = 0; i < rows.size(); ++i) {
+      j << (i ? "," : "") << "{\"name\":\"" << rows[i].name << "\",\"p50_us\":" << rows[i].p50_us
+        << ",\"p99_us\":" << rows[i].p99_us << "}";
+    }
+    j << "]}\n";
+  }
+  return 0;
+}

@@ -1,0 +1,108 @@
+#pragma once
+// The broker's durable journal: one SQLite database (WAL mode) holding a row per task the broker
+// accepted, so a restarted broker can recover queued and running tasks, finished outcomes and
+// idempotency keys (docs/operations.md, "Durability and recovery").
+//
+// Guarantees:
+// - A record is durable once commit() returned success: with kBatch (synchronous=NORMAL) it
+//   survives a crash of the broker process (kill -9) but may lose the last commits on power loss;
+//   with kFsync (synchronous=FULL) every commit is fsynced and survives power loss.
+// - Records written since the last commit are all-or-nothing: a crash or a failed commit loses
+//   them together (the broker holds their replies until commit, so nobody saw them).
+// - Only one process opens a journal at a time (locking_mode=EXCLUSIVE): a second broker on the
+//   same data directory gets IO_ERROR.
+// Not thread-safe: the broker's poll loop is its only user.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "common/errors/error.hpp"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace kbfleet::broker {
+
+// --durability: none = no journal (state in memory only); batch = WAL, synchronous=NORMAL;
+// fsync = WAL, synchronous=FULL.
+enum class Durability { kNone, kBatch, kFsync };
+[[nodiscard]] Result<Durability> parse_durability(std::string_view name);
+std::string_view durability_name(Durability d);
+
+// One task as journalled. Blobs are msgpack: `request` a SubmitRequest map, `outcome` a
+// TaskOutcome map (empty while unfinished), `artifacts` an array of ArtifactMeta maps.
+struct TaskRecord {
+  std::string id;
+  std::string request;
+  std::string idempotency_key;
+  std::string state;
+  std::int64_t attempt = 0;
+  std::string worker;       // routing id of the worker running the attempt ("" when not running)
+  std::string worker_name;
+  std::string version;
+  std::int64_t submitted_ms = 0, started_ms = 0, finished_ms = 0;  // finished_ms 0 = unfinished
+  std::int64_t next_seq = 1;  // the task's next event sequence number
+  std::int64_t max_attempts = 1;
+  std::string retry_of;
+  bool cancel_requested = false;
+  std::string outcome;
+  std::string artifacts;
+};
+
+class Journal {
+ public:
+  struct Options {
+    std::string path;  // the database file; its directory must exist
+    Durability durability = Durability::kBatch;
+    std::int64_t max_pages = 0;  // > 0 caps the database size (tests simulate a full disk)
+  };
+
+  // Opens or creates the journal and its schema. IO_ERROR naming the file when it cannot be
+  // opened, is locked by another broker, is not a kbfleet journal or has a newer schema.
+  [[nodiscard]] static Result<std::unique_ptr<Journal>> open(const Options& options);
+  // Closes without committing: records written since the last commit are lost, as in a crash.
+  ~Journal();
+  Journal(const Journal&) = delete;
+  Journal& operator=(const Journal&) = delete;
+
+  // Writes into the open transaction (begun on the first write after a commit). IO_ERROR.
+  [[nodiscard]] Status insert(const TaskRecord& r);
+  // Rewrites the mutable fields (everything but id, request, submitted_ms, idempotency_key).
+  [[nodiscard]] Status update(const TaskRecord& r);
+  // Deletes at most `limit` tasks finished at or before `finished_before_ms`; returns how many.
+  [[nodiscard]] Result<std::size_t> compact(std::int64_t finished_before_ms, std::size_t limit);
+
+  // Makes every write since the last commit durable (one transaction = group commit). A no-op
+  // without pending writes. On IO_ERROR the pending writes are rolled back.
+  [[nodiscard]] Status commit();
+  void rollback();
+  std::size_t pending_records() const { return pending_; }
+
+  // Calls fn for every journalled task in insertion (= submission) order. IO_ERROR.
+  [[nodiscard]] Status load(const std::function<void(TaskRecord&&)>& fn);
+  // Copies the WAL into the database and truncates it (at shutdown; auto-checkpoints otherwise).
+  [[nodiscard]] Status checkpoint();
+
+  Durability durability() const { return durability_; }
+  const std::string& path() const { return path_; }
+
+ private:
+  Journal(sqlite3* db, std::string path, Durability d) : db_(db), path_(std::move(path)), durability_(d) {}
+  [[nodiscard]] Status exec(const char* sql);
+  [[nodiscard]] Status prepare_all();
+  [[nodiscard]] Status begin_if_needed();
+  Error error(std::string_view what) const;
+  [[nodiscard]] Status failed(std::string_view what);
+
+  sqlite3* db_;
+  std::string path_;
+  Durability durability_;
+  bool in_transaction_ = false;
+  std::size_t pending_ = 0;
+  sqlite3_stmt* insert_ = nullptr;
+  sqlite3_stmt* update_ = nullptr;
+  sqlite3_stmt* compact_ = nullptr;
+};
+
+}  // namespace kbfleet::broker

@@ -1,0 +1,310 @@
+// The broker side of the journal: task <-> record, group commit at the end of each loop turn,
+// recovery at start (queued tasks requeued in order, running ones wait for their worker for a
+// grace period) and compaction of finished tasks after their retention.
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "broker/broker.hpp"
+
+namespace kbfleet::broker {
+
+using protocol::Writer;
+namespace state = protocol::state;
+
+namespace {
+
+constexpr std::size_t kCompactBatch = 2000;  // journal rows deleted per timer tick at most
+// Floor of the default re-attach grace: a worker re-sends an unacknowledged result every 2 s
+// (kResultResend in worker/worker.cpp) and does not list a task whose result is pending in its
+// `ready`, so a shorter grace would retry tasks whose result is on its way.
+constexpr std::int64_t kMinDefaultGraceMs = 5000;
+
+TaskRecord record_of(const Task& t, bool with_request) {
+  TaskRecord r;
+  r.id = t.id;
+  if (with_request) {
+    Writer w;
+    w.begin_map();
+    t.request.encode(w);
+    w.end_map();
+    r.request = w.take();
+    r.idempotency_key = t.request.idempotency_key;
+    r.submitted_ms = t.submitted_ms;
+  }
+  r.state = t.state;
+  r.attempt = t.attempt;
+  r.worker = t.worker;
+  r.worker_name = t.worker_name;
+  r.version = t.version;
+  r.started_ms = t.started_ms;
+  r.finished_ms = t.finished_ms;
+  r.next_seq = t.next_seq;
+  r.max_attempts = t.max_attempts;
+  r.retry_of = t.retry_of;
+  r.cancel_requested = t.cancel_requested;
+  if (t.outcome) {
+    Writer o;
+    o.begin_map();
+    t.outcome->encode(o);
+    o.end_map();
+    r.outcome = o.take();
+  }
+  Writer a;
+  a.begin_map().key("artifacts").begin_array();
+  for (const auto& m : t.artifacts) {
+    a.begin_map();
+    m.encode(a);
+    a.end_map();
+  }
+  a.end_array().end_map();
+  r.artifacts = a.take();
+  return r;
+}
+
+std::vector<protocol::ArtifactMeta> artifacts_of(const std::string& blob) {
+  std::vector<protocol::ArtifactMeta> out;
+  auto body = protocol::Body::decode(blob);
+  if (!body) return out;
+  auto list = body->view().array_or_empty("artifacts");
+  if (!list) return out;
+  for (const auto* a : *list) {
+    if (a->type != msgpack::type::MAP) continue;
+    if (auto m = protocol::ArtifactMeta::decode(protocol::MapView(a))) out.push_back(std::move(*m));
+  }
+  return out;
+}
+
+}  // namespace
+
+Status Broker::recover() {
+  std::vector<Task*> finished;
+  std::size_t records = 0;
+  auto st = journal_->load([&](TaskRecord&& r) {
+    ++records;
+    restore_task(std::move(r), finished);
+  });
+  if (!st) return st;
+  // The retention clock of recovered tasks runs from their journalled finish time.
+  std::stable_sort(finished.begin(), finished.end(), [](const Task* a, const Task* b) { return a->finished_ms < b->finished_ms; });
+  for (Task* t : finished) tasks_.mark_finished(*t, t->finished_ms);
+  if (!orphans_.empty()) {
+    const std::int64_t grace = options_.reattach_grace_ms > 0
+                                   ? options_.reattach_grace_ms
+                                   : std::max(2 * options_.liveness * options_.heartbeat_ms, kMinDefaultGraceMs);
+    reattach_deadline_ = Clock::now() + std::chrono::milliseconds(grace);
+  }
+  spdlog::info("journal recovered path={} durability={} records={} queued={} running={} finished={} reattach_wait={}",
+               journal_->path(), durability_name(options_.durability), records, queued_, orphans_.size(),
+               finished.size(), orphans_.empty() ? "none" : "pending");
+  tasks_.expire(protocol::now_ms(), options_.retention_ms);
+  return {};
+}
+
+void Broker::restore_task(TaskRecord&& r, std::vector<Task*>& finished) {
+  auto body = protocol::Body::decode(r.request);
+  auto request = body ? protocol::SubmitRequest::decode(body->view()) : tl::unexpected(body.error());
+  if (!valid_task_id(r.id) || !request) {
+    metrics_.journal_errors.Increment();
+    spdlog::error("journal record skipped task={} error=\"{}\"", r.id,
+                  request ? "invalid task id" : request.error().message);
+    return;
+  }
+  Task& t = tasks_.restore(r.id, std::move(*request));
+  t.state = r.state;
+  t.attempt = r.attempt;
+  t.worker = r.worker;
+  t.worker_name = r.worker_name;
+  t.version = r.version;
+  t.submitted_ms = r.submitted_ms;
+  t.started_ms = r.started_ms;
+  t.finished_ms = r.finished_ms;
+  t.max_attempts = r.max_attempts;
+  t.retry_of = r.retry_of;
+  t.cancel_requested = r.cancel_requested;
+  t.artifacts = artifacts_of(r.artifacts);
+  t.started_at = Clock::now();
+  // The event backlog is not journalled: numbering continues after the last journalled seq, and
+  // a finished task replays its terminal error/done events with their original numbers.
+  t.first_seq = t.next_seq = std::max<std::int64_t>(r.next_seq, 1);
+  metrics_.recovered.increment(t.state == state::kRetrying ? std::string(state::kQueued) : t.state);
+
+  if (state::is_terminal(t.state)) {
+    if (auto ob = protocol::Body::decode(r.outcome)) {
+      if (auto o = protocol::TaskOutcome::decode(ob->view())) t.outcome = std::move(*o);
+    }
+    if (t.outcome) {
+      const bool has_error = !t.outcome->error_code.empty();
+      t.first_seq = t.next_seq = std::max<std::int64_t>(t.next_seq - (has_error ? 2 : 1), 1);
+      if (has_error) {
+        tasks_.append_event(t, protocol::event::kError,
+                            Writer().begin_map().kv("code", t.outcome->error_code).kv("message", t.outcome->error_message).end_map().take(),
+                            t.finished_ms);
+      }
+      Writer done;
+      done.begin_map();
+      t.outcome->encode(done);
+      done.end_map();
+      tasks_.append_event(t, protocol::event::kDone, done.take(), t.finished_ms);
+    }
+    finished.push_back(&t);
+    return;
+  }
+  if (t.state == state::kRunning) {
+    // Its worker may still run it: wait for its `ready` (re-attach) or `result` until the grace
+    // period ends (expire_orphans), then retry or dead-letter it like a task of a lost worker.
+    t.orphaned = true;
+    ++running_;
+    orphans_.push_back(t.id);
+    return;
+  }
+  // queued, or retrying (its backoff restarts now): back into the queue in submission order.
+  t.state = std::string(state::kQueued);
+  t.worker.clear();
+  ++queued_;
+  queue_.push(queue_key(t.request.plugin, t.request.version), t.request.priority, t.id);
+}
+
+Status Broker::journal_insert(const Task& t) {
+  if (!journal_) return {};
+  auto st = journal_->insert(record_of(t, /*with_request=*/true));
+  if (!st) {
+    on_journal_failure(st.error());
+    return st;
+  }
+  created_this_turn_.insert(t.id);
+  return {};
+}
+
+void Broker::acknowledge_created(const std::string& peer, std::int64_t req, const Task& t, std::string type,
+                                 std::string body) {
+  Outgoing out;
+  out.peer = peer;
+  out.type = std::move(type);
+  out.body = std::move(body);
+  out.task_id = t.id;
+  out.ack = true;
+  out.req = req;
+  send_or_hold(std::move(out));
+}
+
+void Broker::mark_dirty(const Task& t) {
+  if (journal_ && dirty_set_.insert(t.id).second) dirty_.push_back(t.id);
+}
+
+void Broker::on_journal_failure(const Error& e) {
+  turn_failed_ = true;
+  metrics_.journal_errors.Increment();
+  if (journal_probing_) {
+    spdlog::warn("journal write still failing path={} error=\"{}\"", journal_->path(), e.message);
+  } else if (!journal_error_) {
+    spdlog::error("journal write failed: new submissions are refused until it works again path={} error=\"{}\"",
+                  journal_->path(), e.message);
+  }
+  journal_probing_ = false;
+  journal_error_ = Error{ErrorCode::kIoError,
+                         "journal write failed: " + e.message + "; check disk space and permissions of --data " +
+                             options_.data_dir + " (the task was not accepted; submit it again)",
+                         {}};
+}
+
+void Broker::commit_turn() {
+  if (journal_) {
+    for (const auto& id : dirty_) {
+      if (turn_failed_) break;
+      if (Task* t = tasks_.find(id)) {
+        if (auto st = journal_->update(record_of(*t, /*with_request=*/false)); !st) on_journal_failure(st.error());
+      }
+    }
+    const std::size_t records = journal_->pending_records();
+    if (!turn_failed_) {
+      auto started = Clock::now();
+      if (auto st = journal_->commit(); !st) {
+        on_journal_failure(st.error());
+      } else if (records > 0) {
+        metrics_.journal_commits.Increment();
+        metrics_.journal_records.Increment(static_cast<double>(records));
+        metrics_.journal_commit_time.Observe(std::chrono::duration<double>(Clock::now() - started).count());
+        if (journal_error_ || journal_probing_) {
+          spdlog::info("journal writable again; accepting submissions path={}", journal_->path());
+        }
+        journal_error_.reset();
+        journal_probing_ = false;
+      }
+    }
+    if (turn_failed_) {
+      journal_->rollback();
+      // Tasks created this turn were never durable: answer their submitters IO_ERROR, drop what
+      // was about to be sent about them and forget them. Updates of older tasks stay dirty and
+      // are written again next turn.
+      std::vector<Outgoing> keep;
+      for (auto& o : outbox_) {
+        if (!created_this_turn_.count(o.task_id)) {
+          keep.push_back(std::move(o));
+        } else if (o.ack) {
+          metrics_.rejected.increment(std::string(code_name(ErrorCode::kIoError)));
+          Writer w;
+          w.begin_map();
+          protocol::encode_error(w, o.req, *journal_error_);
+          w.end_map();
+          Outgoing err;
+          err.peer = o.peer;
+          err.type = std::string(protocol::msg::kError);
+          err.body = w.take();
+          keep.push_back(std::move(err));
+        }
+      }
+      outbox_ = std::move(keep);
+      for (const auto& id : created_this_turn_) {
+        Task* t = tasks_.find(id);
+        if (t == nullptr) continue;
+        if (t->state == state::kQueued) --queued_;
+        if (t->state == state::kRunning) {
+          --running_;
+          if (WorkerInfo* w = workers_.find(t->worker)) workers_.release(*w, t->id);
+        }
+        dirty_set_.erase(id);
+        tasks_.erase(id);  // its queue entry is discarded lazily
+      }
+      std::erase_if(dirty_, [&](const std::string& id) { return !dirty_set_.count(id); });
+    } else {
+      dirty_.clear();
+      dirty_set_.clear();
+    }
+    created_this_turn_.clear();
+    turn_failed_ = false;
+  }
+  for (auto& o : outbox_) send_now(std::move(o));
+  outbox_.clear();
+}
+
+void Broker::expire_orphans(Clock::time_point now) {
+  if (!reattach_deadline_ || now < *reattach_deadline_) return;
+  reattach_deadline_.reset();
+  std::size_t lost = 0;
+  for (const auto& id : orphans_) {
+    Task* t = tasks_.find(id);
+    if (t == nullptr || !t->orphaned || t->state != state::kRunning) continue;
+    t->orphaned = false;
+    const std::string worker = t->worker_name;
+    t->worker.clear();
+    lose_task(*t, worker, "not re-attached within the grace period after a broker restart");
+    ++lost;
+  }
+  spdlog::info("re-attach grace period over recovered_running={} not_reattached={}", orphans_.size(), lost);
+  orphans_.clear();
+  orphans_.shrink_to_fit();
+  update_gauges();
+}
+
+void Broker::compact_journal() {
+  if (!journal_ || journal_error_) return;
+  auto n = journal_->compact(protocol::now_ms() - options_.retention_ms, kCompactBatch);
+  if (!n) return on_journal_failure(n.error());
+  if (*n > 0) {
+    metrics_.journal_compacted.Increment(static_cast<double>(*n));
+    spdlog::debug("journal compacted tasks={}", *n);
+  }
+}
+
+}  // namespace kbfleet::broker

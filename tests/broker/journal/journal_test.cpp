@@ -1,0 +1,229 @@
+// Journal: durable records, crash cases (uncommitted writes lost, committed ones kept across a
+// SIGKILL), compaction, a full disk, a foreign file (broker/journal/journal.hpp).
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <catch2/catch.hpp>
+
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "broker/journal/journal.hpp"
+#include "tests/support/process.hpp"
+
+namespace kbfleet::broker {
+namespace {
+
+struct TempDir {
+  std::string path = test::make_temp_dir();
+  ~TempDir() { test::remove_tree(path); }
+};
+
+TaskRecord record(int n, std::string state = "queued") {
+  TaskRecord r;
+  r.id = "task-" + std::to_string(n);
+  r.request = std::string("\x81\xa6plugin\xa5hello", 14);
+  r.idempotency_key = n % 2 ? "key-" + std::to_string(n) : "";
+  r.state = std::move(state);
+  r.submitted_ms = 1000 + n;
+  return r;
+}
+
+std::unique_ptr<Journal> open_journal(const std::string& dir, std::int64_t max_pages = 0) {
+  auto j = Journal::open({dir + "/journal.db", Durability::kBatch, max_pages});
+  REQUIRE(j.has_value());
+  return std::move(*j);
+}
+
+std::vector<TaskRecord> load_all(Journal& j) {
+  std::vector<TaskRecord> out;
+  REQUIRE(j.load([&](TaskRecord&& r) { out.push_back(std::move(r)); }).has_value());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("committed records are read back in submission order after reopening", "[broker][journal]") {
+  TempDir dir;
+  {
+    auto j = open_journal(dir.path);
+    for (int i = 0; i < 5; ++i) REQUIRE(j->insert(record(i)).has_value());
+    CHECK(j->pending_records() == 5);
+    REQUIRE(j->commit().has_value());
+    CHECK(j->pending_records() == 0);
+  }
+  auto j = open_journal(dir.path);
+  auto all = load_all(*j);
+  REQUIRE(all.size() == 5);
+  for (int i = 0; i < 5; ++i) {
+    CHECK(all[static_cast<std::size_t>(i)].id == "task-" + std::to_string(i));
+    CHECK(all[static_cast<std::size_t>(i)].request == record(i).request);
+    CHECK(all[static_cast<std::size_t>(i)].idempotency_key == record(i).idempotency_key);
+    CHECK(all[static_cast<std::size_t>(i)].submitted_ms == 1000 + i);
+  }
+}
+
+TEST_CASE("update rewrites a task's state, attempt, worker, outcome and artifacts", "[broker][journal]") {
+  TempDir dir;
+  auto j = open_journal(dir.path);
+  REQUIRE(j->insert(record(1)).has_value());
+  TaskRecord r = record(1);
+  r.state = "succeeded";
+  r.attempt = 2;
+  r.worker = "w0";
+  r.worker_name = "w0";
+  r.version = "1.0.0";
+  r.started_ms = 5;
+  r.finished_ms = 9;
+  r.next_seq = 7;
+  r.max_attempts = 3;
+  r.retry_of = "task-0";
+  r.cancel_requested = true;
+  r.outcome = std::string("\x81\xa5state\xa9succeeded", 17);
+  r.artifacts = std::string("\x81\xa9" "artifacts\x90", 12);
+  r.request = "ignored by update";
+  REQUIRE(j->update(r).has_value());
+  REQUIRE(j->commit().has_value());
+  auto all = load_all(*j);
+  REQUIRE(all.size() == 1);
+  const auto& got = all[0];
+  CHECK(got.state == "succeeded");
+  CHECK(got.attempt == 2);
+  CHECK(got.worker == "w0");
+  CHECK(got.version == "1.0.0");
+  CHECK(got.finished_ms == 9);
+  CHECK(got.next_seq == 7);
+  CHECK(got.max_attempts == 3);
+  CHECK(got.retry_of == "task-0");
+  CHECK(got.cancel_requested);
+  CHECK(got.outcome == r.outcome);
+  CHECK(got.artifacts == r.artifacts);
+  CHECK(got.request == record(1).request);  // the request is written once, at insert
+}
+
+TEST_CASE("writes not yet committed are lost when the journal closes, as in a crash", "[broker][journal]") {
+  TempDir dir;
+  {
+    auto j = open_journal(dir.path);
+    REQUIRE(j->insert(record(1)).has_value());
+    REQUIRE(j->commit().has_value());
+    REQUIRE(j->insert(record(2)).has_value());
+    TaskRecord done = record(1, "succeeded");
+    done.finished_ms = 10;
+    REQUIRE(j->update(done).has_value());
+  }  // closed without commit
+  auto j = open_journal(dir.path);
+  auto all = load_all(*j);
+  REQUIRE(all.size() == 1);
+  CHECK(all[0].id == "task-1");
+  CHECK(all[0].state == "queued");
+}
+
+TEST_CASE("a process killed by SIGKILL keeps every commit it made and none of the rest", "[broker][journal]") {
+  TempDir dir;
+  pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    // The child must not run Catch2 or destructors: it writes, commits, writes more, dies.
+    auto j = Journal::open({dir.path + "/journal.db", Durability::kBatch, 0});
+    if (!j) ::_exit(10);
+    for (int i = 0; i < 100; ++i) {
+      if (!(*j)->insert(record(i))) ::_exit(11);
+      if (i % 10 == 9 && !(*j)->commit()) ::_exit(12);
+    }
+    for (int i = 100; i < 105; ++i) (void)(*j)->insert(record(i));
+    ::raise(SIGKILL);
+    ::_exit(13);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFSIGNALED(status));
+  CHECK(WTERMSIG(status) == SIGKILL);
+  auto j = open_journal(dir.path);
+  auto all = load_all(*j);
+  REQUIRE(all.size() == 100);
+  CHECK(all.front().id == "task-0");
+  CHECK(all.back().id == "task-99");
+}
+
+TEST_CASE("compaction deletes finished tasks older than the retention, in bounded batches", "[broker][journal]") {
+  TempDir dir;
+  auto j = open_journal(dir.path);
+  for (int i = 1; i <= 10; ++i) {
+    TaskRecord r = record(i, "succeeded");
+    r.finished_ms = i * 100;
+    REQUIRE(j->insert(r).has_value());
+  }
+  for (int i = 11; i <= 13; ++i) REQUIRE(j->insert(record(i)).has_value());  // unfinished
+  REQUIRE(j->commit().has_value());
+
+  auto first = j->compact(500, 2);
+  REQUIRE(first.has_value());
+  CHECK(*first == 2);
+  auto rest = j->compact(500, 100);
+  REQUIRE(rest.has_value());
+  CHECK(*rest == 3);
+  REQUIRE(j->commit().has_value());
+  auto all = load_all(*j);
+  REQUIRE(all.size() == 8);
+  for (const auto& r : all) CHECK((r.finished_ms == 0 || r.finished_ms > 500));
+}
+
+TEST_CASE("a second broker on the same journal is refused while the first holds it", "[broker][journal]") {
+  TempDir dir;
+  auto first = open_journal(dir.path);
+  REQUIRE(first->insert(record(1)).has_value());
+  REQUIRE(first->commit().has_value());
+  auto second = Journal::open({dir.path + "/journal.db", Durability::kBatch, 0});
+  REQUIRE_FALSE(second.has_value());
+  CHECK(second.error().code == ErrorCode::kIoError);
+  CHECK(second.error().message.find("another kbfleet-broker") != std::string::npos);
+}
+
+TEST_CASE("a full disk is an IO_ERROR that loses only the uncommitted batch", "[broker][journal]") {
+  TempDir dir;
+  {
+    auto j = open_journal(dir.path, /*max_pages=*/64);
+    REQUIRE(j->insert(record(0)).has_value());
+    REQUIRE(j->commit().has_value());
+    Status st;
+    TaskRecord big = record(1);
+    big.request.assign(64 << 10, 'x');
+    for (int i = 1; i < 100 && st; ++i) {
+      big.id = "big-" + std::to_string(i);
+      st = j->insert(big);
+      if (st) st = j->commit();
+    }
+    REQUIRE_FALSE(st.has_value());
+    CHECK(st.error().code == ErrorCode::kIoError);
+    CHECK(st.error().message.find("full") != std::string::npos);
+    j->rollback();
+    CHECK(j->pending_records() == 0);
+  }
+  auto j = open_journal(dir.path);
+  auto all = load_all(*j);
+  REQUIRE(!all.empty());
+  CHECK(all[0].id == "task-0");
+}
+
+TEST_CASE("a file that is not a journal is refused with IO_ERROR naming it", "[broker][journal]") {
+  TempDir dir;
+  std::ofstream(dir.path + "/journal.db") << std::string(4096, 'z');
+  auto j = Journal::open({dir.path + "/journal.db", Durability::kFsync, 0});
+  REQUIRE_FALSE(j.has_value());
+  CHECK(j.error().code == ErrorCode::kIoError);
+  CHECK(j.error().message.find(dir.path + "/journal.db") != std::string::npos);
+}
+
+TEST_CASE("the durability option accepts none, batch and fsync only", "[broker][journal]") {
+  CHECK(*parse_durability("none") == Durability::kNone);
+  CHECK(*parse_durability("batch") == Durability::kBatch);
+  CHECK(*parse_durability("fsync") == Durability::kFsync);
+  auto bad = parse_durability("sometimes");
+  REQUIRE_FALSE(bad.has_value());
+  CHECK(bad.error().message.find("none, batch or fsync") != std::string::npos);
+}
+
+}  // namespace kbfleet::broker
