@@ -84,9 +84,10 @@ constexpr int kLandlockFd = 6;
 constexpr int kUsernsFd = 7;
 constexpr int kInitFd = 8;
 constexpr int kWorkerPidFd = 9;
+constexpr int kNetnsFd = 10;
 // The parent moves every fd it hands to the child at or above this number, so the dup calls
-// into 0-9 never overwrite a source that happens to sit there (a daemon may have 0-2 closed).
-constexpr int kFirstSourceFd = 10;
+// into 0-10 never overwrite a source that happens to sit there (a daemon may have 0-2 closed).
+constexpr int kFirstSourceFd = 11;
 
 struct Rlimit {
   bool set = false;
@@ -108,7 +109,7 @@ struct ChildPlan {
   int max_fd;  // upper bound for the close loop when close_range is unavailable
   // Sandbox layers (isolation.hpp); all absent for a plain process.
   const Isolation* iso;
-  int status_fd, landlock_fd, userns_fd, init_fd;  // sources, or -1
+  int status_fd, landlock_fd, userns_fd, init_fd, netns_fd;  // sources, or -1
   char* const* init_argv;                          // {"kbfleet-init", path, args..., nullptr}
 };
 
@@ -215,7 +216,7 @@ KBFLEET_CHILD_SIDE [[noreturn]] void run_child(const ChildPlan& p) noexcept {
   if (::dup2(p.fd3_fd, 3) < 0) child_fail(err, Step::kDupFd3);
   if ((p.status_fd >= 0 && ::dup2(p.status_fd, kStatusFd) < 0) || !place_fd(p.landlock_fd, kLandlockFd) ||
       !place_fd(p.userns_fd, kUsernsFd) || !place_fd(p.init_fd, kInitFd) ||
-      !place_fd(p.worker_pidfd, kWorkerPidFd)) {
+      !place_fd(p.worker_pidfd, kWorkerPidFd) || !place_fd(p.netns_fd, kNetnsFd)) {
     child_fail(err, Step::kDupErrorPipe);
   }
   if (::close_range(kFirstSourceFd, ~0U, 0) < 0) {
@@ -244,7 +245,10 @@ KBFLEET_CHILD_SIDE [[noreturn]] void run_child(const ChildPlan& p) noexcept {
   // clone, so there is no window in which it could fork outside the cgroup.
   int failed_cgroup = 0;
   if (!join_cgroups(p, &failed_cgroup)) child_fail(err, Step::kCgroupJoin, failed_cgroup);
-  if (p.new_net && ::unshare(CLONE_NEWNET) < 0) child_fail(err, Step::kUnshareNet);
+  // The slot's empty network namespace if it has one, else a new one.
+  if (p.new_net && (p.netns_fd >= 0 ? ::setns(kNetnsFd, CLONE_NEWNET) : ::unshare(CLONE_NEWNET)) < 0) {
+    child_fail(err, Step::kUnshareNet);
+  }
   if (p.iso != nullptr) {
     apply_isolation(p, *p.iso);
   } else if (::chdir(p.workspace) < 0) {
@@ -295,7 +299,7 @@ StepName step_name(Step step, int index, const LaunchSpec& spec) {
       bool known = index >= 0 && static_cast<std::size_t>(index) < spec.join_cgroups.size();
       return {"write", known ? spec.join_cgroups[static_cast<std::size_t>(index)] : "cgroup.procs", "cgroup"};
     }
-    case Step::kUnshareNet: return {"unshare", "CLONE_NEWNET", "netns"};
+    case Step::kUnshareNet: return {"unshare/setns", "CLONE_NEWNET", "netns"};
     case Step::kMounts: {
       bool known = spec.isolation && spec.isolation->root;
       return {"building the task's root", known ? spec.isolation->root->describe(index) : "mount", "mntns"};
@@ -434,7 +438,7 @@ struct Channels {
   posix::Fd stdin_src;
   posix::Pipe out, err, fd3, error;
   posix::Pipe status;  // from kbfleet-init; only with a new root
-  posix::Fd landlock, userns, init, worker_pidfd;
+  posix::Fd landlock, userns, init, worker_pidfd, netns;
 };
 
 Result<posix::Fd> dup_high(int fd, const char* what) {
@@ -447,7 +451,8 @@ Result<posix::Fd> dup_high(int fd, const char* what) {
 Status make_sandbox_channels(const Isolation& iso, Channels& c) {
   for (auto [to, from, what] : {std::tuple{&c.landlock, iso.landlock.get(), "landlock ruleset"},
                                 std::tuple{&c.userns, iso.identity ? iso.identity->userns_fd : -1, "user namespace"},
-                                std::tuple{&c.init, iso.root ? iso.init_exe : -1, "kbfleet-init"}}) {
+                                std::tuple{&c.init, iso.root ? iso.init_exe : -1, "kbfleet-init"},
+                                std::tuple{&c.netns, iso.identity ? iso.identity->netns_fd : -1, "network namespace"}}) {
     auto high = dup_high(from, what);
     if (!high) return tl::unexpected(high.error());
     *to = std::move(*high);
@@ -539,6 +544,7 @@ ChildPlan make_plan(const LaunchSpec& spec, const ExecArrays& exec, const Channe
   plan.landlock_fd = c.landlock ? c.landlock.get() : -1;
   plan.userns_fd = c.userns ? c.userns.get() : -1;
   plan.init_fd = c.init ? c.init.get() : -1;
+  plan.netns_fd = c.netns ? c.netns.get() : -1;
   plan.init_argv = const_cast<char* const*>(exec.init_argv.data());
   return plan;
 }
@@ -631,7 +637,7 @@ Result<Launched> launch(const LaunchSpec& spec) {
   // Our copies of the child's ends must go, or the pipes never reach EOF.
   for (posix::Fd* fd : {&channels->stdin_src, &channels->out.write, &channels->err.write, &channels->fd3.write,
                         &channels->error.write, &channels->status.write, &channels->landlock, &channels->userns,
-                        &channels->init, &channels->worker_pidfd}) {
+                        &channels->init, &channels->worker_pidfd, &channels->netns}) {
     fd->reset();
   }
   if (auto st = await_exec(*pid, channels->error.read, spec); !st) return tl::unexpected(st.error());

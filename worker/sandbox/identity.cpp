@@ -20,10 +20,10 @@ Status write_file(const std::string& path, const std::string& text) {
   return {};
 }
 
-// A user namespace mapping 1000 inside to `host` outside, held by an fd. A short-lived child
-// creates it (a process cannot map ids it lacks in its own new namespace); we write its maps as
-// root and keep /proc/<child>/ns/user open after it exits.
-Result<posix::Fd> make_userns(uid_t host) {
+// A namespace held by an fd: a short-lived child unshares it, we keep /proc/<child>/ns/<name>
+// open after it exits. For a user namespace we write its maps first (a process cannot map ids it
+// lacks in its own new namespace): 1000 inside to `host` outside.
+Result<posix::Fd> make_namespace(int flag, uid_t host) {
   auto ready = posix::make_pipe();
   auto hold = posix::make_pipe();
   if (!ready || !hold) return make_error(ErrorCode::kIoError, "pipe for the slot user namespace failed");
@@ -32,7 +32,7 @@ Result<posix::Fd> make_userns(uid_t host) {
   if (pid == 0) {
     hold->write.reset();  // else our own copy keeps the read below from ever seeing EOF
     ready->read.reset();
-    char c = ::unshare(CLONE_NEWUSER) == 0 ? 'y' : 'n';
+    char c = ::unshare(flag) == 0 ? 'y' : 'n';
     (void)!::write(ready->write.get(), &c, 1);
     (void)!::read(hold->read.get(), &c, 1);  // until the parent has the namespace
     ::_exit(0);
@@ -42,17 +42,20 @@ Result<posix::Fd> make_userns(uid_t host) {
   char c = 'n';
   Result<posix::Fd> out = make_error(ErrorCode::kSandboxUnavailable, "the slot user namespace helper died");
   if (::read(ready->read.get(), &c, 1) == 1 && c != 'y') {
-    out = make_error(ErrorCode::kSandboxUnavailable, "unshare(CLONE_NEWUSER) failed in the slot namespace helper");
+    out = make_error(ErrorCode::kSandboxUnavailable, "unshare() failed in the slot namespace helper");
   } else if (c == 'y') {
     std::string proc = "/proc/" + std::to_string(pid);
+    const bool user = flag == CLONE_NEWUSER;
     std::string map = std::to_string(SlotIdentity::kInsideUid) + " " + std::to_string(host) + " 1\n";
-    Status st = write_file(proc + "/uid_map", map);
-    if (st) st = write_file(proc + "/gid_map", map);
+    Status st;
+    if (user) st = write_file(proc + "/uid_map", map);
+    if (user && st) st = write_file(proc + "/gid_map", map);
+    std::string ns_path = proc + (user ? "/ns/user" : "/ns/net");
     if (!st) {
       out = tl::unexpected(st.error());
     } else {
-      posix::Fd ns(::open((proc + "/ns/user").c_str(), O_RDONLY | O_CLOEXEC));
-      out = ns ? Result<posix::Fd>(std::move(ns)) : errno_error("open", proc + "/ns/user", errno);
+      posix::Fd ns(::open(ns_path.c_str(), O_RDONLY | O_CLOEXEC));
+      out = ns ? Result<posix::Fd>(std::move(ns)) : errno_error("open", ns_path, errno);
     }
   }
   hold->write.reset();
@@ -81,11 +84,14 @@ Result<SlotIdentity> SlotIdentities::get(int slot) {
   auto host = static_cast<uid_t>(base_ + static_cast<std::uint32_t>(slot));
   auto it = userns_.find(slot);
   if (it == userns_.end()) {
-    auto ns = make_userns(host);
-    if (!ns) return tl::unexpected(ns.error());
-    it = userns_.emplace(slot, std::move(*ns)).first;
+    auto user = make_namespace(CLONE_NEWUSER, host);
+    if (!user) return tl::unexpected(user.error());
+    auto net = make_namespace(CLONE_NEWNET, host);
+    if (!net) return tl::unexpected(net.error());
+    netns_[slot] = std::move(*net);
+    it = userns_.emplace(slot, std::move(*user)).first;
   }
-  return SlotIdentity{host, static_cast<gid_t>(host), it->second.get()};
+  return SlotIdentity{host, static_cast<gid_t>(host), it->second.get(), netns_.at(slot).get()};
 }
 
 }  // namespace kbfleet::worker
