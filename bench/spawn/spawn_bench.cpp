@@ -38,17 +38,25 @@ double percentile(std::vector<double> v, double p) {
   return v[static_cast<std::size_t>(p * static_cast<double>(v.size() - 1))];
 }
 
-Row measure(const std::string& name, int runs, const std::function<bool()>& once) {
-  std::vector<double> us;
+// Runs every case once per round, `runs` rounds (plus a tenth as warm-up), so that a machine
+// getting slower or faster during the run shifts every row alike instead of biasing the later ones.
+std::vector<Row> measure(int runs, const std::vector<std::pair<std::string, std::function<bool()>>>& cases) {
+  std::vector<std::vector<double>> us(cases.size());
   for (int i = 0; i < runs + runs / 10; ++i) {
-    auto t0 = Clock::now();
-    if (!once()) {
-      std::fprintf(stderr, "%s: spawn failed\n", name.c_str());
-      std::exit(1);
+    for (std::size_t c = 0; c < cases.size(); ++c) {
+      auto t0 = Clock::now();
+      if (!cases[c].second()) {
+        std::fprintf(stderr, "%s: spawn failed\n", cases[c].first.c_str());
+        std::exit(1);
+      }
+      if (i >= runs / 10) us[c].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
     }
-    if (i >= runs / 10) us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());  // warm-up
   }
-  return {name, percentile(us, 0.5), percentile(us, 0.99)};
+  std::vector<Row> rows;
+  for (std::size_t c = 0; c < cases.size(); ++c) {
+    rows.push_back({cases[c].first, percentile(us[c], 0.5), percentile(us[c], 0.99)});
+  }
+  return rows;
 }
 
 bool bare(const std::string& exe) {
@@ -146,21 +154,22 @@ int main(int argc, char** argv) {
       {"+ netns (all layers)", {true, true, true, true}},
   };
 
-  std::vector<Row> rows;
-  rows.push_back(measure("bare fork+exec", runs, [&] { return bare(exe); }));
-  for (const auto& c : cases) {
-    LaunchSpec spec = spec_for(c.layers);
-    rows.push_back(measure(c.name, runs, [&] { return launched(spec); }));
+  std::vector<LaunchSpec> specs;
+  for (const auto& c : cases) specs.push_back(spec_for(c.layers));
+  std::vector<std::pair<std::string, std::function<bool()>>> small{{"bare fork+exec", [&] { return bare(exe); }}};
+  for (std::size_t i = 0; i < cases.size(); ++i) {
+    small.emplace_back(cases[i].name, [&, i] { return launched(specs[i]); });
   }
+  std::vector<Row> rows = measure(runs, small);
   // Same from a big process: fork copies its page tables, clone(CLONE_VM) does not.
   const std::size_t big = std::size_t{1} << 30;
   auto* mem = static_cast<char*>(::mmap(nullptr, big, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   std::memset(mem, 1, big);
-  rows.push_back(measure("1 GiB resident: bare fork+exec", runs, [&] { return bare(exe); }));
-  LaunchSpec all_spec = spec_for({true, true, true, true});
-  LaunchSpec no_net_spec = spec_for({false, true, true, true});
-  rows.push_back(measure("1 GiB resident: all layers but netns", runs, [&] { return launched(no_net_spec); }));
-  rows.push_back(measure("1 GiB resident: all layers", runs, [&] { return launched(all_spec); }));
+  std::vector<std::pair<std::string, std::function<bool()>>> large{
+      {"1 GiB resident: bare fork+exec", [&] { return bare(exe); }},
+      {"1 GiB resident: all layers but netns", [&] { return launched(specs[3]); }},
+      {"1 GiB resident: all layers", [&] { return launched(specs[4]); }}};
+  for (auto& r : measure(runs, large)) rows.push_back(r);
   ::munmap(mem, big);
   fs::remove_all(dir);
 

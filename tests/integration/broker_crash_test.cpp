@@ -210,11 +210,14 @@ TEST_CASE("kill -9 of the broker while clients submit: every acknowledged task f
     unfinished = std::move(still);
   }
 
-  int succeeded = 0, lost = 0, reran = 0;
+  // retried: attempt > 1. Legitimate: a broker killed after committing a dispatch but before
+  // sending it leaves a task its worker never got; it is retried after the re-attach grace and
+  // still runs once. Running twice is what handler_runs > tasks would show.
+  int succeeded = 0, lost = 0, retried = 0;
   for (const auto& id : ids) {
     if (state_of[id] == "succeeded") ++succeeded;
     if (!protocol::state::is_terminal(state_of[id])) ++lost;
-    if (attempt_of[id] > 1) ++reran;
+    if (attempt_of[id] > 1) ++retried;
   }
   // Handler runs counted by the workers themselves (they were never restarted).
   double started = 0;
@@ -226,9 +229,10 @@ TEST_CASE("kill -9 of the broker while clients submit: every acknowledged task f
   for (int k : kill_points) kills += (kills.empty() ? "" : ",") + std::to_string(k);
   std::cout << "broker crash test: cycles=" << kCycles << " kills_after_acks=" << kills
             << " acknowledged=" << acked.size() << " tasks=" << ids.size() << " succeeded=" << succeeded
-            << " lost=" << lost << " duplicates=" << duplicates << " reran=" << reran
-            << " handler_runs=" << started << " refused=" << refused << std::endl;
-  if (reran > 0 || lost > 0) {  // why: the last broker's lines about lost workers and retries
+            << " lost=" << lost << " duplicates=" << duplicates << " handler_runs=" << started
+            << " ran_twice=" << (started - static_cast<double>(ids.size())) << " retried=" << retried
+            << " refused=" << refused << std::endl;
+  if (lost > 0 || started != static_cast<double>(ids.size())) {  // why: the last broker's lines about lost workers and retries
     std::istringstream log(read_file(fleet.dir + "/broker.log"));
     for (std::string line; std::getline(log, line);) {
       if (line.find("worker lost") != std::string::npos || line.find("retry scheduled") != std::string::npos ||
@@ -242,6 +246,5 @@ TEST_CASE("kill -9 of the broker while clients submit: every acknowledged task f
   CHECK(duplicates == 0);
   CHECK(lost == 0);
   CHECK(succeeded == static_cast<int>(ids.size()));
-  CHECK(reran == 0);
   CHECK(started == static_cast<double>(ids.size()));
 }
