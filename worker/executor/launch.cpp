@@ -156,8 +156,15 @@ KBFLEET_CHILD_SIDE bool join_cgroups(const ChildPlan& p, int* failed) noexcept {
   return true;
 }
 
-// Moves `from` to `to` with O_CLOEXEC, or leaves `to` closed when there is no source.
-KBFLEET_CHILD_SIDE bool place_fd(int from, int to) noexcept { return from < 0 || ::dup3(from, to, O_CLOEXEC) >= 0; }
+// Moves `from` to `to` with O_CLOEXEC, or closes `to` when there is no source (whatever the worker
+// had open there must not reach the handler).
+KBFLEET_CHILD_SIDE bool place_fd(int from, int to) noexcept {
+  if (from < 0) {
+    ::close(to);
+    return true;
+  }
+  return ::dup3(from, to, O_CLOEXEC) >= 0;
+}
 
 // Landlock rules for the mounts that exist only in the child (tmpfs /tmp, /dev/shm, /proc).
 KBFLEET_CHILD_SIDE bool allow_fresh_mounts(const Isolation& iso) noexcept {

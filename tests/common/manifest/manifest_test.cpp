@@ -81,6 +81,7 @@ TEST_CASE("a manifest without permissions gets the documented defaults", "[manif
   CHECK(m->quotas.cpu_ms == 10000);
   CHECK(m->quotas.pids == 64);
   CHECK(m->quotas.output_bytes == 8 << 20);
+  CHECK(m->quotas.disk_mb == 512);
   CHECK(m->artifacts.empty());
   CHECK(m->sandbox == SandboxMode::kProcess);
 
@@ -145,7 +146,7 @@ TEST_CASE("unknown keys are rejected naming the key so typos are not ignored", "
   }
   SECTION("quotas") {
     CHECK(invalid_message(with("permissions: { quotas: { timeout: 5 } }\n"), "permissions.quotas.timeout") ==
-          "permissions.quotas.timeout: unknown key; expected one of timeoutMs, memoryMb, cpuMs, pids, outputBytes");
+          "permissions.quotas.timeout: unknown key; expected one of timeoutMs, memoryMb, cpuMs, pids, outputBytes, diskMb");
   }
   SECTION("fs") {
     CHECK(invalid_message(with("permissions: { fs: { raed: [a] } }\n"), "permissions.fs.raed") ==
@@ -301,9 +302,14 @@ TEST_CASE("quotas are positive integers within sane maxima", "[manifest]") {
   };
   SECTION("the maxima themselves are accepted") {
     auto m = parse_manifest(with("permissions: { quotas: { timeoutMs: 86400000, memoryMb: 1048576, cpuMs: 86400000, "
-                                 "pids: 100000, outputBytes: 1073741824 } }\n"));
+                                 "pids: 100000, outputBytes: 1073741824, diskMb: 1048576 } }\n"));
     REQUIRE(m.has_value());
     CHECK(m->quotas.output_bytes == 1073741824);
+    CHECK(m->quotas.disk_mb == 1048576);
+  }
+  SECTION("diskMb above its maximum") {
+    CHECK(invalid_message(quota("diskMb", "1048577"), "permissions.quotas.diskMb") ==
+          "permissions.quotas.diskMb: must be a positive integer at most 1048576 (1 TiB), got 1048577");
   }
   SECTION("zero") {
     CHECK(invalid_message(quota("timeoutMs", "0"), "permissions.quotas.timeoutMs") ==
@@ -336,7 +342,7 @@ TEST_CASE("quotas are positive integers within sane maxima", "[manifest]") {
   SECTION("hexadecimal") { invalid_message(quota("pids", "0x10"), "permissions.quotas.pids"); }
   SECTION("quotas not a map") {
     CHECK(invalid_message(with("permissions: { quotas: 5 }\n"), "permissions.quotas") ==
-          "permissions.quotas: must be a map of timeoutMs, memoryMb, cpuMs, pids, outputBytes");
+          "permissions.quotas: must be a map of timeoutMs, memoryMb, cpuMs, pids, outputBytes, diskMb");
   }
   SECTION("permissions not a map") {
     CHECK(invalid_message(with("permissions: all\n"), "permissions") ==

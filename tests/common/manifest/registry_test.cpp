@@ -285,7 +285,7 @@ TEST_CASE("the example plugins and the test fixtures scan as documented", "[mani
     INFO(e.id << ": " << (e.error ? e.error->message : "ok"));
     CHECK(e.manifest.has_value() == (e.id != "broken"));
   }
-  CHECK(ids == std::vector<std::string>{"big", "broken", "chatty", "envdump", "fail", "gpu", "slow", "stubborn", "trusted"});
+  CHECK(ids == std::vector<std::string>{"big", "broken", "chatty", "envdump", "fail", "gpu", "noop", "slow", "stubborn", "trusted"});
   const PluginEntry* broken = fixtures->find_any("broken");
   REQUIRE(broken != nullptr);
   REQUIRE(broken->error.has_value());
