@@ -86,6 +86,7 @@ void Broker::run(int stop_fd) {
     }
     requeue_due_retries(Clock::now());
     expire_orphans(Clock::now());
+    fail_tasks_without_capable_worker(Clock::now());
     if (Clock::now() >= next_heartbeat_) on_timers();
     // Group commit: everything this turn changed becomes durable in one transaction, and only
     // then are the replies, dispatches and events it caused sent.

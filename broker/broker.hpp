@@ -44,6 +44,9 @@ struct BrokerOptions {
   // After a restart, how long running tasks wait for their worker to re-attach them before they
   // are retried or dead-lettered; 0 = 2 x liveness x heartbeat_ms, at least 5 s.
   std::int64_t reattach_grace_ms = 0;
+  // How long a queued task may wait while no connected worker can run its plugin@version (none
+  // offers it, or none grants its capabilities) before it fails NO_CAPABLE_WORKER; 0 = forever.
+  std::int64_t no_capable_worker_ms = 60000;
   std::int64_t journal_max_pages = 0;  // > 0 caps journal.db (tests simulate a full disk); no flag
 };
 
@@ -142,6 +145,9 @@ class Broker {
   // dead-lettered (or cancelled, if a cancel was pending).
   void lose_task(Task& t, const std::string& worker_name, std::string_view why);
   void requeue_due_retries(Clock::time_point now);
+  // Fails the queued tasks of keys no connected worker serves once they waited
+  // --no-capable-worker-ms (NO_CAPABLE_WORKER). O(queue keys x workers) per sweep.
+  void fail_tasks_without_capable_worker(Clock::time_point now);
   void on_retry(transport::Incoming& in);
   void on_drain(transport::Incoming& in);
 
@@ -184,6 +190,9 @@ class Broker {
   std::unordered_map<std::string, Clock::time_point> reconnect_asked_;  // unknown workers asked to re-announce
   std::vector<std::string> orphans_;     // recovered running tasks waiting to be re-attached
   std::optional<Clock::time_point> reattach_deadline_;
+  // Queue keys no connected worker serves, and since when (fail_tasks_without_capable_worker).
+  std::unordered_map<std::string, Clock::time_point> no_capable_since_;
+  Clock::time_point next_capable_sweep_;
   // Tasks waiting out a retry backoff: (due, task id), earliest first.
   std::priority_queue<std::pair<Clock::time_point, std::string>, std::vector<std::pair<Clock::time_point, std::string>>,
                       std::greater<>>

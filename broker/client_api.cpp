@@ -111,6 +111,9 @@ void Broker::on_submit(transport::Incoming& in) {
     }
   }
   auto offer = workers_.lookup(req->plugin, req->version, req->handler);
+  // What is wrong with the request itself is refused now. A plugin@version that exists but that
+  // no connected worker can run (none grants its capabilities, or no worker is connected) waits
+  // for one, up to --no-capable-worker-ms (fail_tasks_without_capable_worker).
   if (offer.any_worker && !offer.offered) {
     if (offer.broken && offer.versions.empty()) {
       return reply_error(in.peer, in.req,
@@ -119,21 +122,14 @@ void Broker::on_submit(transport::Incoming& in) {
                                    offer.broken->error_message + " (fix kbfleet.yaml and restart the workers)",
                                {{"plugin", req->plugin}}});
     }
-    if (!offer.ungranted.empty()) {
-      // TODO(#4): wait for a capable worker and fail after a configurable time (a new code,
-      // NO_CAPABLE_WORKER, per issue #4).
-      return reply_error(in.peer, in.req,
-                         Error{ErrorCode::kCapabilityMissing,
-                               "plugin '" + req->plugin + "' requires capabilities no connected worker grants: " +
-                                   join(offer.ungranted) + " (start a worker with --grant for them)",
-                               {{"plugin", req->plugin}, {"missing", join(offer.ungranted)}}});
+    if (offer.ungranted.empty()) {
+      std::string msg = offer.versions.empty()
+                            ? "no connected worker offers plugin '" + req->plugin + "'; `kbfleet workers` lists what is offered"
+                            : "plugin '" + req->plugin + "' has no version '" + req->version + "'; offered: " + join(offer.versions);
+      return reply_error(in.peer, in.req, Error{ErrorCode::kPluginNotFound, msg, {{"plugin", req->plugin}}});
     }
-    std::string msg = offer.versions.empty()
-                          ? "no connected worker offers plugin '" + req->plugin + "'; `kbfleet workers` lists what is offered"
-                          : "plugin '" + req->plugin + "' has no version '" + req->version + "'; offered: " + join(offer.versions);
-    return reply_error(in.peer, in.req, Error{ErrorCode::kPluginNotFound, msg, {{"plugin", req->plugin}}});
   }
-  if (offer.offered && !offer.handlers.count(req->handler)) {
+  if ((offer.offered || !offer.ungranted.empty()) && !offer.handlers.count(req->handler)) {
     return reply_error(in.peer, in.req,
                        Error{ErrorCode::kHandlerNotFound,
                              "plugin '" + req->plugin + "' has no handler '" + req->handler + "'; handlers: " + join(offer.handlers),
@@ -157,6 +153,11 @@ void Broker::on_submit(transport::Incoming& in) {
   metrics_.submitted.Increment();
   const std::string key = queue_key(t.request.plugin, t.request.version);
   queue_.push(key, t.request.priority, t.id);
+  if (!offer.offered) {
+    no_capable_since_.try_emplace(key, t.queued_at);
+    spdlog::debug("task waits for a capable worker task={} plugin={} missing={} limit_ms={}", t.id, key,
+                 join(offer.ungranted), options_.no_capable_worker_ms);
+  }
   spdlog::debug("task accepted task={} plugin={} handler={}", t.id, t.request.plugin, t.request.handler);
 
   // Held until the journal commit at the end of this loop turn (Broker::commit_turn).

@@ -2,6 +2,9 @@
 // results free the slot and pull the next task; a lost worker fails its tasks (WORKER_LOST).
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <unordered_map>
+
 #include "broker/broker.hpp"
 
 namespace kbfleet::broker {
@@ -14,6 +17,29 @@ namespace {
 
 double seconds_between(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
+}
+
+// NO_CAPABLE_WORKER for a task of `plugin` (`version` empty = any) that waited `waited`.
+Error no_capable_worker(const PluginLookup& l, const std::string& plugin, const std::string& version,
+                        std::chrono::milliseconds waited) {
+  const std::string what = version.empty() ? plugin : plugin + "@" + version;
+  const std::string after = " within " + std::to_string(waited.count()) + " ms (--no-capable-worker-ms)";
+  if (l.ungranted.empty()) {
+    return Error{ErrorCode::kNoCapableWorker,
+                 "no connected worker offered plugin '" + what + "'" + after +
+                     "; start a worker whose --plugins directory holds it (`kbfleet workers` lists what is offered)",
+                 {{"plugin", what}}};
+  }
+  std::string missing;
+  std::string grants;
+  for (const auto& cap : l.ungranted) {
+    missing += (missing.empty() ? "" : ", ") + cap;
+    grants += " --grant " + cap;
+  }
+  return Error{ErrorCode::kNoCapableWorker,
+               "no connected worker granted the capabilities plugin '" + what + "' requires (missing: " + missing + ")" +
+                   after + "; start a worker with" + grants,
+               {{"plugin", what}, {"missing", missing}}};
 }
 
 }  // namespace
@@ -172,6 +198,39 @@ void Broker::requeue_due_retries(Clock::time_point now) {
     queue_.push(key, t->request.priority, t->id);
     dispatch_key(key);
   }
+}
+
+void Broker::fail_tasks_without_capable_worker(Clock::time_point now) {
+  using std::chrono::milliseconds;
+  if (options_.no_capable_worker_ms <= 0 || now < next_capable_sweep_) return;
+  const milliseconds limit(options_.no_capable_worker_ms);
+  next_capable_sweep_ = now + std::clamp(limit / 4, milliseconds(10), milliseconds(1000));
+  // Keys nobody serves keep the time they were first seen so; a key served again starts over.
+  std::unordered_map<std::string, Clock::time_point> since;
+  for (const auto& key : queue_.keys()) {
+    if (workers_.serves(key)) continue;
+    auto it = no_capable_since_.find(key);
+    const Clock::time_point from = it != no_capable_since_.end() ? it->second : now;
+    since.emplace(key, from);
+    if (now - from < limit) continue;
+    const auto cutoff = now - limit;  // a task waits from max(its queued_at, from)
+    auto taken = queue_.take_if(key, [&](const std::string& id) {
+      const Task* t = tasks_.find(id);
+      return t == nullptr || t->state != state::kQueued || t->queued_at <= cutoff;  // stale entries go too
+    });
+    std::size_t failed = 0;
+    for (const auto& id : taken) {
+      Task* t = tasks_.find(id);
+      if (t == nullptr || t->state != state::kQueued) continue;
+      --queued_;
+      fail_task(*t, state::kFailed,
+                no_capable_worker(workers_.lookup(t->request.plugin, t->request.version, t->request.handler),
+                                  t->request.plugin, t->request.version, limit));
+      ++failed;
+    }
+    if (failed > 0) spdlog::warn("tasks failed NO_CAPABLE_WORKER key={} tasks={}", key, failed);
+  }
+  no_capable_since_ = std::move(since);
 }
 
 }  // namespace kbfleet::broker

@@ -31,6 +31,11 @@ int main(int argc, char** argv) {
                  "after a restart, how long recovered running tasks wait for their worker (0 = 2 x liveness x heartbeat, at least 5000)")
       ->check(CLI::Range(std::int64_t{0}, std::int64_t{3600000}))
       ->capture_default_str();
+  app.add_option("--no-capable-worker-ms", opt.no_capable_worker_ms,
+                 "how long a queued task waits while no connected worker can run its plugin (none offers it or grants "
+                 "its capabilities) before it fails NO_CAPABLE_WORKER (0 = forever)")
+      ->check(CLI::Range(std::int64_t{0}, std::int64_t{30} * 24 * 3600 * 1000))
+      ->capture_default_str();
   app.add_option("--heartbeat-ms", opt.heartbeat_ms, "heartbeat interval to workers")->check(CLI::Range(10, 60000))->capture_default_str();
   app.add_option("--liveness", opt.liveness, "missed heartbeats before a worker is declared lost")->check(CLI::Range(2, 100))->capture_default_str();
   app.add_option("--retention-ms", opt.retention_ms, "how long finished tasks and their events are kept")->check(CLI::Range(std::int64_t{0}, std::int64_t{30} * 24 * 3600 * 1000))->capture_default_str();

@@ -45,6 +45,7 @@ void Broker::on_ready(transport::Incoming& in) {
   auto still_running = ready->running;
   auto previous = workers_.upsert(in.peer, std::move(*ready), Clock::now());
   WorkerInfo& w = *workers_.find(in.peer);
+  for (const auto& key : w.keys) no_capable_since_.erase(key);  // its tasks stop waiting for a worker
   // Tasks we believe run there and the worker still runs keep their slot; tasks it no longer
   // knows were lost with its previous incarnation.
   std::size_t reattached = 0;

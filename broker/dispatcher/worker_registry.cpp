@@ -81,10 +81,19 @@ void WorkerRegistry::release(WorkerInfo& w, const std::string& task_id) {
   if (w.running.erase(task_id) > 0) ++w.free;
 }
 
+bool WorkerRegistry::serves(const std::string& key) const {
+  for (const auto& [id, w] : workers_) {
+    if (!w.draining && std::binary_search(w.keys.begin(), w.keys.end(), key)) return true;
+  }
+  return false;
+}
+
 PluginLookup WorkerRegistry::lookup(std::string_view plugin, std::string_view version,
                                     std::string_view /*handler*/) const {
   PluginLookup out;
   out.any_worker = !workers_.empty();
+  std::set<std::string> ungranted_handlers;
+  std::set<std::string> ungranted_idempotent;
   for (const auto& [id, w] : workers_) {
     for (const auto& p : w.ready.plugins) {
       if (p.id != plugin) continue;
@@ -93,20 +102,25 @@ PluginLookup WorkerRegistry::lookup(std::string_view plugin, std::string_view ve
         continue;
       }
       out.versions.insert(p.version);
+      if (!version.empty() && p.version != version) continue;
       if (!grants_all(w.ready, p)) {
         for (const auto& cap : p.capabilities) {
           if (std::find(w.ready.capabilities.begin(), w.ready.capabilities.end(), cap) == w.ready.capabilities.end()) {
             out.ungranted.insert(cap);
           }
         }
+        ungranted_handlers.insert(p.handlers.begin(), p.handlers.end());
+        ungranted_idempotent.insert(p.idempotent.begin(), p.idempotent.end());
         continue;
       }
-      if (version.empty() || p.version == version) {
-        out.offered = true;
-        out.handlers.insert(p.handlers.begin(), p.handlers.end());
-        out.idempotent.insert(p.idempotent.begin(), p.idempotent.end());
-      }
+      out.offered = true;
+      out.handlers.insert(p.handlers.begin(), p.handlers.end());
+      out.idempotent.insert(p.idempotent.begin(), p.idempotent.end());
     }
+  }
+  if (!out.offered) {
+    out.handlers = std::move(ungranted_handlers);
+    out.idempotent = std::move(ungranted_idempotent);
   }
   return out;
 }

@@ -32,10 +32,12 @@ struct PluginLookup {
   bool any_worker = false;      // at least one worker is connected
   bool offered = false;         // a connected worker offers a valid manifest for the id/version
   std::set<std::string> versions;  // valid versions offered for the id
-  std::set<std::string> handlers;  // handlers offered for the id/version
+  // Handlers offered for the id/version; when it is offered only without its capabilities
+  // granted (!offered), those of the ungranted offers.
+  std::set<std::string> handlers;
   std::set<std::string> idempotent;  // of those, the ones the manifest marks idempotent
   std::optional<protocol::PluginOffer> broken;  // an invalid manifest advertised for the id
-  std::set<std::string> ungranted;  // capabilities the plugin needs that its workers do not grant
+  std::set<std::string> ungranted;  // capabilities the id/version needs that its workers do not grant
 };
 
 class WorkerRegistry {
@@ -55,6 +57,10 @@ class WorkerRegistry {
 
   void assign(WorkerInfo& w, const std::string& task_id);
   void release(WorkerInfo& w, const std::string& task_id);
+
+  // True if a connected worker that is not draining serves `key` (offers it and grants its
+  // capabilities); it may be busy.
+  bool serves(const std::string& key) const;
 
   PluginLookup lookup(std::string_view plugin, std::string_view version, std::string_view handler) const;
 

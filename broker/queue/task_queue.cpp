@@ -19,6 +19,36 @@ bool TaskQueue::empty_for(const std::string& key) const {
   return it == queues_.end() || it->second.empty();
 }
 
+std::vector<std::string> TaskQueue::take_if(const std::string& key,
+                                            const std::function<bool(const std::string&)>& take) {
+  std::vector<std::string> taken;
+  auto it = queues_.find(key);
+  if (it == queues_.end()) return taken;
+  std::vector<Entry> kept;
+  for (auto& q = it->second; !q.empty(); q.pop()) {
+    if (take(q.top().task_id)) {
+      taken.push_back(q.top().task_id);
+    } else {
+      kept.push_back(q.top());
+    }
+  }
+  size_ -= taken.size();
+  if (kept.empty()) {
+    queues_.erase(it);
+  } else {
+    it->second = std::priority_queue<Entry>(std::less<Entry>(), std::move(kept));
+  }
+  return taken;
+}
+
+std::vector<std::string> TaskQueue::keys() const {
+  std::vector<std::string> out;
+  for (const auto& [key, q] : queues_) {
+    if (!q.empty()) out.push_back(key);
+  }
+  return out;
+}
+
 std::optional<std::string> TaskQueue::pop_best(const std::vector<std::string>& keys,
                                                const std::function<bool(const std::string&)>& alive) {
   std::priority_queue<Entry>* best = nullptr;

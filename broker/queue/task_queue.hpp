@@ -21,6 +21,10 @@ class TaskQueue {
   // The best head among `keys` for which `alive(task_id)` holds; stale heads are discarded.
   std::optional<std::string> pop_best(const std::vector<std::string>& keys,
                                       const std::function<bool(const std::string&)>& alive);
+  // Removes and returns the ids of `key` for which `take(task_id)` holds (O(n) for that key).
+  std::vector<std::string> take_if(const std::string& key, const std::function<bool(const std::string&)>& take);
+  // Keys holding at least one entry (possibly a not yet discarded cancelled one).
+  std::vector<std::string> keys() const;
   std::size_t size() const { return size_; }  // includes not yet discarded cancelled entries
   bool empty_for(const std::string& key) const;
 

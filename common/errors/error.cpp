@@ -9,12 +9,13 @@
 namespace kbfleet {
 namespace {
 
-constexpr std::array<std::pair<ErrorCode, std::string_view>, 30> kNames{{
+constexpr std::array<std::pair<ErrorCode, std::string_view>, 31> kNames{{
     {ErrorCode::kPluginNotFound, "PLUGIN_NOT_FOUND"},
     {ErrorCode::kHandlerNotFound, "HANDLER_NOT_FOUND"},
     {ErrorCode::kManifestInvalid, "MANIFEST_INVALID"},
     {ErrorCode::kPermissionDenied, "PERMISSION_DENIED"},
     {ErrorCode::kCapabilityMissing, "CAPABILITY_MISSING"},
+    {ErrorCode::kNoCapableWorker, "NO_CAPABLE_WORKER"},
     {ErrorCode::kSandboxUnavailable, "SANDBOX_UNAVAILABLE"},
     {ErrorCode::kNotSupported, "NOT_SUPPORTED"},
     {ErrorCode::kTimeout, "TIMEOUT"},

@@ -16,6 +16,7 @@ enum class ErrorCode {
   kManifestInvalid,
   kPermissionDenied,
   kCapabilityMissing,
+  kNoCapableWorker,  // a queued task waited --no-capable-worker-ms with no connected worker able to run it
   kSandboxUnavailable,
   kNotSupported,
   kTimeout,

@@ -244,13 +244,57 @@ TEST_CASE("a worker re-announces itself when the broker restarts on the same por
 }
 
 TEST_CASE("a plugin runs only on workers that grant its capabilities", "[integration]") {
-  SECTION("no worker grants it: CAPABILITY_MISSING names the capability") {
-    Fleet fleet({1, 1, {}});
+  FleetOptions options(1, 1, {});
+  options.broker_args = {"--no-capable-worker-ms", "1500"};
+  SECTION("no worker grants it: the task waits, then fails NO_CAPABLE_WORKER naming the capability") {
+    Fleet fleet(options);
+    REQUIRE(fleet.wait_for_workers(1));
+    auto sub = fleet.cli({"submit", "gpu", "probe"});
+    INFO(sub.err);
+    REQUIRE(sub.exit_code == 0);  // accepted and queued, not refused
+    auto id = trim(sub.out);
+    REQUIRE(fleet.wait_for_terminal(id, 30s) == "failed");
+    auto st = json::parse(fleet.cli({"status", id, "--json"}).out);
+    CHECK(st["outcome"]["error"]["code"] == "NO_CAPABLE_WORKER");
+    const std::string message = st["outcome"]["error"]["message"];
+    CHECK(message.find("missing: gpu") != std::string::npos);
+    CHECK(message.find("--grant gpu") != std::string::npos);
+    CHECK(st["attempt"] == 0);  // never dispatched
+    CHECK(st["finished_ms"].get<std::int64_t>() - st["submitted_ms"].get<std::int64_t>() >= 1500);
+  }
+  SECTION("kbfleet run waits, then exits 125 with NO_CAPABLE_WORKER") {
+    Fleet fleet(options);
     REQUIRE(fleet.wait_for_workers(1));
     auto r = fleet.cli({"run", "gpu", "probe"});
     CHECK(r.exit_code == 125);
-    CHECK(r.err.find("CAPABILITY_MISSING") != std::string::npos);
-    CHECK(r.err.find("gpu") != std::string::npos);
+    CHECK(r.err.find("NO_CAPABLE_WORKER") != std::string::npos);
+    CHECK(r.err.find("--grant gpu") != std::string::npos);
+  }
+  SECTION("no worker connected at all: the task fails NO_CAPABLE_WORKER naming the plugin") {
+    FleetOptions none(0, 1, {});
+    none.broker_args = options.broker_args;
+    Fleet fleet(none);
+    auto sub = fleet.cli({"submit", "hello", "greet"});
+    REQUIRE(sub.exit_code == 0);
+    auto id = trim(sub.out);
+    REQUIRE(fleet.wait_for_terminal(id, 30s) == "failed");
+    auto st = json::parse(fleet.cli({"status", id, "--json"}).out);
+    CHECK(st["outcome"]["error"]["code"] == "NO_CAPABLE_WORKER");
+    CHECK(st["outcome"]["error"]["message"].get<std::string>().find("'hello'") != std::string::npos);
+  }
+  SECTION("a capable worker joining before the deadline runs the waiting task") {
+    options.broker_args = {"--no-capable-worker-ms", "30000"};  // far beyond a worker's start-up
+    Fleet fleet(options);
+    REQUIRE(fleet.wait_for_workers(1));
+    auto sub = fleet.cli({"submit", "gpu", "probe"});
+    REQUIRE(sub.exit_code == 0);
+    auto id = trim(sub.out);
+    fleet.add_worker({"--grant", "gpu"});
+    REQUIRE(fleet.wait_for_terminal(id, 30s) == "succeeded");
+    auto st = json::parse(fleet.cli({"status", id, "--json"}).out);
+    CHECK(st["worker"] == "w1");
+    auto tail = fleet.cli({"tail", id});
+    CHECK(tail.out.find("running on a gpu worker") != std::string::npos);
   }
   SECTION("a worker granting it runs it") {
     Fleet fleet({1, 1, {"--grant", "gpu"}});

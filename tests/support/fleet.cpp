@@ -33,28 +33,31 @@ Fleet::Fleet(FleetOptions options) : options_(std::move(options)) {
   gather_plugins(std::filesystem::path(dir) / "plugins");
   if (options_.add_plugins) options_.add_plugins(dir + "/plugins");
   start_broker();
-  for (int i = 0; i < options_.workers; ++i) {
-    // Created here so its canonical path (what the worker uses) is known before the worker starts.
-    work_dirs.push_back(dir + "/work-" + std::to_string(i));
-    std::filesystem::create_directories(work_dirs.back());
-    work_dirs.back() = std::filesystem::canonical(work_dirs.back()).string();
-    std::vector<std::string> argv{bin("kbfleet-worker"), "--broker", broker, "--plugins", dir + "/plugins",
-                                  "--slots", std::to_string(options_.slots), "--work", work_dirs.back(),
-                                  "--metrics", "127.0.0.1:0", "--worker-id", "w" + std::to_string(i),
-                                  "--heartbeat-ms", "200", "--kill-grace-ms", "300"};
-    argv.insert(argv.end(), options_.worker_args.begin(), options_.worker_args.end());
-    workers.push_back(
-        std::make_unique<Daemon>(argv, dir + "/worker-" + std::to_string(i) + ".log", options_.worker_env));
-    worker_metrics.push_back(workers.back()->wait_for_key("metrics", 10s));
-    if (worker_metrics.back().empty()) throw std::runtime_error("worker did not start; see " + dir);
-  }
+  for (int i = 0; i < options_.workers; ++i) add_worker();
+}
+
+void Fleet::add_worker(const std::vector<std::string>& extra_args) {
+  const std::string n = std::to_string(workers.size());
+  // Created here so its canonical path (what the worker uses) is known before the worker starts.
+  work_dirs.push_back(dir + "/work-" + n);
+  std::filesystem::create_directories(work_dirs.back());
+  work_dirs.back() = std::filesystem::canonical(work_dirs.back()).string();
+  std::vector<std::string> argv{bin("kbfleet-worker"), "--broker", broker, "--plugins", dir + "/plugins",
+                                "--slots", std::to_string(options_.slots), "--work", work_dirs.back(),
+                                "--metrics", "127.0.0.1:0", "--worker-id", "w" + n,
+                                "--heartbeat-ms", "200", "--kill-grace-ms", "300"};
+  argv.insert(argv.end(), options_.worker_args.begin(), options_.worker_args.end());
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+  workers.push_back(std::make_unique<Daemon>(argv, dir + "/worker-" + n + ".log", options_.worker_env));
+  worker_metrics.push_back(workers.back()->wait_for_key("metrics", 10s));
+  if (worker_metrics.back().empty()) throw std::runtime_error("worker did not start; see " + dir);
 }
 
 void Fleet::start_broker(const std::string& bind) {
-  broker_process = std::make_unique<Daemon>(
-      std::vector<std::string>{bin("kbfleet-broker"), "--bind", bind, "--events", "tcp://127.0.0.1:*", "--metrics",
-                               "127.0.0.1:0", "--data", dir + "/data", "--heartbeat-ms", "200"},
-      dir + "/broker.log");
+  std::vector<std::string> argv{bin("kbfleet-broker"), "--bind", bind, "--events", "tcp://127.0.0.1:*", "--metrics",
+                                "127.0.0.1:0", "--data", dir + "/data", "--heartbeat-ms", "200"};
+  argv.insert(argv.end(), options_.broker_args.begin(), options_.broker_args.end());
+  broker_process = std::make_unique<Daemon>(argv, dir + "/broker.log");
   broker = broker_process->wait_for_key("bind", 10s);
   events = broker_process->wait_for_key("events", 10s);
   broker_metrics = broker_process->wait_for_key("metrics", 10s);
@@ -96,7 +99,7 @@ std::string Fleet::wait_for_terminal(const std::string& task_id, std::chrono::mi
     auto j = nlohmann::json::parse(r.out, nullptr, false);
     if (!j.is_object()) continue;
     std::string state = j.value("state", "");
-    if (state != "queued" && state != "running") return state;
+    if (state != "queued" && state != "running" && state != "retrying") return state;
   }
   return "";
 }

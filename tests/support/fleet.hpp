@@ -27,6 +27,7 @@ struct FleetOptions {
   // before any worker scans it: a test adds plugins it builds at run time.
   std::function<void(const std::string& plugins_dir)> add_plugins;
   std::map<std::string, std::string> worker_env;  // added to every worker's environment
+  std::vector<std::string> broker_args;  // extra flags for the broker (also on start_broker())
 };
 
 class Fleet {
@@ -39,12 +40,15 @@ class Fleet {
                     const std::map<std::string, std::string>& env = {}) const;
   // Polls `kbfleet workers --json` until `n` workers are registered; false at the deadline.
   bool wait_for_workers(std::size_t n, std::chrono::milliseconds deadline = 20s) const;
-  // Polls `kbfleet status --json` until the task is terminal; returns its state ("" on deadline).
+  // Polls `kbfleet status --json` until the task is terminal (not queued, running or retrying);
+  // returns its state ("" on deadline).
   std::string wait_for_terminal(const std::string& task_id, std::chrono::milliseconds deadline = 60s) const;
   // Polls `kbfleet status --json` until the task runs and has at least `events` events (2 =
   // started + the handler's first line); returns the id of its worker ("" at the deadline).
   std::string wait_until_running(const std::string& task_id, int events = 2,
                                  std::chrono::milliseconds deadline = 30s) const;
+  // Starts one more worker ("w<N>") with the fleet's worker flags plus `extra_args`.
+  void add_worker(const std::vector<std::string>& extra_args = {});
   // SIGKILL of the worker started with --worker-id `name` ("w0", "w1", ...).
   void kill_worker(const std::string& name);
 

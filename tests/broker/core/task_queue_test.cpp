@@ -112,3 +112,23 @@ TEST_CASE("an unknown key is empty", "[broker][queue]") {
 }
 
 }  // namespace kbfleet::broker
+
+namespace kbfleet::broker {
+
+TEST_CASE("take_if removes matching ids of one key and keeps the order of the rest", "[broker][queue]") {
+  TaskQueue q;
+  q.push("k", 0, "a");
+  q.push("k", 5, "b");
+  q.push("k", 0, "c");
+  q.push("other", 0, "x");
+  auto taken = q.take_if("k", [](const std::string& id) { return id != "c"; });
+  CHECK(std::set<std::string>(taken.begin(), taken.end()) == std::set<std::string>{"a", "b"});
+  CHECK(q.size() == 2);
+  CHECK(q.keys().size() == 2);
+  CHECK(q.take_if("none", always_alive).empty());
+  CHECK(q.take_if("k", always_alive) == std::vector<std::string>{"c"});
+  CHECK(q.keys() == std::vector<std::string>{"other"});
+  CHECK(drain(q, {"k", "other"}) == std::vector<std::string>{"x"});
+}
+
+}  // namespace kbfleet::broker

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "broker/dispatcher/worker_registry.hpp"
+#include "broker/queue/task_queue.hpp"
 
 namespace kbfleet::broker {
 namespace {
@@ -165,13 +166,22 @@ TEST_CASE("lookup reports versions and the handlers of the requested version", "
 }
 
 TEST_CASE("lookup does not offer a plugin whose capabilities no worker grants", "[broker][dispatcher]") {
-  // The keys of such a worker exclude the plugin (previous tests), so a submission the lookup
-  // accepts would stay queued forever with no error; it must be refused instead.
+  // The keys of such a worker exclude the plugin (previous tests): a submission waits for a
+  // capable worker (NO_CAPABLE_WORKER after a while), so the lookup names what is missing and
+  // still knows the handlers, to refuse a wrong handler at once.
   WorkerRegistry reg;
-  reg.upsert("w", ready("w", 1, {offer("fetcher", "1.0", {"get"}, {"net"})}, {}), kT0);
-  auto l = reg.lookup("fetcher", "", "get");
+  reg.upsert("w", ready("w", 1, {offer("fetcher", "1.0", {"get"}, {"net"}), offer("fetcher", "2.0", {"get"}, {"gpu"})}, {}),
+             kT0);
+  auto l = reg.lookup("fetcher", "1.0", "get");
   CHECK(l.any_worker);
   CHECK_FALSE(l.offered);
+  CHECK(l.ungranted == std::set<std::string>{"net"});  // only the requested version's
+  CHECK(l.handlers == std::set<std::string>{"get"});
+  CHECK(reg.lookup("fetcher", "", "get").ungranted == std::set<std::string>{"gpu", "net"});
+  CHECK_FALSE(reg.serves(queue_key("fetcher", "")));
+  reg.upsert("g", ready("g", 1, {offer("fetcher", "1.0", {"get"}, {"net"})}, {"net"}), kT0);
+  CHECK(reg.serves(queue_key("fetcher", "1.0")));
+  CHECK_FALSE(reg.serves(queue_key("fetcher", "2.0")));
 }
 
 TEST_CASE("re-announcing a worker resets its credit and returns what it ran", "[broker][dispatcher]") {
