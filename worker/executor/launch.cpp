@@ -113,7 +113,7 @@ struct ChildPlan {
   char* const* init_argv;                          // {"kbfleet-init", path, args..., nullptr}
 };
 
-KBFLEET_CHILD_SIDE [[noreturn]] void child_fail(int error_fd, Step step, int index = 0) noexcept {
+[[noreturn]] KBFLEET_CHILD_SIDE void child_fail(int error_fd, Step step, int index = 0) noexcept {
   ChildError rec{static_cast<std::int32_t>(step), errno, index};
   while (::write(error_fd, &rec, sizeof rec) < 0 && errno == EINTR) {
   }
@@ -210,7 +210,7 @@ KBFLEET_CHILD_SIDE void apply_isolation(const ChildPlan& p, const Isolation& iso
 
 // Runs in the child between clone and execve, in the worker's memory (CLONE_VM): no allocation,
 // no exceptions, no logging.
-KBFLEET_CHILD_SIDE [[noreturn]] void run_child(const ChildPlan& p) noexcept {
+[[noreturn]] KBFLEET_CHILD_SIDE void run_child(const ChildPlan& p) noexcept {
   if (::dup3(p.error_fd, kErrorFd, O_CLOEXEC) < 0) child_fail(p.error_fd, Step::kDupErrorPipe);
   const int err = kErrorFd;
   // Early, so that a worker dying mid-setup takes us along; set again after the uid change,
