@@ -127,6 +127,7 @@ void Broker::on_result(transport::Incoming& in) {
   auto t = running_task_of(in.peer, *task_id, attempt);
   if (!t) {
     spdlog::warn("stale result ignored task={} attempt={}", *task_id, attempt);
+    metrics_.malformed.increment("STALE_RESULT");  // counted like stale events (docs/protocol.md)
     WorkerInfo* w = workers_.find(in.peer);
     if (w != nullptr && w->foreign.erase(std::string(*task_id)) > 0) {
       ++w->free;  // the slot held by a task from before a broker restart is free again

@@ -238,6 +238,7 @@ TEST_CASE("a SIGSTOPped worker is declared lost within the liveness window, its 
   REQUIRE(process_alive(stopped.pid()));
   // Its handler's output of attempt 1, read after SIGCONT, was dropped as stale too (counted).
   CHECK(scrape(fleet.broker_metrics, R"(kbfleet_broker_messages_malformed_total{reason="STALE_EVENTS"})") >= 1);
+  CHECK(scrape(fleet.broker_metrics, R"(kbfleet_broker_messages_malformed_total{reason="STALE_RESULT"})") >= 1);
   st = json::parse(fleet.cli({"status", id, "--json"}).out);
   CHECK(st["state"] == "succeeded");
   CHECK(st["attempt"] == 2);
