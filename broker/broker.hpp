@@ -113,6 +113,8 @@ class Broker {
   void restore_task(TaskRecord&& r, std::vector<Task*>& finished);
   // A new task is journalled at once; its reply waits for the commit (acknowledge_created).
   [[nodiscard]] Status journal_insert(const Task& t);
+  // Journals and queues a new task (submit, retry); nullopt after replying the journal's error.
+  std::optional<std::string> admit(Task& t, const transport::Incoming& in);
   void acknowledge_created(const std::string& peer, std::int64_t req, const Task& t, std::string type, std::string body);
   void mark_dirty(const Task& t);
   // End of a loop turn: write dirty tasks, commit, then send what was held.

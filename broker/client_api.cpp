@@ -1,4 +1,6 @@
 // Client requests: submit, status, cancel, events (replay), info, workers, artifacts, fetch.
+#include <optional>
+
 #include <spdlog/spdlog.h>
 
 #include "broker/broker.hpp"
@@ -91,6 +93,21 @@ Status Broker::accepting() const {
   return {};
 }
 
+// Journals a task just created and queues it; returns its queue key. If the journal refuses it,
+// the task is forgotten, the client gets the journal's error and nullopt is returned.
+std::optional<std::string> Broker::admit(Task& t, const transport::Incoming& in) {
+  if (auto st = journal_insert(t); !st) {
+    tasks_.erase(t.id);
+    reply_error(in.peer, in.req, *journal_error_);
+    return std::nullopt;
+  }
+  ++queued_;
+  metrics_.submitted.Increment();
+  std::string key = queue_key(t.request.plugin, t.request.version);
+  queue_.push(key, t.request.priority, t.id);
+  return key;
+}
+
 void Broker::on_submit(transport::Incoming& in) {
   if (auto ok = accepting(); !ok) return reply_error(in.peer, in.req, ok.error());
   auto req = protocol::SubmitRequest::decode(in.body->view());
@@ -145,14 +162,9 @@ void Broker::on_submit(transport::Incoming& in) {
   const bool idempotent = offer.idempotent.count(req->handler) > 0;
   Task& t = tasks_.create(std::move(*req), protocol::now_ms());
   t.max_attempts = t.request.max_attempts > 0 ? t.request.max_attempts : (idempotent ? kIdempotentAttempts : 1);
-  if (auto st = journal_insert(t); !st) {
-    tasks_.erase(t.id);
-    return reply_error(in.peer, in.req, *journal_error_);
-  }
-  ++queued_;
-  metrics_.submitted.Increment();
-  const std::string key = queue_key(t.request.plugin, t.request.version);
-  queue_.push(key, t.request.priority, t.id);
+  auto admitted = admit(t, in);
+  if (!admitted) return;
+  const std::string key = *admitted;
   if (!offer.offered) {
     no_capable_since_.try_emplace(key, t.queued_at);
     spdlog::debug("task waits for a capable worker task={} plugin={} missing={} limit_ms={}", t.id, key,
@@ -240,14 +252,9 @@ void Broker::on_retry(transport::Incoming& in) {
   Task& t = tasks_.create(std::move(request), protocol::now_ms());
   t.max_attempts = old.max_attempts;
   t.retry_of = old.id;
-  if (auto st = journal_insert(t); !st) {
-    tasks_.erase(t.id);
-    return reply_error(in.peer, in.req, *journal_error_);
-  }
-  ++queued_;
-  metrics_.submitted.Increment();
-  const std::string key = queue_key(t.request.plugin, t.request.version);
-  queue_.push(key, t.request.priority, t.id);
+  auto admitted = admit(t, in);
+  if (!admitted) return;
+  const std::string key = *admitted;
   Writer w;
   w.begin_map().kv("req", in.req).kv("task_id", t.id).kv("retry_of", old.id).end_map();
   acknowledge_created(in.peer, in.req, t, std::string(msg::kRetry), w.take());
