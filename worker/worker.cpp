@@ -20,6 +20,9 @@ namespace state = protocol::state;
 namespace {
 
 constexpr auto kResultResend = std::chrono::seconds(2);
+// Unacknowledged sends to a broker that is demonstrably alive before a result is replaced by a
+// minimal failure, and again before that is given up.
+constexpr int kMaxUnreadSends = 3;
 constexpr auto kUploadStall = std::chrono::seconds(30);
 
 bool valid_task_id(std::string_view id) {
@@ -448,6 +451,40 @@ void Worker::send_result(TaskRun& run) {
   run.result_sent_at = Clock::now();
 }
 
+bool Worker::resend_result(TaskRun& run) {
+  // The broker acknowledges every result it can decode, even stale ones. If it spoke since the
+  // last send (heartbeats at least) and still did not acknowledge, it could not read this one,
+  // and sending the same bytes forever would not change that. A silent broker (down, network
+  // cut) counts nothing: the result waits for it however long it takes.
+  if (last_heard_ > run.result_sent_at) ++run.unread_sends;
+  if (run.unread_sends >= kMaxUnreadSends) {
+    metrics_.results_unread.Increment();
+    if (run.result_reduced) {
+      spdlog::error("result given up: the broker answers but cannot read even a minimal failure task={} attempt={}",
+                    run.task().task_id, run.task().attempt);
+      return false;
+    }
+    spdlog::warn("result not acknowledged by a live broker after {} sends; sending a minimal failure instead task={} attempt={}",
+                 run.unread_sends, run.task().task_id, run.task().attempt);
+    protocol::TaskOutcome reduced;
+    reduced.state = std::string(state::kFailed);
+    reduced.error_code = std::string(code_name(ErrorCode::kProtocolError));
+    reduced.error_message = "the broker could not read this task's result (it answered, but never acknowledged it); the "
+                            "handler's result and artifact list were dropped: see the worker's log";
+    reduced.exit_code = run.outcome.exit_code;
+    reduced.signal = run.outcome.signal;
+    reduced.cpu_ms = run.outcome.cpu_ms;
+    reduced.max_rss_kb = run.outcome.max_rss_kb;
+    reduced.wall_ms = run.outcome.wall_ms;
+    reduced.layers = run.outcome.layers;
+    run.outcome = std::move(reduced);
+    run.result_reduced = true;
+    run.unread_sends = 0;
+  }
+  send_result(run);
+  return true;
+}
+
 void Worker::flush_events() {
   for (auto& [id, run] : runs_) {
     auto n = run->pending_events();
@@ -458,6 +495,7 @@ void Worker::flush_events() {
 }
 
 void Worker::on_tick(Clock::time_point now) {
+  std::vector<std::string> given_up;
   for (auto& [id, run] : runs_) {
     switch (run->phase) {
       case Phase::kRunning:
@@ -472,10 +510,11 @@ void Worker::on_tick(Clock::time_point now) {
         }
         break;
       case Phase::kReporting:
-        if (now - run->result_sent_at > kResultResend) send_result(*run);
+        if (now - run->result_sent_at > kResultResend && !resend_result(*run)) given_up.push_back(id);
         break;
     }
   }
+  for (const auto& id : given_up) runs_.erase(id);
   const auto interval = std::chrono::milliseconds(options_.heartbeat_ms);
   if (now - last_sent_ >= interval) send(msg::kHeartbeat, Writer().begin_map().end_map().take());
   if (now - last_heard_ > interval * options_.liveness) {

@@ -62,6 +62,9 @@ class Worker {
   void finish_upload(TaskRun& run, const std::optional<Error>& error);
   void report(TaskRun& run);
   void send_result(TaskRun& run);  // re-sent until result_ack
+  // Re-sends an unacknowledged result. Returns false when the run is to be given up: the broker
+  // is alive but could read neither its result nor the minimal failure that replaced it.
+  bool resend_result(TaskRun& run);
   void flush_events();
   void on_tick(Clock::time_point now);
   std::int64_t busy_slots() const;

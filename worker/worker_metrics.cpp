@@ -16,6 +16,8 @@ WorkerMetrics::WorkerMetrics()
       events_sent(counter(*registry_, "kbfleet_worker_events_sent_total", "Output and progress events sent to the broker.")),
       artifact_bytes(counter(*registry_, "kbfleet_worker_artifact_uploaded_bytes_total", "Artifact bytes uploaded.")),
       reconnects(counter(*registry_, "kbfleet_worker_reconnects_total", "Times the worker re-announced itself to the broker.")),
+      results_unread(counter(*registry_, "kbfleet_worker_results_unread_total",
+                             "Results replaced by a minimal failure, or given up, because the broker answered but never acknowledged them.")),
       finished(*registry_, "kbfleet_worker_tasks_finished_total", "Tasks finished on this worker, by state and error code.",
                "state", "code") {}
 

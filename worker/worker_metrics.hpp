@@ -24,6 +24,7 @@ class WorkerMetrics {
   prometheus::Counter& events_sent;
   prometheus::Counter& artifact_bytes;
   prometheus::Counter& reconnects;
+  prometheus::Counter& results_unread;  // results a live broker could not read (bounded re-sends)
   metrics::LabeledCounter finished;  // by state, code
 };
 

@@ -1,7 +1,9 @@
-// Lost and departing workers: retries, dead letters, graceful drain (real processes, kill -9).
+// Lost and departing workers: retries, dead letters, graceful drain, a worker gone mid-upload
+// (real processes, kill -9), and malformed input.
 #include <signal.h>
 
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <optional>
 #include <sstream>
@@ -13,6 +15,7 @@
 #include <zmq.hpp>
 #include <zmq_addon.hpp>
 
+#include "common/protocol/wire.hpp"
 #include "tests/support/fleet.hpp"
 
 using namespace kbfleet::test;
@@ -380,4 +383,67 @@ TEST_CASE("malformed and oversized frames and msgpack bombs do not stop the brok
     CHECK(proc_status_kb(broker, "VmRSS") < 300 * 1024);
     CHECK(proc_status_kb(broker, "VmHWM") < 300 * 1024);
   }
+}
+
+TEST_CASE("a worker that disconnects mid-upload leaves no partial blob, and its task runs again elsewhere", "[integration][faults]") {
+  Fleet fleet({0, 1, {}});
+  const std::string tmp_dir = fleet.dir + "/data/cas/tmp";
+  const auto temp_files = [&] {
+    std::size_t n = 0;
+    for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(tmp_dir)) ++n;
+    return n;
+  };
+  using kbfleet::protocol::Writer;
+  auto fake = std::make_unique<RawClient>(fleet.broker);
+  // A worker offering the noop plugin (docs/protocol.md, "Workers"), played by the test.
+  Writer ready;
+  ready.begin_map().kv("worker_id", "fake").kv("host", "test").kv("pid", 1).kv("slots", 1);
+  ready.key("capabilities").begin_array().end_array().key("layers").begin_array().end_array();
+  ready.key("plugins").begin_array().begin_map().kv("id", "noop").kv("version", "1.0.0");
+  ready.kv_list("handlers", {"ok"}).key("capabilities").begin_array().end_array().kv_list("idempotent", {"ok"});
+  ready.end_map().end_array().key("running").begin_array().end_array().end_map();
+  fake->send({"KBF/1", "ready", ready.take()});
+  auto submitted = fleet.cli({"submit", "noop", "ok"});
+  REQUIRE(submitted.exit_code == 0);
+  const std::string id = trim(submitted.out);
+
+  std::optional<RawClient::Reply> task;
+  for (auto r = fake->recv(); r; r = fake->recv()) {
+    if (r->type == "task") {
+      task = r;
+      break;
+    }
+  }
+  REQUIRE(task);
+  REQUIRE(task->body.value("task_id", "") == id);
+  Writer begin;
+  begin.begin_map().kv("req", 1).kv("task_id", id).kv("attempt", 1).kv("name", "blob").kv("path", "out/blob");
+  begin.kv("size", std::int64_t{1} << 20).kv("sha256", std::string(64, 'a')).kv("content_type", "application/octet-stream").end_map();
+  fake->send({"KBF/1", "upload_begin", begin.take()});
+  std::string upload_id;
+  for (auto r = fake->recv(); r; r = fake->recv()) {
+    if (r->type == "upload_ready") {
+      upload_id = r->body.value("upload_id", "");
+      break;
+    }
+  }
+  REQUIRE_FALSE(upload_id.empty());
+  fake->send({"KBF/1", "upload_chunk", Writer().begin_map().kv("req", 2).kv("upload_id", upload_id).kv("offset", 0).end_map().take(),
+              std::string(256 << 10, 'x')});
+  bool acked = false;
+  for (auto r = fake->recv(); r && !acked; r = fake->recv()) acked = r->type == "upload_ack" && r->body.value("received", 0) == (256 << 10);
+  REQUIRE(acked);
+  CHECK(temp_files() == 1);  // the partial upload, never in the store
+
+  fake.reset();  // gone mid-upload: no drain, no bye, no more heartbeats
+  REQUIRE(wait_for_log(fleet.dir + "/broker.log", "worker lost", 20s));
+  const auto end = std::chrono::steady_clock::now() + 10s;
+  while (temp_files() != 0 && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(20ms);  // poll interval
+  CHECK(temp_files() == 0);
+
+  fleet.add_worker();
+  CHECK(fleet.wait_for_terminal(id) == "succeeded");
+  auto status = json::parse(fleet.cli({"status", id, "--json"}).out);
+  CHECK(status.value("attempt", 0) == 2);
+  CHECK(status["artifacts"].empty());  // nothing of the lost upload was recorded
 }

@@ -19,7 +19,7 @@ constexpr const char* kAttacks[] = {
     "read-file",     "read-shadow",   "proc-root",      "open-by-handle",                  // fs_read
     "write-file",    "symlink-read",                                                       // fs_write
     "connect-loopback", "raw-socket",                                                      // net
-    "fork-bomb",     "memory-hog",    "cpu-spin",       "fill-disk",                       // limits
+    "fork-bomb",     "memory-hog",    "cpu-spin",       "cpu-spin-forked", "fill-disk",    // limits
     "signal-worker", "ptrace-worker", "worker-environ", "own-environ", "inherited-fds",   // process
     "outlive",       "victim",
     "identity",      "setuid-root",   "setgid-root",    "setuid-binary", "mount",         // privilege
@@ -182,6 +182,13 @@ bool host_has_cgroup_controller(const std::string& name) {
     if (subsys == name && hierarchy != 0 && enabled == 1) return true;
   }
   return false;
+}
+
+// cgroup v2 keeps cpu.stat usage_usec in every cgroup, with or without the cpu controller.
+bool host_has_cgroup_v2_cpu_stat() {
+  std::ifstream v2("/sys/fs/cgroup/cgroup.controllers");
+  std::string c;
+  return static_cast<bool>(v2 >> c) && host_has_cgroup_controller("memory");
 }
 
 }  // namespace kbfleet::test::hostile

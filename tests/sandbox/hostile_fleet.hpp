@@ -73,6 +73,8 @@ std::string unique_token();
 
 // Whether this host's kernel offers a cgroup controller (v1 or v2), for tests that need it.
 bool host_has_cgroup_controller(const std::string& name);
+// True on a cgroup v2 host whose worker would use v2 (memory delegated).
+bool host_has_cgroup_v2_cpu_stat();
 
 // The attack's "CONTAINED: ..." line without its prefix, or "" if it printed none.
 std::string contained_reason(const std::string& output);

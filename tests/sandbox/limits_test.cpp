@@ -43,6 +43,25 @@ TEST_CASE("a CPU spinner is stopped by the CPU quota and ends CPU_LIMIT", "[sand
   CHECK(f.error_code() == "CPU_LIMIT");
 }
 
+TEST_CASE("CPU spread over forked children is one budget for the whole task and ends CPU_LIMIT", "[sandbox][hostile][limits]") {
+  // Attack: 4 children each spin 0.9 s of CPU, under a per-process RLIMIT_CPU of 1 s (cpuMs:
+  // 1000), 3.6 s together. Expected: the task cgroup's CPU accounting (v2 cpu.stat, v1
+  // cpuacct.usage) reaches cpuMs, the worker kills the whole cgroup and the task ends CPU_LIMIT
+  // with about cpuMs used, not 3.6 s.
+  if (!host_has_cgroup_controller("cpuacct") && !host_has_cgroup_v2_cpu_stat()) {
+    SKIP_TEST("this host accounts no CPU per cgroup (no v1 cpuacct, no v2)");
+  }
+  HostileFleet h(Quotas{.cpu_ms = 1000});
+  auto f = h.run("cpu-spin-forked");
+  INFO(f.describe());
+  CHECK(f.output.find("ESCAPED: ") == std::string::npos);
+  CHECK(f.state == "failed");
+  CHECK(f.error_code() == "CPU_LIMIT");
+  const auto used = f.status["outcome"].value("cpu_ms", -1);
+  CHECK(used >= 1000);
+  CHECK(used < 3000);  // the budget, plus at most one check interval on each CPU
+}
+
 TEST_CASE("filling the workspace hits its size limit and ends DISK_LIMIT", "[sandbox][hostile][limits]") {
   // Attack: write out/fill.bin in 1 MiB blocks up to 1 GiB, then exit 1. Expected: the write
   // fails with ENOSPC at the workspace's size limit (quotas.diskMb: 64, a tmpfs), the host disk is

@@ -1,6 +1,10 @@
 #include "worker/executor/fd3_parser.hpp"
 
+#include <optional>
+
 #include <nlohmann/json.hpp>
+
+#include "common/protocol/wire.hpp"
 
 namespace kbfleet::worker {
 namespace {
@@ -30,6 +34,25 @@ bool nests_deeper_than(std::string_view text, std::size_t limit) {
     }
   }
   return false;
+}
+
+// The first array or object in `v` with more entries than the broker decodes in a message
+// (protocol::DecodeLimits): such a result could never be delivered. Recursion is bounded by
+// kMaxFd3Depth, checked before parsing.
+std::optional<std::string> too_wide(const nlohmann::json& v) {
+  const protocol::DecodeLimits limits;
+  if (v.is_array() && v.size() > limits.array) {
+    return "an array of " + std::to_string(v.size()) + " entries (at most " + std::to_string(limits.array) + ")";
+  }
+  if (v.is_object() && v.size() > limits.map) {
+    return "an object of " + std::to_string(v.size()) + " keys (at most " + std::to_string(limits.map) + ")";
+  }
+  if (v.is_structured()) {
+    for (const auto& child : v) {
+      if (auto why = too_wide(child)) return why;
+    }
+  }
+  return std::nullopt;
 }
 
 void handle_progress(const nlohmann::json& line, Sink& sink) {
@@ -62,6 +85,9 @@ void handle_fd3_line(std::string_view text, Sink& sink) {
   }
   if (has_progress) return handle_progress(line, sink);
   if (has_result) {
+    if (auto why = too_wide(*line.find("result"))) {
+      return sink.on_fd3_invalid("\"result\" holds " + *why + "; the broker could not read it");
+    }
     auto bytes = nlohmann::json::to_msgpack(*line.find("result"));
     return sink.on_result(std::string(bytes.begin(), bytes.end()));
   }

@@ -34,6 +34,14 @@ std::int64_t ms_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
 }
 
+// How long until the CPU budget is read again: the task cannot spend its remaining budget
+// faster than all CPUs at once, so reading then misses nothing; bounded so a nearly spent budget
+// is not polled in a busy loop and a large one is still checked every second.
+std::chrono::milliseconds next_cpu_check(std::int64_t remaining_ms) {
+  static const long cpus = std::max(1L, ::sysconf(_SC_NPROCESSORS_ONLN));
+  return std::chrono::milliseconds(std::clamp<std::int64_t>(remaining_ms / cpus, 10, 1000));
+}
+
 std::int64_t rusage_cpu_ms(const rusage& ru) {
   auto ms = [](const timeval& tv) {
     return static_cast<std::int64_t>(tv.tv_sec) * 1000 + tv.tv_usec / 1000;
@@ -57,6 +65,9 @@ struct HandlerProcess::State {
         init_status(std::move(launched.status_read)),
         started(start) {
     if (limits.timeout_ms > 0) timeout_at = start + std::chrono::milliseconds(limits.timeout_ms);
+    // With a cgroup that accounts CPU, quotas.cpuMs is the whole task's budget (RLIMIT_CPU,
+    // set by the launcher, only caps each process on its own).
+    if (limits.cpu_ms > 0 && cgroup && cgroup->cpu_usage_ms()) cpu_check_at = start + next_cpu_check(limits.cpu_ms);
   }
 
   void reap();
@@ -65,6 +76,7 @@ struct HandlerProcess::State {
   void take_output(LineSplitter& lines, std::string_view bytes, Sink& sink);
   void end_of_pipe(posix::Fd& fd, Sink& sink);
   void stop(EndReason reason, Clock::time_point now);
+  void check_cpu_budget(Clock::time_point now);
   void kill_group();
   void maybe_finish();
   void fill_outcome();
@@ -84,6 +96,7 @@ struct HandlerProcess::State {
   std::optional<Clock::time_point> timeout_at;   // SIGTERM then
   std::optional<Clock::time_point> kill_at;      // SIGKILL then (end of the grace period)
   std::optional<Clock::time_point> drain_until;  // stop waiting for pipe EOF then
+  std::optional<Clock::time_point> cpu_check_at; // read the cgroup's CPU usage then
   std::optional<EndReason> stop_reason;          // set when we ended the handler
   bool reaped = false;
   bool status_known = false;
@@ -130,6 +143,8 @@ void HandlerProcess::State::reap() {
   auto now = Clock::now();
   outcome.wall_ms = ms_between(started, now);
   outcome.cpu_ms = status_known ? rusage_cpu_ms(ru) : 0;
+  // The cgroup also counts processes nobody waited for (killed orphans, a setsid escapee).
+  if (cgroup) outcome.cpu_ms = std::max(outcome.cpu_ms, cgroup->cpu_usage_ms().value_or(0));
   outcome.max_rss_kb = status_known ? ru.ru_maxrss : 0;
   reaped = true;
   pidfd.reset();
@@ -189,6 +204,20 @@ void HandlerProcess::State::stop(EndReason reason, Clock::time_point now) {
   // A stopped member would hold SIGTERM pending until SIGKILL; let it handle it now (nsjail).
   ::kill(-pid, SIGCONT);
   kill_at = now + std::chrono::milliseconds(std::max<std::int64_t>(limits.kill_grace_ms, 0));
+}
+
+// The task's processes together used quotas.cpuMs: SIGKILL at once, as the kernel does at the
+// hard RLIMIT_CPU (a grace period would be more CPU than the budget allows).
+void HandlerProcess::State::check_cpu_budget(Clock::time_point now) {
+  auto used = cgroup->cpu_usage_ms();
+  if (!used) return cpu_check_at.reset();
+  if (*used < limits.cpu_ms) {
+    cpu_check_at = now + next_cpu_check(limits.cpu_ms - *used);
+    return;
+  }
+  cpu_check_at.reset();
+  stop_reason = EndReason::kCpuLimit;
+  kill_group();
 }
 
 void HandlerProcess::State::maybe_finish() {
@@ -271,6 +300,7 @@ std::int64_t HandlerProcess::on_tick(Sink& sink, Clock::time_point now) {
   State& s = *s_;
   if (!s.reaped) {
     if (s.timeout_at && now >= *s.timeout_at) s.stop(EndReason::kTimeout, now);
+    if (s.cpu_check_at && !s.stop_reason && now >= *s.cpu_check_at) s.check_cpu_budget(now);
     if (s.kill_at && now >= *s.kill_at) {
       s.kill_group();
       s.kill_at.reset();
@@ -288,6 +318,7 @@ std::int64_t HandlerProcess::on_tick(Sink& sink, Clock::time_point now) {
     if (t && (!next || *t < *next)) next = t;
   };
   if (!s.reaped && !s.stop_reason) consider(s.timeout_at);
+  if (!s.reaped && !s.stop_reason) consider(s.cpu_check_at);
   if (!s.reaped) consider(s.kill_at);
   if (s.reaped && !s.finished) consider(s.drain_until);
   if (!next) return -1;

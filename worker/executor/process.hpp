@@ -3,8 +3,11 @@
 // (no threads). The contract it enforces (docs/plugins.md, "Handler contract"):
 //  - the child runs in its own process group, cwd = workspace, env exactly LaunchSpec::env,
 //    stdin = the input bytes (a sealed memfd), stdout/stderr/fd 3 = pipes, every other fd closed;
-//  - rlimits from the quotas: RLIMIT_CPU (cpu_ms, SIGXCPU -> CPU_LIMIT), RLIMIT_AS (memory_mb,
-//    only when the spec has no task cgroup), RLIMIT_CORE 0, RLIMIT_NOFILE;
+//  - rlimits from the quotas: RLIMIT_CPU (cpu_ms per process, SIGXCPU -> CPU_LIMIT), RLIMIT_AS
+//    (memory_mb, only when the spec has no task cgroup), RLIMIT_CORE 0, RLIMIT_NOFILE;
+//  - with a task cgroup that accounts CPU (TaskCgroup::cpu_usage_ms), cpu_ms is also one budget
+//    for all the task's processes together: polled from on_tick(), and once spent the whole
+//    cgroup is SIGKILLed and the outcome is kCpuLimit;
 //  - with a task cgroup (LaunchSpec::cgroup): the child joins it before exec, so the kernel
 //    enforces memory_mb and pids on the task as a whole; every "kill the group" below also kills
 //    the whole cgroup, which reaches processes that left the group with setsid; an OOM kill ends

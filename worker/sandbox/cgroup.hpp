@@ -9,6 +9,8 @@
 //  - at most quotas.pids processes exist at once; a handler that failed after fork hit the limit
 //    ends PIDS_LIMIT;
 //  - kill_all() SIGKILLs every process in the cgroup, whatever its process group or session;
+//  - cpu_usage_ms() is the CPU time of every process the task ever had (v2 cpu.stat usage_usec,
+//    v1 cpuacct.usage), so quotas.cpuMs is one budget for the whole task, not one per process;
 //  - the cgroup is removed when its owner goes (destructor), after its processes are gone.
 //
 // Two implementations behind one interface, chosen by probe_cgroups() (nsjail picks cgroup.cc or
@@ -51,6 +53,10 @@ class TaskCgroup {
   virtual bool oom_killed() const = 0;
   // True if a fork or clone in this cgroup failed because pids.max was reached (pids.events max).
   virtual bool pids_limit_hit() const = 0;
+  // User + system CPU time of every process that ran in the cgroup, in ms (v2 cpu.stat
+  // usage_usec; v1 cpuacct.usage); nullopt when the host cannot tell (v1 without cpuacct).
+  // One small file read: cheap enough for the worker's loop to poll.
+  virtual std::optional<std::int64_t> cpu_usage_ms() const = 0;
   // SIGKILLs every process in the cgroup (v2 cgroup.kill when the kernel has it, else each pid of
   // cgroup.procs) and waits until cgroup.procs is empty. Bounded: returns false if processes
   // remain after about 2 s. Blocks the caller for as long as the processes take to exit (a few

@@ -68,6 +68,7 @@ class StaleDir final : public TaskDirs {
   explicit StaleDir(const std::string& dir) : TaskDirs({dir}, std::nullopt) {}
   bool oom_killed() const override { return false; }
   bool pids_limit_hit() const override { return false; }
+  std::optional<std::int64_t> cpu_usage_ms() const override { return std::nullopt; }
 };
 
 }  // namespace

@@ -1,7 +1,10 @@
-// The cgroup v1 implementation (Documentation/admin-guide/cgroup-v1/memory.rst, pids.rst): a
-// directory per task in the memory and in the pids hierarchy, each under the worker's own cgroup
-// of that hierarchy; the task's first process joins both.
+// The cgroup v1 implementation (Documentation/admin-guide/cgroup-v1/memory.rst, pids.rst,
+// cpuacct.rst): a directory per task in the memory and in the pids hierarchy, and in the cpuacct
+// one when the host mounts it, each under the worker's own cgroup of that hierarchy; the task's
+// first process joins them all.
 #include <charconv>
+
+#include <spdlog/spdlog.h>
 
 #include "worker/sandbox/cgroup_fs.hpp"
 
@@ -19,10 +22,20 @@ std::optional<std::int64_t> read_number(const std::string& path) {
   return n;
 }
 
+std::vector<std::string> task_dirs(const std::string& memory, const std::string& pids,
+                                   const std::optional<std::string>& cpuacct) {
+  std::vector<std::string> dirs{memory, pids};
+  if (cpuacct) dirs.push_back(*cpuacct);
+  return dirs;
+}
+
 class TaskCgroupV1 final : public TaskDirs {
  public:
-  TaskCgroupV1(const std::string& memory_dir, const std::string& pids_dir)
-      : TaskDirs({memory_dir, pids_dir}, std::nullopt), memory_(memory_dir), pids_(pids_dir) {}
+  TaskCgroupV1(const std::string& memory_dir, const std::string& pids_dir, std::optional<std::string> cpuacct_dir)
+      : TaskDirs(task_dirs(memory_dir, pids_dir, cpuacct_dir), std::nullopt),
+        memory_(memory_dir),
+        pids_(pids_dir),
+        cpuacct_(std::move(cpuacct_dir)) {}
 
   Status configure(const CgroupLimits& limits);
   bool oom_killed() const override {
@@ -33,9 +46,16 @@ class TaskCgroupV1 final : public TaskDirs {
     return read_number(memory_ + "/memory.failcnt").value_or(0) > 0;
   }
   bool pids_limit_hit() const override { return read_keyed(pids_ + "/pids.events", "max").value_or(0) > 0; }
+  std::optional<std::int64_t> cpu_usage_ms() const override {
+    if (!cpuacct_) return std::nullopt;
+    auto ns = read_number(*cpuacct_ + "/cpuacct.usage");  // nanoseconds, user + system
+    if (!ns) return std::nullopt;
+    return *ns / 1'000'000;
+  }
 
  private:
   std::string memory_, pids_;
+  std::optional<std::string> cpuacct_;
 };
 
 Status TaskCgroupV1::configure(const CgroupLimits& limits) {
@@ -61,20 +81,24 @@ Status TaskCgroupV1::configure(const CgroupLimits& limits) {
 
 class CgroupsV1 final : public Cgroups {
  public:
-  CgroupsV1(std::string memory_dir, std::string pids_dir) : memory_(std::move(memory_dir)), pids_(std::move(pids_dir)) {}
+  CgroupsV1(std::string memory_dir, std::string pids_dir, std::optional<std::string> cpuacct_dir)
+      : memory_(std::move(memory_dir)), pids_(std::move(pids_dir)), cpuacct_(std::move(cpuacct_dir)) {}
 
   std::string_view version() const override { return "v1"; }
-  std::string location() const override { return memory_ + "," + pids_; }
+  std::string location() const override { return memory_ + "," + pids_ + (cpuacct_ ? "," + *cpuacct_ : ""); }
   Result<std::unique_ptr<TaskCgroup>> create(std::string_view name, const CgroupLimits& limits) const override {
     auto base = task_dir_name(name);
     if (!base) return tl::unexpected(base.error());
-    auto cgroup = std::make_unique<TaskCgroupV1>(memory_ + "/" + *base, pids_ + "/" + *base);
+    std::optional<std::string> cpuacct;
+    if (cpuacct_) cpuacct = *cpuacct_ + "/" + *base;
+    auto cgroup = std::make_unique<TaskCgroupV1>(memory_ + "/" + *base, pids_ + "/" + *base, std::move(cpuacct));
     if (auto st = cgroup->configure(limits); !st) return tl::unexpected(st.error());
     return std::unique_ptr<TaskCgroup>(std::move(cgroup));
   }
 
  private:
   std::string memory_, pids_;
+  std::optional<std::string> cpuacct_;  // absent: cpuMs stays a per-process RLIMIT_CPU only
 };
 
 }  // namespace
@@ -91,9 +115,25 @@ Result<std::unique_ptr<Cgroups>> open_v1(const CgroupDirs& dirs) {
   }
   remove_stale(dirs.v1.at("memory"));
   remove_stale(dirs.v1.at("pids"));
-  auto cgroups = std::make_unique<CgroupsV1>(dirs.v1.at("memory"), dirs.v1.at("pids"));
+  std::optional<std::string> cpuacct;
+  if (auto it = dirs.v1.find("cpuacct"); it != dirs.v1.end()) {
+    // Often co-mounted with cpu as one hierarchy; then it is a third directory all the same,
+    // unless it is the memory or pids one (a host mounting every controller together).
+    if (it->second != dirs.v1.at("memory") && it->second != dirs.v1.at("pids")) {
+      cpuacct = it->second;
+      remove_stale(*cpuacct);
+    }
+  }
+  auto cgroups = std::make_unique<CgroupsV1>(dirs.v1.at("memory"), dirs.v1.at("pids"), cpuacct);
   // One task cgroup made and removed, so a read-only cgroupfs or a missing knob shows at start.
   auto probe = cgroups->create("probe", CgroupLimits{1, 1});
+  if (!probe && cpuacct) {
+    // cpuacct only makes the CPU budget whole-task; without it memory and pids still hold.
+    spdlog::warn("cgroup v1 cpuacct unusable, quotas.cpuMs stays per process dir={} error=\"{}\"", *cpuacct,
+                 probe.error().message);
+    cgroups = std::make_unique<CgroupsV1>(dirs.v1.at("memory"), dirs.v1.at("pids"), std::nullopt);
+    probe = cgroups->create("probe", CgroupLimits{1, 1});
+  }
   if (!probe) return tl::unexpected(probe.error());
   return std::unique_ptr<Cgroups>(std::move(cgroups));
 }

@@ -25,6 +25,13 @@ class TaskCgroupV2 final : public TaskDirs {
     return read_keyed(dir_ + "/memory.events", "oom_kill").value_or(0) > 0;
   }
   bool pids_limit_hit() const override { return read_keyed(dir_ + "/pids.events", "max").value_or(0) > 0; }
+  std::optional<std::int64_t> cpu_usage_ms() const override {
+    // cpu.stat exists in every v2 cgroup, whether or not the cpu controller is enabled
+    // (cgroup-v2.rst, "CPU Interface Files"), so the budget needs no extra delegation.
+    auto usec = read_keyed(dir_ + "/cpu.stat", "usage_usec");
+    if (!usec) return std::nullopt;
+    return *usec / 1000;
+  }
 
  private:
   std::string dir_;

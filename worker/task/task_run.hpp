@@ -52,6 +52,10 @@ class TaskRun : public Sink {
   std::deque<CollectedArtifact> to_upload;
   std::optional<ActiveUpload> upload;
   Clock::time_point result_sent_at;
+  // Sends of the result that a live broker left unacknowledged (it acknowledges every result
+  // it can read, stale ones too): see Worker::resend_result().
+  int unread_sends = 0;
+  bool result_reduced = false;  // the outcome was replaced by a minimal failure
   std::int64_t output_bytes = 0;
 
   // Events buffered since the last flush; empty string if none. Returns a task_events body.

@@ -4,6 +4,8 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -54,6 +56,34 @@ void cpu_spin(const Input&) {
     clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
   } while (t.tv_sec < 8);
   give_up("ESCAPED: used 8 s of CPU time");
+}
+
+// Spreads the spinning over 4 children, each staying under a per-process CPU limit of cpuMs
+// (RLIMIT_CPU counts one process), and reports ESCAPED once they used 3 s of CPU together.
+void cpu_spin_forked(const Input&) {
+  constexpr int kChildren = 4;
+  for (int i = 0; i < kChildren; ++i) {
+    pid_t pid = fork();
+    if (pid < 0) give_up("CONTAINED: " + errno_text("fork"));
+    if (pid == 0) {
+      timespec t{};
+      volatile unsigned long sink = 0;
+      do {
+        for (int n = 0; n < 1000000; ++n) sink = sink + static_cast<unsigned long>(n);
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+      } while (t.tv_sec * 1000 + t.tv_nsec / 1000000 < 900);  // under any per-process cap >= 1 s
+      _exit(0);
+    }
+  }
+  for (int i = 0; i < kChildren; ++i) {
+    int status = 0;
+    while (wait(&status) < 0 && errno == EINTR) {
+    }
+  }
+  rusage ru{};
+  getrusage(RUSAGE_CHILDREN, &ru);
+  long ms = ru.ru_utime.tv_sec * 1000 + ru.ru_utime.tv_usec / 1000 + ru.ru_stime.tv_sec * 1000 + ru.ru_stime.tv_usec / 1000;
+  give_up("ESCAPED: the children used " + std::to_string(ms) + " ms of CPU together");
 }
 
 // Writes out/fill.bin in 1 MiB blocks up to `mib` (input; default 1024).

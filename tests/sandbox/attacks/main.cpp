@@ -35,6 +35,7 @@ constexpr Entry kAttacks[] = {
     {"fork-bomb", fork_bomb},
     {"memory-hog", memory_hog},
     {"cpu-spin", cpu_spin},
+    {"cpu-spin-forked", cpu_spin_forked},
     {"fill-disk", fill_disk},
     {"signal-worker", signal_worker},
     {"ptrace-worker", ptrace_worker},

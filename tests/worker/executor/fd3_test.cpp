@@ -123,6 +123,34 @@ TEST_CASE("deeply nested fd 3 JSON is refused before it reaches the encoder", "[
   CHECK(ok.results.size() == 1);
 }
 
+TEST_CASE("an fd 3 result wider than the broker decodes is refused at the source", "[executor][fd3]") {
+  // A 1 MiB line holds arrays far longer than the broker reads in a message (100,000 entries) or
+  // objects with more keys (10,000): such a result once left the worker re-sending it forever.
+  const auto array_of = [](std::size_t n) {
+    std::string a = "[0";
+    for (std::size_t i = 1; i < n; ++i) a += ",0";
+    return a + "]";
+  };
+  Recorded wide;
+  handle_fd3_line(R"({"result": {"a": )" + array_of(100001) + "}}", wide);
+  CHECK(wide.results.empty());
+  CHECK(wide.invalid ==
+        std::vector<std::string>{"\"result\" holds an array of 100001 entries (at most 100000); the broker could not read it"});
+
+  std::string keys = "{";
+  for (int i = 0; i <= 10000; ++i) keys += (i ? ",\"k" : "\"k") + std::to_string(i) + "\":1";
+  Recorded many_keys;
+  handle_fd3_line(R"({"result": [)" + keys + "}]}", many_keys);
+  CHECK(many_keys.results.empty());
+  REQUIRE(many_keys.invalid.size() == 1);
+  CHECK(many_keys.invalid[0].find("an object of 10001 keys (at most 10000)") != std::string::npos);
+
+  Recorded at_limit;
+  handle_fd3_line(R"({"result": )" + array_of(100000) + "}", at_limit);
+  CHECK(at_limit.invalid.empty());
+  CHECK(at_limit.results.size() == 1);
+}
+
 TEST_CASE("fd 3 lines split across reads are reassembled", "[executor][fd3]") {
   std::string stream = "{\"progress\": 0.5}\n\n{\"result\": [1]}\n";
   Recorded sink;
