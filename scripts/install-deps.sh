@@ -15,6 +15,7 @@ packages=(
   libssl-dev                      # SHA-256 of artifacts
   libexpected-dev                 # tl::expected (Result<T>)
   libseccomp-dev libsodium-dev libsqlite3-dev   # sandbox, CURVE, journal (later issues)
+  libnftables-dev iproute2        # network allow-lists: nftables rules and veths per slot
   catch2                          # tests
   curl prometheus                 # tests scrape /metrics and check it with promtool
   python3-zmq python3-msgpack     # the independent Python protocol client test

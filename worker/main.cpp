@@ -45,6 +45,9 @@ int main(int argc, char** argv) {
   app.add_flag("--allow-unsandboxed", allow_unsandboxed, "run plugins whose manifest says `sandbox: none` (trusted only)");
   app.add_option("--require-layer", required_layers, "exit if this sandbox layer is unavailable (repeatable)");
   app.add_flag("--check-sandbox", check_sandbox, "print the sandbox layers of this host and exit");
+  app.add_option("--task-net", probe.task_net,
+                 "IPv4 CIDR for per-slot task networks (a /30 per slot): enables plugins with a net allow-list, "
+                 "enforced with nftables (e.g. 10.231.0.0/16; docs/sandbox.md)");
   app.add_option("--task-uid-base", probe.uid_base, "host uid/gid of slot 0's task user; slot N runs as base+N")
       ->check(CLI::Range(std::uint32_t{1000}, std::uint32_t{4000000000U}))->capture_default_str();
   app.add_option("--init", probe.init, "path of kbfleet-init (default: next to kbfleet-worker)");
@@ -73,6 +76,8 @@ int main(int argc, char** argv) {
   if (check_sandbox) {
     for (const auto& l : active) std::cout << l << "=active\n";
     for (const auto& l : missing) std::cout << l << "=unavailable\n";
+    if (!opt.policy.layers.networks) std::cout << "netallow=unavailable\n";
+    if (opt.policy.layers.networks) std::cout << "netallow.cidr=" << opt.policy.layers.networks->cidr() << "\n";
     // Detail lines, still key=value: versions, and why each missing layer is missing.
     if (cgroups) std::cout << "cgroup.version=" << cgroups->version() << "\n";
     if (opt.policy.layers.landlock_abi > 0) std::cout << "landlock.abi=" << opt.policy.layers.landlock_abi << "\n";
@@ -89,7 +94,18 @@ int main(int argc, char** argv) {
                  opt.policy.layers.reasons["cgroup"]);
   }
   for (const auto& [layer, why] : opt.policy.layers.reasons) {
-    if (layer != "cgroup") spdlog::warn("sandbox layer unavailable layer={} reason=\"{}\"", layer, why);
+    if (layer == "netallow" && probe.task_net.empty()) {
+      spdlog::info("sandbox net allow-lists off: plugins with one are refused (NOT_SUPPORTED); --task-net CIDR enables them");
+    } else if (layer != "cgroup") {
+      spdlog::warn("sandbox layer unavailable layer={} reason=\"{}\"", layer, why);
+    }
+  }
+  if (opt.policy.layers.networks) {
+    spdlog::info("sandbox net allow-lists on task_net={} (slot 0: host {} <-> task {})", probe.task_net,
+                 opt.policy.layers.networks->addresses(0).host, opt.policy.layers.networks->addresses(0).task);
+  } else if (!probe.task_net.empty()) {
+    std::cerr << "kbfleet-worker: --task-net " << probe.task_net << ": " << opt.policy.layers.reasons["netallow"] << "\n";
+    return 78;  // EX_CONFIG: asked for, and cannot be had
   }
   if (!missing_required.empty()) {
     std::cerr << "kbfleet-worker: required sandbox layers unavailable: " << join(missing_required) << "\n";

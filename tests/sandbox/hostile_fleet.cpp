@@ -49,6 +49,16 @@ std::string manifest(const std::string& id, const char* const (&attacks)[N], con
   return m.str();
 }
 
+// `hostile-net`: connect-to under an allow-list naming only slot 0's host-side address.
+std::string net_manifest(const Quotas& q) {
+  std::ostringstream m;
+  m << "id: hostile-net\nversion: 1.0.0\nhandlers:\n  connect-to: { exec: bin/kbfleet-attack, args: [connect-to] }\n"
+    << "permissions:\n  net: { allow: [\"" << task_net_host(0) << "/32\"] }\n"
+    << "  quotas: { timeoutMs: " << q.timeout_ms << ", memoryMb: " << q.memory_mb << ", cpuMs: " << q.cpu_ms
+    << ", pids: " << q.pids << ", diskMb: " << q.disk_mb << " }\n";
+  return m.str();
+}
+
 void write_plugin(const fs::path& root, const std::string& manifest) {
   fs::create_directories(root / "bin");
   std::ofstream(root / "kbfleet.yaml") << manifest;
@@ -62,6 +72,7 @@ void add_hostile_plugins(const std::string& plugins_dir, const Quotas& quotas) {
   write_plugin(root, manifest("hostile", kAttacks, quotas, ""));
   write_plugin(fs::path(plugins_dir) / "hostile-artifacts",
                manifest("hostile-artifacts", kArtifactAttacks, quotas, kArtifacts));
+  write_plugin(fs::path(plugins_dir) / "hostile-net", net_manifest(quotas));
   // A setuid-root copy for the setuid-binary attack; only a root test run can make one.
   if (geteuid() == 0) {
     fs::copy_file(KBFLEET_ATTACK, root / "bin/suid-probe");
@@ -75,8 +86,9 @@ void add_hostile_plugins(const std::string& plugins_dir, const Quotas& quotas) {
   fs::permissions(dir / "host", fs::perms(01777));
 }
 
-FleetOptions options(const Quotas& quotas, std::map<std::string, std::string> worker_env) {
-  FleetOptions o{1, 2, {}};
+FleetOptions options(const Quotas& quotas, std::map<std::string, std::string> worker_env,
+                     std::vector<std::string> worker_args) {
+  FleetOptions o{1, 2, std::move(worker_args)};
   o.add_plugins = [quotas](const std::string& plugins_dir) { add_hostile_plugins(plugins_dir, quotas); };
   o.worker_env = std::move(worker_env);
   return o;
@@ -101,8 +113,15 @@ std::string Finished::describe() const {
   return "task " + id + " state=" + state + "\noutput:\n" + output + "\nstatus: " + status.dump();
 }
 
-HostileFleet::HostileFleet(Quotas quotas, std::map<std::string, std::string> worker_env)
-    : fleet(options(quotas, std::move(worker_env))) {
+std::string task_net() { return "10.231." + std::to_string(::getpid() % 250) + ".0/24"; }
+
+std::string task_net_host(int slot) {
+  return "10.231." + std::to_string(::getpid() % 250) + "." + std::to_string(4 * slot + 1);
+}
+
+HostileFleet::HostileFleet(Quotas quotas, std::map<std::string, std::string> worker_env,
+                           std::vector<std::string> worker_args)
+    : fleet(options(quotas, std::move(worker_env), std::move(worker_args))) {
   if (!fleet.wait_for_workers(1)) throw std::runtime_error("the worker did not register; see " + fleet.dir);
 }
 
@@ -110,7 +129,7 @@ std::string HostileFleet::submit(const std::string& attack, const std::map<std::
                                  Plugin plugin) const {
   nlohmann::json in = nlohmann::json::object();
   for (const auto& [k, v] : input) in[k] = v;
-  const char* id = plugin == Plugin::kHostile ? "hostile" : "hostile-artifacts";
+  const char* id = plugin == Plugin::kHostile ? "hostile" : plugin == Plugin::kNet ? "hostile-net" : "hostile-artifacts";
   auto r = fleet.cli({"submit", id, attack, "--input", in.dump()});
   if (r.exit_code != 0) throw std::runtime_error("kbfleet submit " + attack + " failed: " + r.err);
   return trim(r.out);

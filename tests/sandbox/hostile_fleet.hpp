@@ -41,11 +41,19 @@ struct Finished {
   std::string describe() const;  // for INFO
 };
 
-enum class Plugin { kHostile, kWithArtifacts };
+// kNet: `hostile-net`, whose only handler is connect-to and whose net allow-list names only
+// task_net_host(0) (every port).
+enum class Plugin { kHostile, kWithArtifacts, kNet };
+
+// The --task-net subnet for this test process (10.231.<pid % 250>.0/24: tests running at once use
+// different ones), and the host-side address of slot `slot`'s veth in it.
+std::string task_net();
+std::string task_net_host(int slot);
 
 class HostileFleet {
  public:
-  explicit HostileFleet(Quotas quotas = {}, std::map<std::string, std::string> worker_env = {});
+  explicit HostileFleet(Quotas quotas = {}, std::map<std::string, std::string> worker_env = {},
+                        std::vector<std::string> worker_args = {});
 
   // Submits handler `attack` with `input` as a flat JSON object; returns the task id.
   std::string submit(const std::string& attack, const std::map<std::string, std::string>& input = {},

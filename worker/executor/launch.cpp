@@ -459,7 +459,8 @@ Status make_sandbox_channels(const Isolation& iso, Channels& c) {
   for (auto [to, from, what] : {std::tuple{&c.landlock, iso.landlock.get(), "landlock ruleset"},
                                 std::tuple{&c.userns, iso.identity ? iso.identity->userns_fd : -1, "user namespace"},
                                 std::tuple{&c.init, iso.root ? iso.init_exe : -1, "kbfleet-init"},
-                                std::tuple{&c.netns, iso.identity ? iso.identity->netns_fd : -1, "network namespace"}}) {
+                                std::tuple{&c.netns, iso.netns_fd >= 0 ? iso.netns_fd : iso.identity ? iso.identity->netns_fd : -1,
+                                           "network namespace"}}) {
     auto high = dup_high(from, what);
     if (!high) return tl::unexpected(high.error());
     *to = std::move(*high);
@@ -542,7 +543,7 @@ ChildPlan make_plan(const LaunchSpec& spec, const ExecArrays& exec, const Channe
   plan.cgroup_procs = exec.cgroup_procs.data();
   plan.cgroup_count = static_cast<int>(exec.cgroup_procs.size());
   plan_rlimits(spec.limits, spec.join_cgroups.empty() ? MemoryBy::kRlimitAs : MemoryBy::kCgroup, plan);
-  plan.new_net = spec.net == NetMode::kNone;
+  plan.new_net = spec.net != NetMode::kHost;
   plan.worker_pidfd = c.worker_pidfd.get();
   long open_max = ::sysconf(_SC_OPEN_MAX);
   plan.max_fd = open_max > 0 && open_max < (1 << 20) ? static_cast<int>(open_max) : (1 << 20);

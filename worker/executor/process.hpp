@@ -45,7 +45,9 @@ struct Limits {
   std::int64_t disk_mb = 0;  // > 0: the workspace is a filesystem of this size; full + failed = kDiskLimit
 };
 
-enum class NetMode { kHost, kNone };
+// kNone: the slot's empty network namespace (`net: none`); kAllowList: the slot's namespace of
+// net_slots.hpp, with the task's allow-list loaded (Isolation::netns_fd).
+enum class NetMode { kHost, kNone, kAllowList };
 
 class TaskCgroup;       // worker/sandbox/cgroup.hpp
 struct Isolation;       // worker/sandbox/isolation.hpp

@@ -71,6 +71,7 @@ Result<std::shared_ptr<const Isolation>> make_isolation(const SandboxLayers& hav
     if (!id) return tl::unexpected(id.error());
     if (auto st = hand_workspace_to(*id, req.workspace); !st) return tl::unexpected(st.error());
     iso->identity = *id;
+    iso->netns_fd = req.netns_fd;
   }
   iso->drop_capabilities = have.drop_capabilities;
   if (have.landlock_abi > 0) {

@@ -34,6 +34,7 @@ struct Isolation {
   std::uint64_t landlock_fresh_write = 0;  // access mask for the fresh writable mounts (root only)
   std::uint64_t landlock_fresh_read = 0;   // ... and for the fresh readable ones (/proc)
   const sock_fprog* seccomp = nullptr;     // owned by the worker's SeccompFilter
+  int netns_fd = -1;  // the slot's allow-list network (net_slots.hpp, borrowed); -1: its empty one
 };
 
 struct IsolationRequest {
@@ -43,6 +44,7 @@ struct IsolationRequest {
   std::vector<std::string> fs_read, fs_write;  // permissions.fs globs (Landlock)
   int slot = 0;
   std::int64_t tmp_mb = 64;
+  int netns_fd = -1;  // SlotNetworks::prepare()'s fd for a `net: {allow}` task, else -1
 };
 
 // Everything `have` offers, for one task: the root, the slot identity (the workspace and its

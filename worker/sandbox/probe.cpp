@@ -81,6 +81,7 @@ std::vector<std::string> SandboxLayers::active() const {
   if (landlock_abi > 0) out.emplace_back("landlock");
   if (seccomp) out.emplace_back("seccomp");
   if (cgroups) out.emplace_back("cgroup");
+  if (networks) out.emplace_back("netallow");
   return out;
 }
 
@@ -114,6 +115,15 @@ SandboxLayers probe_sandbox(const ProbeOptions& options) {
     layers.cgroups = std::move(*cgroups);
   } else {
     layers.reasons["cgroup"] = cgroups.error().message;
+  }
+  if (options.task_net.empty()) {
+    layers.reasons["netallow"] = "off (start the worker with --task-net CIDR to run plugins with a net allow-list)";
+  } else if (!layers.identities) {
+    layers.reasons["netallow"] = "needs the mount, pid and user namespaces (a root worker)";
+  } else if (auto nets = SlotNetworks::create(options.task_net, options.slots); nets) {
+    layers.networks = std::move(*nets);
+  } else {
+    layers.reasons["netallow"] = nets.error().message;
   }
   return layers;
 }

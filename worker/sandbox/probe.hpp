@@ -6,7 +6,8 @@
 // Layers: pgroup, rlimits, env, fds (always); netns (`net: none`); mntns, pidns, ipcns, utsns
 // (a new root and kbfleet-init as pid 1: need a root worker and kbfleet-init); userns (a host uid
 // per slot, identity.hpp: root worker); caps (every capability dropped: root worker; a non-root
-// worker has none to drop); landlock; seccomp; cgroup (memory and pids quotas).
+// worker has none to drop); landlock; seccomp; cgroup (memory and pids quotas); netallow (only
+// with --task-net: net allow-lists enforced with nftables in a per-slot namespace, net_slots.hpp).
 //
 // The namespace probes run in forked children, so nothing irreversible touches the worker. The
 // cgroup probe may move the worker into a leaf cgroup on cgroup v2 (see probe_cgroups() in
@@ -20,6 +21,7 @@
 #include "common/posix/fd.hpp"
 #include "worker/sandbox/cgroup.hpp"
 #include "worker/sandbox/identity.hpp"
+#include "worker/sandbox/net_slots.hpp"
 #include "worker/sandbox/seccomp.hpp"
 
 namespace kbfleet::worker {
@@ -28,6 +30,7 @@ struct ProbeOptions {
   std::filesystem::path init;    // kbfleet-init; empty = next to the running executable
   std::uint32_t uid_base = 200000;  // first host uid/gid of the task users (slot 0)
   int slots = 1;                 // slot user namespaces made at start
+  std::string task_net;          // --task-net CIDR: per-slot networks for net allow-lists; empty = off
 };
 
 struct SandboxLayers {
@@ -41,6 +44,9 @@ struct SandboxLayers {
   // Creates the task cgroups; null when the cgroup layer is unavailable (then memory falls back
   // to RLIMIT_AS and pids is not enforced).
   std::shared_ptr<const Cgroups> cgroups;
+  // netallow: per-slot networks where a task's `net: {allow}` list is enforced (--task-net); null
+  // when off or unavailable. Not part of missing(): only plugins with an allow-list need it.
+  std::shared_ptr<SlotNetworks> networks;
   std::map<std::string, std::string> reasons;       // layer -> why it is unavailable
 
   std::vector<std::string> active() const;   // e.g. {"pgroup","rlimits",...,"seccomp","cgroup"}

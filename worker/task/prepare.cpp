@@ -6,6 +6,7 @@
 
 #include "common/permissions/env.hpp"
 #include "worker/sandbox/isolation.hpp"
+#include "worker/sandbox/net_rules.hpp"
 #include "worker/sandbox/workspace_fs.hpp"
 
 namespace kbfleet::worker {
@@ -40,12 +41,17 @@ Result<NetMode> choose_sandbox(const manifest::Manifest& m, const WorkerPolicy& 
     layers = {"none"};
     return NetMode::kHost;
   }
-  if (!m.net.none) {
+  if (!m.net.none && !policy.layers.networks) {
+    auto why = policy.layers.reasons.find("netallow");
     return make_error(ErrorCode::kNotSupported,
-                      "plugin '" + m.id + "' declares a network allow-list; allow-lists are not enforced yet "
-                      "(issue #4), so this worker refuses them rather than allow everything. Use `net: none`.");
+                      "plugin '" + m.id + "' declares a network allow-list, and this worker cannot enforce one (" +
+                          (why != policy.layers.reasons.end() ? why->second : std::string("off")) +
+                          "), so it refuses the plugin rather than allow everything. Run it on a worker started "
+                          "with --task-net CIDR, or use `net: none`.",
+                      {{"missing", "netallow"}});
   }
   layers = policy.layers.active();
+  layers.erase(std::remove(layers.begin(), layers.end(), m.net.none ? "netallow" : "netns"), layers.end());
   std::vector<std::string> missing;
   std::string why;
   for (const auto& l : policy.layers.missing()) {
@@ -60,7 +66,16 @@ Result<NetMode> choose_sandbox(const manifest::Manifest& m, const WorkerPolicy& 
                           why + "); fix the host, or start the worker with --allow-degraded to run without them",
                       {{"missing", join(missing)}});
   }
+  if (!m.net.none) return NetMode::kAllowList;
   return policy.layers.netns ? NetMode::kNone : NetMode::kHost;
+}
+
+// Loads the plugin's allow-list into the slot's network namespace (net_slots.hpp); its fd for
+// the launcher.
+Result<int> prepare_network(const manifest::Manifest& m, const WorkerPolicy& policy, int slot) {
+  auto rules = resolve_allow(m.net.allow);
+  if (!rules) return tl::unexpected(rules.error());
+  return policy.layers.networks->prepare(slot, *rules);
 }
 
 // Puts the attempt into a cgroup of its own with the manifest's memory and pids quotas.
@@ -154,6 +169,11 @@ Result<Prepared> prepare_launch(const protocol::TaskAssignment& task, const mani
   }
   if (m.sandbox != manifest::SandboxMode::kNone) {
     IsolationRequest request{policy.sandbox_root, entry->root, s.workspace, m.fs.read, m.fs.write, slot, 64};
+    if (s.net == NetMode::kAllowList) {
+      auto netns = prepare_network(m, policy, slot);
+      if (!netns) return tl::unexpected(netns.error());
+      request.netns_fd = *netns;
+    }
     auto iso = make_isolation(policy.layers, request);
     if (iso) {
       s.isolation = std::move(*iso);

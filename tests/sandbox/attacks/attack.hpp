@@ -53,6 +53,7 @@ void fork_bomb(const Input&);          // limits.cpp
 void memory_hog(const Input&);
 void cpu_spin(const Input&);
 void cpu_spin_forked(const Input&);
+void connect_to(const Input&);             // net.cpp
 void fill_disk(const Input&);
 void signal_worker(const Input&);      // process.cpp
 void ptrace_worker(const Input&);

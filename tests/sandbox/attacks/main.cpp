@@ -32,6 +32,7 @@ constexpr Entry kAttacks[] = {
     {"control", control},
     {"connect-loopback", connect_loopback},
     {"raw-socket", raw_socket},
+    {"connect-to", connect_to},
     {"fork-bomb", fork_bomb},
     {"memory-hog", memory_hog},
     {"cpu-spin", cpu_spin},

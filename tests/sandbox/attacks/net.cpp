@@ -37,6 +37,25 @@ void connect_loopback(const Input& in) {
   contained(errno_text(what));
 }
 
+// Input: addr, port. For allow-list tests: PLANTED when the connection is made (the test judges
+// whether that address was allowed, and sees the connection arrive), CONTAINED with the errno
+// when it is refused.
+void connect_to(const Input& in) {
+  const std::string host = in.get("addr");
+  int port = std::atoi(in.get("port").c_str());
+  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) contained(errno_text("socket(AF_INET)"));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<std::uint16_t>(port));
+  if (inet_pton(AF_INET, host.c_str(), &addr.sin_addr) != 1) contained("bad input address " + host);
+  std::string what = "connect(" + host + ":" + std::to_string(port) + ")";
+  timeval five{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &five, sizeof five);  // a dropped SYN must not hang the task
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) contained(errno_text(what));
+  planted("connected: " + what);
+}
+
 void raw_socket(const Input&) {
   int packet = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ALL));
   if (packet >= 0) escaped("opened socket(AF_PACKET, SOCK_RAW)");
