@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <ifaddrs.h>
+#include <net/if.h>
 #include <nftables/libnftables.h>
 #include <sched.h>
 #include <signal.h>
@@ -78,7 +79,7 @@ std::string veth_name(pid_t pid, int slot) { return "kb" + std::to_string(pid) +
 void remove_stale() {
   DIR* d = ::opendir(kNetnsDir);
   if (d == nullptr) return;
-  std::vector<std::string> stale;
+  std::vector<std::pair<std::string, std::string>> stale;  // namespace, its host-side veth
   while (dirent* e = ::readdir(d)) {
     std::string_view name = e->d_name;
     if (name.rfind("kbfleet-", 0) != 0) continue;
@@ -87,12 +88,21 @@ void remove_stale() {
     auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), pid);
     if (ec != std::errc{} || pid <= 0 || end == digits.data() + digits.size() || *end != '-') continue;
     if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
-    stale.emplace_back(name);
+    int slot = -1;
+    auto slot_text = std::string_view(end + 1, static_cast<std::size_t>(digits.data() + digits.size() - end - 1));
+    std::from_chars(slot_text.data(), slot_text.data() + slot_text.size(), slot);
+    stale.emplace_back(name, slot >= 0 ? veth_name(pid, slot) : "");
   }
   ::closedir(d);
-  for (const auto& name : stale) {
+  for (const auto& [name, veth] : stale) {
     spdlog::info("removing the task network namespace of a worker that is gone netns={}", name);
     if (auto st = run_ip({"netns", "del", name}); !st) spdlog::warn("{}", st.error().message);
+    // The kernel dismantles a namespace (and the veth pair in it) asynchronously; wait, bounded,
+    // so that its addresses are gone before this worker checks its range for overlaps.
+    for (int i = 0; i < 200 && !veth.empty() && ::if_nametoindex(veth.c_str()) != 0; ++i) {
+      timespec ts{0, 10'000'000};
+      ::nanosleep(&ts, nullptr);
+    }
   }
 }
 
