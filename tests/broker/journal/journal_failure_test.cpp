@@ -2,6 +2,9 @@
 // max_page_count): submissions are refused with IO_ERROR, nothing unjournalled is acknowledged,
 // the tasks acknowledged before are kept and recovered by the next broker.
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
@@ -104,6 +107,75 @@ TEST_CASE("a journal that cannot be written refuses submissions with IO_ERROR an
     auto id = submit(c, "");
     CHECK(id.has_value());
   }
+  test::remove_tree(dir);
+}
+
+}  // namespace kbfleet::broker
+
+namespace kbfleet::broker {
+namespace {
+
+// Lets this process write files only up to `bytes` (RLIMIT_FSIZE) while it lives: a write past it
+// fails with EFBIG. SIGXFSZ, which would kill the process, is ignored meanwhile.
+class FileSizeLimit {
+ public:
+  explicit FileSizeLimit(rlim_t bytes) {
+    REQUIRE(::getrlimit(RLIMIT_FSIZE, &saved_) == 0);
+    old_handler_ = ::signal(SIGXFSZ, SIG_IGN);
+    rlimit lim = saved_;
+    lim.rlim_cur = bytes;
+    REQUIRE(::setrlimit(RLIMIT_FSIZE, &lim) == 0);
+  }
+  ~FileSizeLimit() {
+    ::setrlimit(RLIMIT_FSIZE, &saved_);
+    ::signal(SIGXFSZ, old_handler_);
+  }
+
+ private:
+  rlimit saved_{};
+  sighandler_t old_handler_ = SIG_DFL;
+};
+
+}  // namespace
+
+TEST_CASE("a journal commit that fails answers that turn's submitters IO_ERROR and loses no acknowledged task",
+          "[broker][journal]") {
+  // The insert of a new task only touches SQLite's page cache; it is the commit that appends the
+  // pages to the WAL. With the WAL unable to grow, the commit fails, the turn is rolled back, and
+  // the task created in it must be refused, not acknowledged and then lost.
+  const std::string dir = test::make_temp_dir();
+  auto big = protocol::json_to_msgpack("\"" + std::string(200 << 10, 'x') + "\"");
+  REQUIRE(big.has_value());
+  std::string first;
+  {
+    RunningBroker b(options_for(dir + "/data", 0));
+    cli::Client c(b.endpoint(), 10s);
+    auto id = submit(c, *big);
+    REQUIRE(id.has_value());
+    first = *id;
+    struct stat wal {};
+    REQUIRE(::stat((dir + "/data/journal.db-wal").c_str(), &wal) == 0);
+    FileSizeLimit limit(static_cast<rlim_t>(wal.st_size));
+    auto refused = submit(c, *big);
+    REQUIRE_FALSE(refused.has_value());
+    CHECK(refused.error().code == ErrorCode::kIoError);
+    INFO(refused.error().message);
+    CHECK(refused.error().message.find("journal write failed") != std::string::npos);
+    CHECK(refused.error().message.find("COMMIT") != std::string::npos);  // the commit failed, not the insert
+    CHECK(state_of(c, first) == "queued");
+  }
+  {
+    RunningBroker b(options_for(dir + "/data", 0));
+    cli::Client c(b.endpoint(), 10s);
+    CHECK(state_of(c, first) == "queued");
+  }
+  // What the journal holds: the acknowledged task, and nothing of the refused one.
+  auto journal = Journal::open({dir + "/data/journal.db", Durability::kBatch, 0});
+  REQUIRE(journal.has_value());
+  std::vector<std::string> ids;
+  REQUIRE((*journal)->load([&](TaskRecord&& r) { ids.push_back(r.id); }).has_value());
+  CHECK(ids == std::vector<std::string>{first});
+  journal->reset();
   test::remove_tree(dir);
 }
 
