@@ -34,7 +34,8 @@ Error no_capable_worker(const PluginLookup& l, const std::string& plugin, const 
   std::string grants;
   for (const auto& cap : l.ungranted) {
     missing += (missing.empty() ? "" : ", ") + cap;
-    grants += " --grant " + cap;
+    // Not granted by hand: a worker that enforces net allow-lists has it (protocol/messages.hpp).
+    grants += cap == protocol::kNetAllowCapability ? " --task-net CIDR (it enforces the plugin's net allow-list)" : " --grant " + cap;
   }
   return Error{ErrorCode::kNoCapableWorker,
                "no connected worker granted the capabilities plugin '" + what + "' requires (missing: " + missing + ")" +

@@ -64,6 +64,14 @@ int main(int argc, char** argv) {
   }
   kbfleet::log::init("worker", log_level);
 
+  for (const auto& cap : opt.policy.granted) {
+    if (cap.rfind(kbfleet::protocol::kReservedCapabilityPrefix, 0) == 0) {
+      std::cerr << "kbfleet-worker: --grant " << cap << ": capabilities starting \""
+                << kbfleet::protocol::kReservedCapabilityPrefix << "\" are kbfleet's own ("
+                << kbfleet::protocol::kNetAllowCapability << " comes with --task-net)\n";
+      return 64;
+    }
+  }
   probe.slots = static_cast<int>(opt.slots);
   opt.policy.layers = kbfleet::worker::probe_sandbox(probe);
   const auto active = opt.policy.layers.active();

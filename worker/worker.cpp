@@ -129,6 +129,7 @@ void Worker::announce() {
   r.pid = ::getpid();
   r.slots = options_.slots;
   r.capabilities = options_.policy.granted;
+  if (options_.policy.layers.networks) r.capabilities.emplace_back(protocol::kNetAllowCapability);
   r.layers = options_.policy.layers.active();
   for (const auto& e : plugins_.entries()) {
     protocol::PluginOffer o;
@@ -140,6 +141,10 @@ void Worker::announce() {
         if (h.idempotent) o.idempotent.push_back(name);
       }
       o.capabilities = e.manifest->capabilities;
+      // Routed only to workers that enforce allow-lists (see kNetAllowCapability).
+      if (!e.manifest->net.none && e.manifest->sandbox != manifest::SandboxMode::kNone) {
+        o.capabilities.emplace_back(protocol::kNetAllowCapability);
+      }
     } else if (e.error) {
       o.error_code = std::string(code_name(e.error->code));
       o.error_message = e.error->message;

@@ -16,6 +16,11 @@ namespace kbfleet::protocol {
 
 inline constexpr std::string_view kProtocolTag = "KBF/1";  // frame 0 of every message
 inline constexpr int kProtocolVersion = 1;
+// A capability no operator grants by hand: workers require it in the offers of plugins with a
+// `net: {allow}` list and grant it when they enforce allow-lists (--task-net), so the broker
+// routes such tasks only to those workers. Capabilities starting "kbfleet." are reserved.
+inline constexpr std::string_view kNetAllowCapability = "kbfleet.netallow";
+inline constexpr std::string_view kReservedCapabilityPrefix = "kbfleet.";
 
 // Message type names (frame 1).
 namespace msg {

@@ -87,8 +87,9 @@ void add_hostile_plugins(const std::string& plugins_dir, const Quotas& quotas) {
 }
 
 FleetOptions options(const Quotas& quotas, std::map<std::string, std::string> worker_env,
-                     std::vector<std::string> worker_args) {
+                     std::vector<std::string> worker_args, std::vector<std::string> broker_args) {
   FleetOptions o{1, 2, std::move(worker_args)};
+  o.broker_args = std::move(broker_args);
   o.add_plugins = [quotas](const std::string& plugins_dir) { add_hostile_plugins(plugins_dir, quotas); };
   o.worker_env = std::move(worker_env);
   return o;
@@ -120,8 +121,8 @@ std::string task_net_host(int slot) {
 }
 
 HostileFleet::HostileFleet(Quotas quotas, std::map<std::string, std::string> worker_env,
-                           std::vector<std::string> worker_args)
-    : fleet(options(quotas, std::move(worker_env), std::move(worker_args))) {
+                           std::vector<std::string> worker_args, std::vector<std::string> broker_args)
+    : fleet(options(quotas, std::move(worker_env), std::move(worker_args), std::move(broker_args))) {
   if (!fleet.wait_for_workers(1)) throw std::runtime_error("the worker did not register; see " + fleet.dir);
 }
 

@@ -53,7 +53,7 @@ std::string task_net_host(int slot);
 class HostileFleet {
  public:
   explicit HostileFleet(Quotas quotas = {}, std::map<std::string, std::string> worker_env = {},
-                        std::vector<std::string> worker_args = {});
+                        std::vector<std::string> worker_args = {}, std::vector<std::string> broker_args = {});
 
   // Submits handler `attack` with `input` as a flat JSON object; returns the task id.
   std::string submit(const std::string& attack, const std::map<std::string, std::string>& input = {},

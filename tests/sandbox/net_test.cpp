@@ -112,15 +112,36 @@ TEST_CASE("a task with a net allow-list reaches the allowed address and nothing 
   CHECK_CONTAINED(host_loopback, "(ECONNREFUSED)");
 }
 
-TEST_CASE("a worker without --task-net refuses a plugin with a net allow-list with NOT_SUPPORTED", "[sandbox][hostile][net]") {
-  // Attack: run a plugin whose manifest allows an address, on a worker that cannot enforce
-  // allow-lists. Expected: NOT_SUPPORTED naming --task-net; the handler never runs with the
-  // host's network in place of the allow-list.
-  HostileFleet h;
+TEST_CASE("a plugin with a net allow-list never runs on a worker that cannot enforce it", "[sandbox][hostile][net]") {
+  // Attack: run a plugin whose manifest allows an address, in a fleet whose only worker cannot
+  // enforce allow-lists (no --task-net). Expected: the broker never dispatches it there (the
+  // offer requires kbfleet.netallow, which only a --task-net worker grants); the task fails
+  // NO_CAPABLE_WORKER naming --task-net, and the handler never runs with the host's network in
+  // place of the allow-list.
+  HostileFleet h({}, {}, {}, {"--no-capable-worker-ms", "500"});
   auto f = h.run("connect-to", {{"addr", task_net_host(0)}, {"port", "9"}}, Plugin::kNet);
   INFO(f.describe());
   CHECK(f.state == "failed");
-  CHECK(f.error_code() == "NOT_SUPPORTED");
+  CHECK(f.error_code() == "NO_CAPABLE_WORKER");
   CHECK(f.status["outcome"]["error"].value("message", "").find("--task-net") != std::string::npos);
-  CHECK(f.output.find("connected") == std::string::npos);
+  CHECK(f.status.value("attempt", -1) == 0);  // never dispatched
+  CHECK(f.output.find("PLANTED: ") == std::string::npos);
+}
+
+TEST_CASE("tasks with a net allow-list go only to the worker that enforces it", "[sandbox][hostile][net]") {
+  // Two workers, only w1 started with --task-net. Expected: every allow-list task runs on w1
+  // and reaches its allowed address; none lands on w0 (which would have to refuse it).
+  if (geteuid() != 0) SKIP_TEST("per-slot task networks need a root worker");
+  HostileFleet h;
+  h.fleet.add_worker({"--task-net", task_net()});
+  REQUIRE(h.fleet.wait_for_workers(2));
+  Listener allowed;
+  listen_on(task_net_host(0), allowed);
+  for (int i = 0; i < 3; ++i) {
+    auto f = h.run("connect-to", {{"addr", task_net_host(0)}, {"port", std::to_string(allowed.port)}}, Plugin::kNet);
+    INFO(f.describe());
+    CHECK(f.state == "succeeded");
+    CHECK(f.status.value("worker", "") == "w1");
+    CHECK(f.output.find("PLANTED: connected: ") != std::string::npos);
+  }
 }
