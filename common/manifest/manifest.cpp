@@ -6,6 +6,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "common/manifest/yaml_fields.hpp"
+#include "common/permissions/net_allow.hpp"
 
 namespace kbfleet::manifest {
 namespace {
@@ -176,6 +177,9 @@ Status parse_net(const Node& node, Manifest& m) {
     if ((*allow)[i].empty()) {
       return invalid(item("permissions.net.allow", i), "must be a non-empty string such as example.com:443 or 127.0.0.0/8",
                      list[i]);
+    }
+    if (auto e = permissions::parse_allow_entry((*allow)[i]); !e) {
+      return invalid(item("permissions.net.allow", i), e.error().message, list[i]);
     }
   }
   m.net.none = false;

@@ -4,32 +4,12 @@
 #include <netdb.h>
 #include <sys/socket.h>
 
-#include <algorithm>
-#include <charconv>
 #include <memory>
+
+#include "common/permissions/net_allow.hpp"
 
 namespace kbfleet::worker {
 namespace {
-
-Error bad_entry(const std::string& entry, const std::string& why) {
-  return Error{ErrorCode::kInvalidArgument,
-               "permissions.net.allow entry '" + entry + "': " + why +
-                   " (forms: 10.1.2.3:443, 10.0.0.0/8, 10.0.0.0/8:5432, name.example:8080)",
-               {{"entry", entry}}};
-}
-
-bool parse_int(std::string_view s, int lo, int hi, int& out) {
-  if (s.empty()) return false;
-  auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-  return ec == std::errc{} && end == s.data() + s.size() && out >= lo && out <= hi;
-}
-
-bool parse_ipv4(const std::string& s, std::uint32_t& out) {
-  in_addr a{};
-  if (::inet_pton(AF_INET, s.c_str(), &a) != 1) return false;
-  out = ntohl(a.s_addr);
-  return true;
-}
 
 std::string ipv4_text(std::uint32_t host_order) {
   in_addr a{htonl(host_order)};
@@ -51,43 +31,16 @@ std::string NetRule::text() const {
   return s;
 }
 
-Result<AllowEntry> parse_allow_entry(const std::string& entry) {
-  if (entry.find('[') != std::string::npos || std::count(entry.begin(), entry.end(), ':') > 1) {
-    return make_error(ErrorCode::kNotSupported,
-                      "permissions.net.allow entry '" + entry + "' is IPv6; tasks get IPv4 only (use an IPv4 address or name)",
-                      {{"entry", entry}});
-  }
-  AllowEntry e;
-  std::string rest = entry;
-  if (auto colon = rest.rfind(':'); colon != std::string::npos) {
-    if (!parse_int(std::string_view(rest).substr(colon + 1), 1, 65535, e.port)) return tl::unexpected(bad_entry(entry, "the port must be 1-65535"));
-    rest.resize(colon);
-  }
-  if (auto slash = rest.find('/'); slash != std::string::npos) {
-    if (!parse_int(std::string_view(rest).substr(slash + 1), 0, 32, e.prefix)) return tl::unexpected(bad_entry(entry, "the prefix must be 0-32"));
-    rest.resize(slash);
-  }
-  if (rest.empty()) return tl::unexpected(bad_entry(entry, "no address"));
-  std::uint32_t ignored = 0;
-  if (!parse_ipv4(rest, ignored)) {
-    const bool name_chars = rest.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") == std::string::npos;
-    if (!name_chars || e.prefix != 32 || entry.find('/') != std::string::npos) return tl::unexpected(bad_entry(entry, "not an IPv4 address, CIDR or host name"));
-    if (e.port == 0) return tl::unexpected(bad_entry(entry, "a host name needs a port"));
-    e.is_name = true;
-  }
-  e.host = std::move(rest);
-  return e;
-}
-
 Result<std::vector<NetRule>> resolve_allow(const std::vector<std::string>& allow) {
   std::vector<NetRule> rules;
   for (const auto& text : allow) {
-    auto e = parse_allow_entry(text);
-    if (!e) return tl::unexpected(e.error());
+    auto e = permissions::parse_allow_entry(text);
+    if (!e) {
+      e.error().message = "permissions.net.allow entry " + e.error().message;
+      return tl::unexpected(e.error());
+    }
     if (!e->is_name) {
-      std::uint32_t address = 0;
-      parse_ipv4(e->host, address);
-      rules.push_back({network_of(address, e->prefix), e->prefix, e->port});
+      rules.push_back({network_of(e->address, e->prefix), e->prefix, e->port});
       continue;
     }
     addrinfo hints{};

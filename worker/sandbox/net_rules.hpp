@@ -11,12 +11,8 @@
 //  - the task cannot change the rules: the namespace belongs to the host's user namespace, in
 //    which the task has no capability.
 //
-// Allow entries (IPv4; IPv6 is refused with NOT_SUPPORTED rather than left open):
-//   "10.1.2.3:443"      one address, one port (TCP and UDP)
-//   "10.0.0.0/8"        a CIDR, every port
-//   "10.0.0.0/8:5432"   a CIDR, one port
-//   "cache.local:8080"  a host name, resolved by the worker when the task starts (each IPv4
-//                       address it has); a name needs a port
+// The entries' forms are in common/permissions/net_allow.hpp; a name becomes each IPv4 address
+// it resolves to when the task starts.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -32,17 +28,7 @@ struct NetRule {
   std::string text() const;   // "10.0.0.0/8:5432"
 };
 
-struct AllowEntry {
-  std::string host;  // an IPv4 address, a CIDR's address, or a name
-  int prefix = 32;
-  int port = 0;
-  bool is_name = false;
-};
-
-// INVALID_ARGUMENT naming the entry (bad port, bad prefix, a name without a port);
-// NOT_SUPPORTED for IPv6.
-[[nodiscard]] Result<AllowEntry> parse_allow_entry(const std::string& entry);
-// Every entry parsed and names resolved (getaddrinfo, IPv4). INVALID_ARGUMENT as above;
+// Every entry parsed (common/permissions/net_allow.hpp) and names resolved (getaddrinfo, IPv4). INVALID_ARGUMENT as above;
 // NOT_SUPPORTED for IPv6; SANDBOX_UNAVAILABLE naming a host name that does not resolve.
 [[nodiscard]] Result<std::vector<NetRule>> resolve_allow(const std::vector<std::string>& allow);
 // The complete ruleset for one task: it replaces whatever the slot's namespace held before.

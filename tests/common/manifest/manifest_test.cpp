@@ -294,6 +294,13 @@ TEST_CASE("net is none or a non-empty allow-list", "[manifest]") {
     CHECK(invalid_message(with("permissions: { net: { allow: [a:1, ''] } }\n"), "permissions.net.allow[1]") ==
           "permissions.net.allow[1]: must be a non-empty string such as example.com:443 or 127.0.0.0/8");
   }
+  SECTION("an entry that is no address, CIDR or host:port is refused at load, naming it") {
+    CHECK(invalid_message(with("permissions: { net: { allow: [10.0.0.0/8, 'cache.local'] } }\n"), "permissions.net.allow[1]") ==
+          "permissions.net.allow[1]: 'cache.local': a host name needs a port (forms: 10.1.2.3:443, 10.0.0.0/8, "
+          "10.0.0.0/8:5432, name.example:8080)");
+    invalid_message(with("permissions: { net: { allow: ['10.0.0.0/40'] } }\n"), "permissions.net.allow[0]");
+    invalid_message(with("permissions: { net: { allow: ['[::1]:443'] } }\n"), "permissions.net.allow[0]");
+  }
 }
 
 TEST_CASE("quotas are positive integers within sane maxima", "[manifest]") {
