@@ -48,6 +48,10 @@ int main(int argc, char** argv) {
   app.add_option("--task-net", probe.task_net,
                  "IPv4 CIDR for per-slot task networks (a /30 per slot): enables plugins with a net allow-list, "
                  "enforced with nftables (e.g. 10.231.0.0/16; docs/sandbox.md)");
+  double task_cpus = 0;
+  app.add_option("--task-cpus", task_cpus,
+                 "CPUs each task may use at most, e.g. 1.5 (the task cgroup's cpu.max / cpu.cfs_quota_us); default: no limit")
+      ->check(CLI::Range(0.01, 4096.0));
   app.add_option("--task-uid-base", probe.uid_base, "host uid/gid of slot 0's task user; slot N runs as base+N")
       ->check(CLI::Range(std::uint32_t{1000}, std::uint32_t{4000000000U}))->capture_default_str();
   app.add_option("--init", probe.init, "path of kbfleet-init (default: next to kbfleet-worker)");
@@ -73,6 +77,8 @@ int main(int argc, char** argv) {
     }
   }
   probe.slots = static_cast<int>(opt.slots);
+  probe.cpu_bandwidth = task_cpus > 0;
+  opt.policy.task_cpu_quota_us = static_cast<std::int64_t>(task_cpus * kbfleet::worker::kCpuPeriodUs);
   opt.policy.layers = kbfleet::worker::probe_sandbox(probe);
   const auto active = opt.policy.layers.active();
   const auto missing = opt.policy.layers.missing();
@@ -88,6 +94,7 @@ int main(int argc, char** argv) {
     if (opt.policy.layers.networks) std::cout << "netallow.cidr=" << opt.policy.layers.networks->cidr() << "\n";
     // Detail lines, still key=value: versions, and why each missing layer is missing.
     if (cgroups) std::cout << "cgroup.version=" << cgroups->version() << "\n";
+    if (cgroups) std::cout << "cgroup.cpu_quota=" << (cgroups->cpu_bandwidth() ? "available" : "unavailable") << "\n";
     if (opt.policy.layers.landlock_abi > 0) std::cout << "landlock.abi=" << opt.policy.layers.landlock_abi << "\n";
     if (opt.policy.layers.identities) std::cout << "userns.uid_base=" << probe.uid_base << "\n";
     for (const auto& [layer, why] : opt.policy.layers.reasons) std::cout << layer << ".reason=" << why << "\n";
@@ -108,6 +115,12 @@ int main(int argc, char** argv) {
       spdlog::warn("sandbox layer unavailable layer={} reason=\"{}\"", layer, why);
     }
   }
+  if (task_cpus > 0 && !(cgroups && cgroups->cpu_bandwidth())) {
+    std::cerr << "kbfleet-worker: --task-cpus needs the cgroup cpu controller (v2: delegated to the worker's cgroup; "
+                 "v1: the cpu hierarchy mounted and writable), which this host does not give the worker\n";
+    return 78;
+  }
+  if (task_cpus > 0) spdlog::info("sandbox CPU quota per task cpus={} cpu_quota_us={}", task_cpus, opt.policy.task_cpu_quota_us);
   if (opt.policy.layers.networks) {
     spdlog::info("sandbox net allow-lists on task_net={} (slot 0: host {} <-> task {})", probe.task_net,
                  opt.policy.layers.networks->addresses(0).host, opt.policy.layers.networks->addresses(0).task);

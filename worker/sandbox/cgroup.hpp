@@ -11,6 +11,9 @@
 //  - kill_all() SIGKILLs every process in the cgroup, whatever its process group or session;
 //  - cpu_usage_ms() is the CPU time of every process the task ever had (v2 cpu.stat usage_usec,
 //    v1 cpuacct.usage), so quotas.cpuMs is one budget for the whole task, not one per process;
+//  - with CgroupLimits::cpu_quota_us (the operator's --task-cpus), the task's processes together
+//    get at most that much CPU time per 100 ms (v2 cpu.max, v1 cpu.cfs_quota_us): the kernel
+//    throttles them, so one task cannot take every core of a shared worker;
 //  - the cgroup is removed when its owner goes (destructor), after its processes are gone.
 //
 // Two implementations behind one interface, chosen by probe_cgroups() (nsjail picks cgroup.cc or
@@ -35,6 +38,15 @@ namespace kbfleet::worker {
 struct CgroupLimits {
   std::int64_t memory_mb = 0;
   std::int64_t pids = 0;
+  std::int64_t cpu_quota_us = 0;  // CPU time per kCpuPeriodUs for the whole task; needs cpu_bandwidth()
+};
+
+inline constexpr std::int64_t kCpuPeriodUs = 100000;
+
+struct CgroupOptions {
+  // v2: also delegate the cpu controller to task cgroups (cpu.max). v1 needs nothing extra: the
+  // cpu hierarchy is used when it is mounted and writable.
+  bool cpu_bandwidth = false;
 };
 
 // One task's cgroup (a directory per v1 controller, one directory for v2). Not thread-safe; used
@@ -71,6 +83,8 @@ class Cgroups {
   virtual std::string_view version() const = 0;  // "v1" or "v2"
   // Where task cgroups go, for the start-up log line (directories, comma-separated).
   virtual std::string location() const = 0;
+  // True if create() can honour CgroupLimits::cpu_quota_us.
+  virtual bool cpu_bandwidth() const = 0;
   // Creates the cgroup "kbfleet-<pid namespace>-<worker pid>-<name>" under the worker's cgroup
   // and sets `limits`.
   // `name` is one path component of [A-Za-z0-9._-] (INVALID_ARGUMENT otherwise). Errors:
@@ -89,7 +103,7 @@ class Cgroups {
 // child `worker/` and enables them then (as nsjail's moveSelfIntoChildCgroup does). Task cgroups
 // become siblings of `worker/`. If enabling still fails (other processes share the cgroup), the
 // worker moves back and v2 is reported unavailable. Call it before starting threads.
-[[nodiscard]] Result<std::unique_ptr<Cgroups>> probe_cgroups();
+[[nodiscard]] Result<std::unique_ptr<Cgroups>> probe_cgroups(const CgroupOptions& options = {});
 
 // --- pure helpers, exposed for tests -----------------------------------------------------------
 

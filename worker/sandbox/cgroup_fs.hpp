@@ -72,7 +72,7 @@ class TaskDirs : public TaskCgroup {
 void remove_stale(const std::string& parent);
 
 // Opens the worker's v2 cgroup at `dir` (see probe_cgroups() for the leaf move), or says why not.
-[[nodiscard]] Result<std::unique_ptr<Cgroups>> open_v2(const std::string& dir);
+[[nodiscard]] Result<std::unique_ptr<Cgroups>> open_v2(const std::string& dir, const CgroupOptions& options);
 // Opens the v1 memory and pids hierarchies at the worker's cgroups `dirs` (controller -> dir).
 [[nodiscard]] Result<std::unique_ptr<Cgroups>> open_v1(const CgroupDirs& dirs);
 

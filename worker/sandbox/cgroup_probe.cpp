@@ -123,7 +123,7 @@ std::optional<std::int64_t> keyed_value(std::string_view text, std::string_view 
   return std::nullopt;
 }
 
-Result<std::unique_ptr<Cgroups>> probe_cgroups() {
+Result<std::unique_ptr<Cgroups>> probe_cgroups(const CgroupOptions& options) {
   auto self = cgroup_fs::read_file("/proc/self/cgroup");
   if (!self) return make_error(ErrorCode::kSandboxUnavailable, self.error().message, {{"layer", "cgroup"}});
   auto mountinfo = cgroup_fs::read_file("/proc/self/mountinfo");
@@ -134,7 +134,7 @@ Result<std::unique_ptr<Cgroups>> probe_cgroups() {
   // so on a hybrid host at most one of the two can offer memory and pids.
   std::string why_not_v2 = "no cgroup2 filesystem shows this process's cgroup";
   if (dirs.v2) {
-    auto v2 = cgroup_fs::open_v2(*dirs.v2);
+    auto v2 = cgroup_fs::open_v2(*dirs.v2, options);
     if (v2) return v2;
     why_not_v2 = v2.error().message;
   }

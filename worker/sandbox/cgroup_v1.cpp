@@ -23,19 +23,24 @@ std::optional<std::int64_t> read_number(const std::string& path) {
 }
 
 std::vector<std::string> task_dirs(const std::string& memory, const std::string& pids,
-                                   const std::optional<std::string>& cpuacct) {
+                                   const std::optional<std::string>& cpuacct, const std::optional<std::string>& cpu) {
   std::vector<std::string> dirs{memory, pids};
   if (cpuacct) dirs.push_back(*cpuacct);
+  if (cpu && cpu != cpuacct) dirs.push_back(*cpu);
   return dirs;
 }
 
 class TaskCgroupV1 final : public TaskDirs {
  public:
-  TaskCgroupV1(const std::string& memory_dir, const std::string& pids_dir, std::optional<std::string> cpuacct_dir)
-      : TaskDirs(task_dirs(memory_dir, pids_dir, cpuacct_dir), std::nullopt),
+  // `cpu_dir`: the task's directory in the cpu hierarchy, only when it gets a CPU quota (it may be
+  // `cpuacct_dir` itself where the two controllers are mounted together).
+  TaskCgroupV1(const std::string& memory_dir, const std::string& pids_dir, std::optional<std::string> cpuacct_dir,
+               std::optional<std::string> cpu_dir)
+      : TaskDirs(task_dirs(memory_dir, pids_dir, cpuacct_dir, cpu_dir), std::nullopt),
         memory_(memory_dir),
         pids_(pids_dir),
-        cpuacct_(std::move(cpuacct_dir)) {}
+        cpuacct_(std::move(cpuacct_dir)),
+        cpu_(std::move(cpu_dir)) {}
 
   Status configure(const CgroupLimits& limits);
   bool oom_killed() const override {
@@ -55,7 +60,7 @@ class TaskCgroupV1 final : public TaskDirs {
 
  private:
   std::string memory_, pids_;
-  std::optional<std::string> cpuacct_;
+  std::optional<std::string> cpuacct_, cpu_;
 };
 
 Status TaskCgroupV1::configure(const CgroupLimits& limits) {
@@ -76,22 +81,38 @@ Status TaskCgroupV1::configure(const CgroupLimits& limits) {
   if (limits.pids > 0) {
     if (auto st = write_file(pids_ + "/pids.max", std::to_string(limits.pids)); !st) return st;
   }
+  if (limits.cpu_quota_us > 0 && cpu_) {
+    if (auto st = write_file(*cpu_ + "/cpu.cfs_period_us", std::to_string(kCpuPeriodUs)); !st) return st;
+    if (auto st = write_file(*cpu_ + "/cpu.cfs_quota_us", std::to_string(limits.cpu_quota_us)); !st) return st;
+  }
   return {};
 }
 
 class CgroupsV1 final : public Cgroups {
  public:
-  CgroupsV1(std::string memory_dir, std::string pids_dir, std::optional<std::string> cpuacct_dir)
-      : memory_(std::move(memory_dir)), pids_(std::move(pids_dir)), cpuacct_(std::move(cpuacct_dir)) {}
+  CgroupsV1(std::string memory_dir, std::string pids_dir, std::optional<std::string> cpuacct_dir,
+            std::optional<std::string> cpu_dir)
+      : memory_(std::move(memory_dir)),
+        pids_(std::move(pids_dir)),
+        cpuacct_(std::move(cpuacct_dir)),
+        cpu_(std::move(cpu_dir)) {}
 
   std::string_view version() const override { return "v1"; }
+  bool cpu_bandwidth() const override { return cpu_.has_value(); }
   std::string location() const override { return memory_ + "," + pids_ + (cpuacct_ ? "," + *cpuacct_ : ""); }
   Result<std::unique_ptr<TaskCgroup>> create(std::string_view name, const CgroupLimits& limits) const override {
     auto base = task_dir_name(name);
     if (!base) return tl::unexpected(base.error());
-    std::optional<std::string> cpuacct;
+    std::optional<std::string> cpuacct, cpu;
     if (cpuacct_) cpuacct = *cpuacct_ + "/" + *base;
-    auto cgroup = std::make_unique<TaskCgroupV1>(memory_ + "/" + *base, pids_ + "/" + *base, std::move(cpuacct));
+    if (limits.cpu_quota_us > 0) {
+      if (!cpu_) {
+        return make_error(ErrorCode::kSandboxUnavailable, "a CPU quota needs the cpu controller, not mounted here",
+                          {{"layer", "cgroup"}});
+      }
+      cpu = *cpu_ + "/" + *base;
+    }
+    auto cgroup = std::make_unique<TaskCgroupV1>(memory_ + "/" + *base, pids_ + "/" + *base, std::move(cpuacct), std::move(cpu));
     if (auto st = cgroup->configure(limits); !st) return tl::unexpected(st.error());
     return std::unique_ptr<TaskCgroup>(std::move(cgroup));
   }
@@ -99,6 +120,7 @@ class CgroupsV1 final : public Cgroups {
  private:
   std::string memory_, pids_;
   std::optional<std::string> cpuacct_;  // absent: cpuMs stays a per-process RLIMIT_CPU only
+  std::optional<std::string> cpu_;      // absent: no CPU quota (--task-cpus)
 };
 
 }  // namespace
@@ -124,17 +146,35 @@ Result<std::unique_ptr<Cgroups>> open_v1(const CgroupDirs& dirs) {
       remove_stale(*cpuacct);
     }
   }
-  auto cgroups = std::make_unique<CgroupsV1>(dirs.v1.at("memory"), dirs.v1.at("pids"), cpuacct);
+  std::optional<std::string> cpu;
+  if (auto it = dirs.v1.find("cpu"); it != dirs.v1.end()) {
+    if (it->second != dirs.v1.at("memory") && it->second != dirs.v1.at("pids")) {
+      cpu = it->second;
+      if (cpu != cpuacct) remove_stale(*cpu);
+    }
+  }
+  const std::string memory = dirs.v1.at("memory"), pids = dirs.v1.at("pids");
+  auto cgroups = std::make_unique<CgroupsV1>(memory, pids, cpuacct, cpu);
   // One task cgroup made and removed, so a read-only cgroupfs or a missing knob shows at start.
   auto probe = cgroups->create("probe", CgroupLimits{1, 1});
   if (!probe && cpuacct) {
     // cpuacct only makes the CPU budget whole-task; without it memory and pids still hold.
     spdlog::warn("cgroup v1 cpuacct unusable, quotas.cpuMs stays per process dir={} error=\"{}\"", *cpuacct,
                  probe.error().message);
-    cgroups = std::make_unique<CgroupsV1>(dirs.v1.at("memory"), dirs.v1.at("pids"), std::nullopt);
+    cpuacct.reset();
+    cgroups = std::make_unique<CgroupsV1>(memory, pids, cpuacct, cpu);
     probe = cgroups->create("probe", CgroupLimits{1, 1});
   }
   if (!probe) return tl::unexpected(probe.error());
+  probe->reset();
+  if (cpu) {
+    auto with_cpu = cgroups->create("probe-cpu", CgroupLimits{1, 1, kCpuPeriodUs});
+    if (!with_cpu) {
+      spdlog::info("cgroup v1 cpu hierarchy unusable, no CPU quota (--task-cpus) dir={} error=\"{}\"", *cpu,
+                   with_cpu.error().message);
+      cgroups = std::make_unique<CgroupsV1>(memory, pids, cpuacct, std::nullopt);
+    }
+  }
   return std::unique_ptr<Cgroups>(std::move(cgroups));
 }
 

@@ -53,18 +53,27 @@ Status TaskCgroupV2::configure(const CgroupLimits& limits) {
   if (limits.pids > 0) {
     if (auto st = write_file(dir_ + "/pids.max", std::to_string(limits.pids)); !st) return st;
   }
+  if (limits.cpu_quota_us > 0) {
+    const std::string max = std::to_string(limits.cpu_quota_us) + " " + std::to_string(kCpuPeriodUs);
+    if (auto st = write_file(dir_ + "/cpu.max", max); !st) return st;
+  }
   return {};
 }
 
 class CgroupsV2 final : public Cgroups {
  public:
-  explicit CgroupsV2(std::string dir) : dir_(std::move(dir)) {}
+  CgroupsV2(std::string dir, bool cpu) : dir_(std::move(dir)), cpu_(cpu) {}
 
   std::string_view version() const override { return "v2"; }
   std::string location() const override { return dir_; }
+  bool cpu_bandwidth() const override { return cpu_; }
   Result<std::unique_ptr<TaskCgroup>> create(std::string_view name, const CgroupLimits& limits) const override {
     auto base = task_dir_name(name);
     if (!base) return tl::unexpected(base.error());
+    if (limits.cpu_quota_us > 0 && !cpu_) {
+      return make_error(ErrorCode::kSandboxUnavailable, "a CPU quota needs the cpu controller, not delegated here",
+                        {{"layer", "cgroup"}});
+    }
     auto cgroup = std::make_unique<TaskCgroupV2>(dir_ + "/" + *base);
     if (auto st = cgroup->configure(limits); !st) return tl::unexpected(st.error());
     return std::unique_ptr<TaskCgroup>(std::move(cgroup));
@@ -72,6 +81,7 @@ class CgroupsV2 final : public Cgroups {
 
  private:
   std::string dir_;
+  bool cpu_;
 };
 
 bool failed_with(const Error& e, int err) {
@@ -112,9 +122,25 @@ Status enable_controllers(const std::string& dir) {
                     {{"layer", "cgroup"}});
 }
 
+// The cpu controller for cpu.max, when asked for: after memory and pids, so a host that cannot
+// delegate it still gets those. False (with a warning) if it cannot be enabled.
+bool enable_cpu(const std::string& dir, std::string_view available) {
+  if (!lists_controller(available, "cpu")) {
+    spdlog::warn("cgroup v2 cpu controller not offered to the worker's cgroup dir={}", dir);
+    return false;
+  }
+  auto enabled = read_file(dir + "/cgroup.subtree_control");
+  if (enabled && lists_controller(*enabled, "cpu")) return true;
+  if (auto st = write_file(dir + "/cgroup.subtree_control", "+cpu"); !st) {
+    spdlog::warn("cgroup v2 cpu controller could not be delegated error=\"{}\"", st.error().message);
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
-Result<std::unique_ptr<Cgroups>> open_v2(const std::string& dir) {
+Result<std::unique_ptr<Cgroups>> open_v2(const std::string& dir, const CgroupOptions& options) {
   auto available = read_file(dir + "/cgroup.controllers");
   if (!available) return make_error(ErrorCode::kSandboxUnavailable, available.error().message);
   std::string missing;
@@ -129,8 +155,9 @@ Result<std::unique_ptr<Cgroups>> open_v2(const std::string& dir) {
                       {{"layer", "cgroup"}});
   }
   if (auto st = enable_controllers(dir); !st) return tl::unexpected(st.error());
+  const bool cpu = options.cpu_bandwidth && enable_cpu(dir, *available);
   remove_stale(dir);
-  auto cgroups = std::make_unique<CgroupsV2>(dir);
+  auto cgroups = std::make_unique<CgroupsV2>(dir, cpu);
   // One task cgroup made and removed, so a read-only cgroupfs or a missing knob shows at start.
   auto probe = cgroups->create("probe", CgroupLimits{1, 1});
   if (!probe) return tl::unexpected(probe.error());

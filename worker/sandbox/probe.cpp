@@ -110,7 +110,7 @@ SandboxLayers probe_sandbox(const ProbeOptions& options) {
   } else {
     layers.reasons["seccomp"] = filter.error().message;
   }
-  auto cgroups = probe_cgroups();
+  auto cgroups = probe_cgroups(CgroupOptions{options.cpu_bandwidth});
   if (cgroups) {
     layers.cgroups = std::move(*cgroups);
   } else {

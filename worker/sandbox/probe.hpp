@@ -31,6 +31,7 @@ struct ProbeOptions {
   std::uint32_t uid_base = 200000;  // first host uid/gid of the task users (slot 0)
   int slots = 1;                 // slot user namespaces made at start
   std::string task_net;          // --task-net CIDR: per-slot networks for net allow-lists; empty = off
+  bool cpu_bandwidth = false;    // --task-cpus: task cgroups must take a CPU quota
 };
 
 struct SandboxLayers {

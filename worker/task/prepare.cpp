@@ -89,7 +89,7 @@ Result<int> prepare_network(const manifest::Manifest& m, const WorkerPolicy& pol
 Status attach_cgroup(const protocol::TaskAssignment& task, const manifest::Manifest& m, const WorkerPolicy& policy,
                      LaunchSpec& spec, std::vector<std::string>& layers) {
   if (!policy.layers.cgroups) return {};
-  CgroupLimits limits{m.quotas.memory_mb, m.quotas.pids};
+  CgroupLimits limits{m.quotas.memory_mb, m.quotas.pids, policy.task_cpu_quota_us};
   auto cgroup = policy.layers.cgroups->create(task.task_id + "-" + std::to_string(task.attempt), limits);
   if (cgroup) {
     spec.join_cgroups = (*cgroup)->procs_files();

@@ -27,6 +27,7 @@ struct WorkerPolicy {
   DegradedPolicy degraded = DegradedPolicy::kRefuse;
   UnsandboxedPolicy unsandboxed = UnsandboxedPolicy::kRefuse;
   std::int64_t kill_grace_ms = 2000;
+  std::int64_t task_cpu_quota_us = 0;  // --task-cpus: CPU time per 100 ms for each task's cgroup; 0 = none
   std::map<std::string, std::string> host_env;  // the worker's environment
   std::filesystem::path sandbox_root;            // empty dir the tasks' roots are mounted on
 };

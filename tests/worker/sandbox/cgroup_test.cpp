@@ -216,6 +216,35 @@ TEST_CASE("CPU used by a handler's children counts against one whole-task budget
   CHECK(p->outcome().cpu_ms < 1900);           // not the 2 s the per-process limits would allow
 }
 
+TEST_CASE("a task cgroup with a CPU quota throttles its processes together", "[sandbox][cgroup]") {
+  static const Result<std::unique_ptr<Cgroups>> with_cpu = probe_cgroups(CgroupOptions{true});
+  if (!with_cpu || !(*with_cpu)->cpu_bandwidth()) {
+    WARN("skipped: no cgroup cpu controller for the worker: " << (with_cpu ? "not delegated" : with_cpu.error().message));
+    SUCCEED();
+    return;
+  }
+  auto made = (*with_cpu)->create(next_name(), {256, 64, kCpuPeriodUs / 5});  // 0.2 CPU
+  REQUIRE(made);
+  std::shared_ptr<TaskCgroup> cg = std::move(*made);
+  TempDir ws;
+  Recorded sink;
+  // Two spinners for 600 ms of wall time: unthrottled they would use up to 1.2 s of CPU.
+  auto spec = in_cgroup(testing::shell("(while :; do :; done) & (while :; do :; done) & wait", ws.path()), cg);
+  spec.limits.timeout_ms = 600;
+  spec.limits.kill_grace_ms = 0;
+  auto p = testing::start(spec);
+  testing::drive(*p, sink, nullptr, 20s);
+  CHECK(p->outcome().reason == EndReason::kTimeout);
+  // The kernel throttled the cgroup: cpu.stat counts the periods it hit the quota (v1 in the cpu
+  // hierarchy's directory, v2 in the task's one).
+  std::int64_t throttled = 0;
+  for (const auto& dir : dirs_of(*cg)) {
+    if (auto n = keyed_value(read_text(dir / "cpu.stat"), "nr_throttled")) throttled += *n;
+  }
+  CHECK(throttled > 0);
+  CHECK(p->outcome().cpu_ms < 600);  // about 0.2 x the wall time, far from 2 x
+}
+
 TEST_CASE("the cgroup kill reaches a process that left the handler's process group",
           "[sandbox][cgroup]") {
   REQUIRE_CGROUPS_OR_SKIP();
