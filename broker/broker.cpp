@@ -17,6 +17,8 @@ Result<std::unique_ptr<Broker>> Broker::create(const BrokerOptions& options) {
   auto cas = Cas::open(options.data_dir);
   if (!cas) return tl::unexpected(cas.error());
   std::unique_ptr<Broker> b(new Broker(options, std::move(*cas)));
+  // Keys and allow-list first: recovery rebuilds per-tenant state (blob ownership) in CURVE mode.
+  if (auto st = b->setup_security(); !st) return tl::unexpected(st.error());
   // Recover before binding, so no client or worker sees a broker without its tasks.
   if (options.durability != Durability::kNone) {
     auto journal = Journal::open({options.data_dir + "/journal.db", options.durability, options.journal_max_pages});
@@ -25,7 +27,6 @@ Result<std::unique_ptr<Broker>> Broker::create(const BrokerOptions& options) {
     if (auto st = b->recover(); !st) return tl::unexpected(st.error());
   }
 
-  if (auto st = b->setup_security(); !st) return tl::unexpected(st.error());
   auto bind = transport::bind_router(b->router_, options.bind);
   if (!bind) return tl::unexpected(bind.error());
   b->endpoints_.bind = *bind;

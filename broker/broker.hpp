@@ -184,6 +184,7 @@ class Broker {
   void on_upload_chunk(transport::Incoming& in);
   void on_upload_end(transport::Incoming& in);
   void record_artifact(Task& t, const protocol::ArtifactMeta& meta);  // stored + verified
+  static std::string blob_owner_key(const std::string& tenant, const std::string& sha256);
   Result<Task*> running_task_of(const std::string& worker, std::string_view task_id, std::int64_t attempt);
 
   BrokerOptions options_;
@@ -200,6 +201,9 @@ class Broker {
   };
   std::unordered_map<std::string, TenantUsage> usage_;
   std::unordered_map<std::string, std::string> worker_keys_;  // routing id -> CURVE key it first used
+  // CURVE mode: "tenant/sha256" of every blob a task of the tenant produced (dedupe scope).
+  // Grows with distinct (tenant, blob) pairs, as the CAS itself does.
+  std::unordered_set<std::string> tenant_blobs_;
   bool redispatch_ = false;  // a tenant dropped below its max_running: try idle workers at turn end
   Endpoints endpoints_;
   zmq::context_t ctx_;

@@ -125,6 +125,9 @@ void Broker::restore_task(TaskRecord&& r, std::vector<Task*>& finished) {
   t.tenant = r.tenant;
   t.cancel_requested = r.cancel_requested;
   t.artifacts = artifacts_of(r.artifacts);
+  if (secure()) {
+    for (const auto& a : t.artifacts) tenant_blobs_.insert(blob_owner_key(t.tenant, a.sha256));
+  }
   t.started_at = Clock::now();
   // The event backlog is not journalled: numbering continues after the last journalled seq, and
   // a finished task replays its terminal error/done events with their original numbers.

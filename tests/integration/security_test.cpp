@@ -342,3 +342,41 @@ TEST_CASE("issue 7: SIGHUP reloads the allow-list without dropping connections",
     CHECK(fleet.cli({"workers"}, 30s, keys.as("alice")).exit_code == 0);
   }
 }
+
+TEST_CASE("issue 7: a blob is deduplicated only within a tenant, another tenant must upload it",
+          "[integration][security]") {
+  Keys keys;
+  Fleet fleet(keys.fleet());
+  REQUIRE(fleet.wait_for_workers(1));
+  const std::string received = "kbfleet_broker_artifact_received_bytes_total";
+  auto run_big = [&](const std::string& who) {
+    const std::string id = submit(fleet, keys, who, {"big", "make", "--input", R"({"mib":1})"});
+    REQUIRE(fleet.wait_for_terminal(id) == "succeeded");
+    return id;
+  };
+  run_big("alice");
+  const double after_first = scrape(fleet.broker_metrics, received);
+  CHECK(after_first == 1048576);
+  run_big("alice");  // same tenant, same content: deduplicated, no upload
+  CHECK(scrape(fleet.broker_metrics, received) == after_first);
+  const std::string bobs = run_big("bob");  // same content, other tenant: uploaded again
+  CHECK(scrape(fleet.broker_metrics, received) == 2 * after_first);
+  CHECK(fleet.cli({"artifacts", "get", bobs, "blob", "-o", fleet.dir + "/b.bin"}, 30s, keys.as("bob")).exit_code == 0);
+}
+
+TEST_CASE("issue 7: a tenant over its submission rate gets RATE_LIMITED with retry_after_ms", "[integration][security]") {
+  Keys keys;
+  keys.write_allow("tenant slow rate=1 burst=2\n@mallory.pub slow client\n");
+  Fleet fleet(keys.fleet(0));
+  kbfleet::cli::Client c(fleet.broker, 10s, keys.client_keys("mallory"));
+  auto once = [&] {
+    return c.call(protocol::msg::kSubmit, [](protocol::Writer& w) { w.kv("plugin", "hello").kv("handler", "greet"); });
+  };
+  REQUIRE(once());
+  REQUIRE(once());  // the burst
+  auto limited = once();
+  REQUIRE_FALSE(limited);
+  CHECK(limited.error().code == kbfleet::ErrorCode::kRateLimited);
+  CHECK(std::stoi(limited.error().details.at("retry_after_ms")) > 0);
+  CHECK(scrape(fleet.broker_metrics, R"(kbfleet_broker_auth_denied_total{reason="rate"})") == 1);
+}
