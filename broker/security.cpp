@@ -14,18 +14,6 @@ namespace kbfleet::broker {
 
 namespace msg = protocol::msg;
 
-namespace {
-
-// Loopback binds need no CURVE for a single-host development set-up; anything else warns.
-bool is_loopback_endpoint(const std::string& ep) {
-  for (const char* prefix : {"tcp://127.", "tcp://localhost:", "tcp://[::1]:", "ipc://", "inproc://"}) {
-    if (ep.rfind(prefix, 0) == 0) return true;
-  }
-  return false;
-}
-
-}  // namespace
-
 Status Broker::setup_security() {
   if (options_.auth_file.empty() != options_.curve_secret.empty()) {
     return make_error(ErrorCode::kInvalidArgument,
@@ -33,7 +21,7 @@ Status Broker::setup_security() {
   }
   if (options_.auth_file.empty()) {
     for (const auto* ep : {&options_.bind, &options_.events}) {
-      if (!is_loopback_endpoint(*ep)) {
+      if (!transport::is_loopback_endpoint(*ep)) {
         spdlog::warn("plain mode on a non-loopback endpoint endpoint={}: anyone who can reach it may submit, read and "
                      "work without a key; use --auth and --curve-secret (docs/security.md)", *ep);
       }

@@ -43,6 +43,13 @@ Result<ClientKeys> load_client_keys(const std::string& key_file, const std::stri
   return keys;
 }
 
+bool is_loopback_endpoint(const std::string& endpoint) {
+  for (const char* prefix : {"tcp://127.", "tcp://localhost:", "tcp://[::1]:", "ipc://", "inproc://"}) {
+    if (endpoint.rfind(prefix, 0) == 0) return true;
+  }
+  return false;
+}
+
 std::string user_id_of(const zmq::message_t& msg) {
   // zmq_msg_gets fails (EINVAL) when the property is absent, as with the NULL mechanism.
   const char* v = zmq_msg_gets(msg.handle(), "User-Id");

@@ -28,6 +28,10 @@ struct ClientKeys {
 // neither must be given. INVALID_ARGUMENT/IO_ERROR from security::load_*.
 [[nodiscard]] Result<ClientKeys> load_client_keys(const std::string& key_file, const std::string& broker_key_file);
 
+// True for endpoints only this host can reach (tcp://127.*, localhost, [::1], ipc://, inproc://):
+// plain mode there is the single-host development set-up; elsewhere the broker warns.
+bool is_loopback_endpoint(const std::string& endpoint);
+
 // The ZAP "User-Id" of a received frame (what the broker's ZAP handler returned for the peer's
 // key), or "" on a socket without CURVE.
 std::string user_id_of(const zmq::message_t& msg);

@@ -380,3 +380,22 @@ TEST_CASE("issue 7: a tenant over its submission rate gets RATE_LIMITED with ret
   CHECK(std::stoi(limited.error().details.at("retry_after_ms")) > 0);
   CHECK(scrape(fleet.broker_metrics, R"(kbfleet_broker_auth_denied_total{reason="rate"})") == 1);
 }
+
+TEST_CASE("issue 7: a tenant at its max_running waits while another tenant's task runs", "[integration][security]") {
+  Keys keys;
+  keys.write_allow("tenant one max_running=1\n@mallory.pub one client\n");
+  Fleet fleet(keys.fleet(1, 2));  // two slots
+  REQUIRE(fleet.wait_for_workers(1));
+  const std::string first = submit(fleet, keys, "mallory", {"slow", "sleep", "--input", R"({"ticks":40})"});
+  REQUIRE(!fleet.wait_until_running(first).empty());
+  const std::string second = submit(fleet, keys, "mallory", {"slow", "sleep", "--input", R"({"ticks":1})"});
+  const std::string other = submit(fleet, keys, "bob", {"slow", "sleep", "--input", R"({"ticks":1})"});
+  // Bob's task takes the free slot; the limited tenant's second task waits for its first.
+  REQUIRE(fleet.wait_for_terminal(other) == "succeeded");
+  auto st = json::parse(fleet.cli({"status", second, "--json"}).out);
+  CHECK(st["state"] == "queued");
+  REQUIRE(fleet.wait_for_terminal(second) == "succeeded");
+  auto a = json::parse(fleet.cli({"status", first, "--json"}).out);
+  auto b = json::parse(fleet.cli({"status", second, "--json"}).out);
+  CHECK(b["started_ms"].get<std::int64_t>() >= a["finished_ms"].get<std::int64_t>());
+}

@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include "common/security/cert.hpp"
+#include "common/transport/curve.hpp"
 #include "tests/support/process.hpp"
 
 using namespace kbfleet;
@@ -96,4 +97,24 @@ TEST_CASE("malformed certificates are refused without echoing secrets", "[securi
     CHECK(r.error().code == ErrorCode::kIoError);
   }
   test::remove_tree(dir);
+}
+
+TEST_CASE("plain mode warns unless every endpoint is loopback", "[security][transport]") {
+  for (const char* ep : {"tcp://127.0.0.1:7700", "tcp://127.0.0.1:*", "tcp://localhost:7700", "tcp://[::1]:7700",
+                         "ipc:///run/kbfleet.sock", "inproc://x"}) {
+    CHECK(transport::is_loopback_endpoint(ep));
+  }
+  for (const char* ep : {"tcp://0.0.0.0:7700", "tcp://*:7700", "tcp://10.0.0.5:7700", "tcp://eth0:7700",
+                         "tcp://localhost.example.com:1", "tcp://[::]:7700"}) {
+    CHECK_FALSE(transport::is_loopback_endpoint(ep));
+  }
+}
+
+TEST_CASE("client keys need both files or neither", "[security][transport]") {
+  auto none = transport::load_client_keys("", "");
+  REQUIRE(none);
+  CHECK_FALSE(none->enabled());
+  auto half = transport::load_client_keys("a.key", "");
+  REQUIRE_FALSE(half);
+  CHECK_THAT(half.error().message, Catch::Contains("KBFLEET_BROKER_KEY"));
 }
