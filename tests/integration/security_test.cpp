@@ -3,6 +3,7 @@
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <set>
@@ -313,6 +314,27 @@ TEST_CASE("issue 7: SIGHUP reloads the allow-list without dropping connections",
   CHECK(fleet.cli({"workers"}, 30s, keys.as("alice")).exit_code == 77);  // not listed yet
   kbfleet::cli::Client bob(fleet.broker, 10s, keys.client_keys("bob"));
   REQUIRE(bob.call(protocol::msg::kWorkers, [](protocol::Writer&) {}));  // bob's connection is open
+  // A raw connection with a socket monitor: it must see one connect and no disconnect throughout.
+  RawPeer watched(fleet.broker, keys.client_keys("bob"), "");
+  REQUIRE(zmq_socket_monitor(watched.sock.handle(), "inproc://watch", ZMQ_EVENT_CONNECTED | ZMQ_EVENT_DISCONNECTED) == 0);
+  zmq::socket_t monitor(watched.ctx, zmq::socket_type::pair);
+  monitor.connect("inproc://watch");
+  auto round_trip = [&] {
+    watched.send(protocol::msg::kInfo, [](protocol::Writer& w) { w.kv("req", 1); });
+    REQUIRE(watched.next(protocol::msg::kInfo).type == "info");
+  };
+  round_trip();
+  auto events_seen = [&] {
+    std::vector<std::uint16_t> seen;
+    zmq::message_t ev;
+    while (monitor.recv(ev, zmq::recv_flags::dontwait)) {
+      std::uint16_t id = 0;
+      std::memcpy(&id, ev.data(), 2);
+      seen.push_back(id);
+      while (monitor.get(zmq::sockopt::rcvmore)) (void)monitor.recv(ev);
+    }
+    return seen;
+  };
   auto reload = [&](double n) {
     fleet.broker_process->signal(SIGHUP);
     auto end = std::chrono::steady_clock::now() + 10s;
@@ -324,6 +346,11 @@ TEST_CASE("issue 7: SIGHUP reloads the allow-list without dropping connections",
   reload(1);
   CHECK(fleet.cli({"workers"}, 30s, keys.as("alice")).exit_code == 0);
   REQUIRE(bob.call(protocol::msg::kWorkers, [](protocol::Writer&) {}));  // same connection, still served
+  round_trip();
+  // TCP connects asynchronously, so the monitor may report the first connect; never a disconnect.
+  auto seen = events_seen();
+  CHECK(std::count(seen.begin(), seen.end(), ZMQ_EVENT_DISCONNECTED) == 0);
+  CHECK(std::count(seen.begin(), seen.end(), ZMQ_EVENT_CONNECTED) <= 1);
   SECTION("a key removed by a reload is refused on its open connection too") {
     std::ofstream(keys.allow()) << "@alice.pub acme client\n";
     reload(2);
