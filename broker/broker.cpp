@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "broker/auth/authorize.hpp"
+#include "common/posix/signals.hpp"
 #include "common/protocol/messages.hpp"
 
 namespace kbfleet::broker {
@@ -15,6 +17,8 @@ Result<std::unique_ptr<Broker>> Broker::create(const BrokerOptions& options) {
   auto cas = Cas::open(options.data_dir);
   if (!cas) return tl::unexpected(cas.error());
   std::unique_ptr<Broker> b(new Broker(options, std::move(*cas)));
+  // Keys and allow-list first: recovery rebuilds per-tenant state (blob ownership) in CURVE mode.
+  if (auto st = b->setup_security(); !st) return tl::unexpected(st.error());
   // Recover before binding, so no client or worker sees a broker without its tasks.
   if (options.durability != Durability::kNone) {
     auto journal = Journal::open({options.data_dir + "/journal.db", options.durability, options.journal_max_pages});
@@ -56,24 +60,35 @@ Broker::Broker(BrokerOptions options, Cas cas)
 
 Broker::~Broker() = default;
 
-void Broker::run(int stop_fd) {
-  spdlog::info("broker started bind={} events={} metrics={} data={} durability={}", endpoints_.bind, endpoints_.events,
-               endpoints_.metrics.empty() ? "off" : endpoints_.metrics, options_.data_dir,
-               durability_name(options_.durability));
+void Broker::run(int stop_fd, int reload_fd) {
+  spdlog::info("broker started bind={} events={} metrics={} data={} durability={} security={}", endpoints_.bind,
+               endpoints_.events, endpoints_.metrics.empty() ? "off" : endpoints_.metrics, options_.data_dir,
+               durability_name(options_.durability), secure() ? "curve" : "plain");
   next_heartbeat_ = Clock::now();
   transport::Incoming in;
   for (;;) {
+    // The ZAP handler and SIGHUP come last, so plain mode polls exactly what it polled before.
     zmq::pollitem_t items[] = {
         {router_.handle(), 0, ZMQ_POLLIN, 0},
         {xpub_.handle(), 0, ZMQ_POLLIN, 0},
         {nullptr, stop_fd, ZMQ_POLLIN, 0},
+        {zap_ ? zap_->socket().handle() : nullptr, zap_ ? 0 : reload_fd, ZMQ_POLLIN, 0},
+        {nullptr, reload_fd, ZMQ_POLLIN, 0},
     };
+    const int n_items = zap_ ? (reload_fd >= 0 ? 5 : 4) : (reload_fd >= 0 ? 4 : 3);
     auto next = next_heartbeat_;
     if (!retry_due_.empty()) next = std::min(next, retry_due_.top().first);
     if (reattach_deadline_) next = std::min(next, *reattach_deadline_);
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now());
-    zmq::poll(items, 3, std::clamp(wait, std::chrono::milliseconds(0), std::chrono::milliseconds(1000)));
+    zmq::poll(items, n_items, std::clamp(wait, std::chrono::milliseconds(0), std::chrono::milliseconds(1000)));
     if (items[2].revents & ZMQ_POLLIN) break;
+    // Answer ZAP first: peers whose handshake waits on it get their connection this turn.
+    if (zap_ && (items[3].revents & ZMQ_POLLIN)) zap_->on_readable();
+    const zmq::pollitem_t& hup = zap_ ? items[4] : items[3];
+    if (reload_fd >= 0 && (hup.revents & ZMQ_POLLIN)) {
+      posix::drain_signal_fd(reload_fd);
+      (void)reload_allow_list();  // logged; the previous list stays on error
+    }
     if (items[0].revents & ZMQ_POLLIN) {
       // Drain a bounded batch so timers and subscriptions still get their turn under load.
       for (int i = 0; i < 1000 && transport::recv_message(router_, transport::SocketKind::kRouter, in); ++i) {
@@ -82,12 +97,28 @@ void Broker::run(int stop_fd) {
     }
     if (items[1].revents & ZMQ_POLLIN) {
       zmq::message_t sub;
-      while (xpub_.recv(sub, zmq::recv_flags::dontwait)) on_subscription(sub);
+      while (xpub_.recv(sub, zmq::recv_flags::dontwait)) {
+        if (secure()) {
+          on_secure_subscription(sub);
+        } else {
+          on_subscription(sub);
+        }
+      }
     }
     requeue_due_retries(Clock::now());
     expire_orphans(Clock::now());
     fail_tasks_without_capable_worker(Clock::now());
     if (Clock::now() >= next_heartbeat_) on_timers();
+    if (redispatch_) {
+      redispatch_ = false;
+      std::vector<std::string> idle;
+      for (const auto& [id, w] : workers_.all()) {
+        if (w.free > 0 && !w.draining) idle.push_back(id);
+      }
+      for (const auto& id : idle) {
+        if (WorkerInfo* w = workers_.find(id)) dispatch_worker(*w);
+      }
+    }
     // Group commit: everything this turn changed becomes durable in one transaction, and only
     // then are the replies, dispatches and events it caused sent.
     commit_turn();
@@ -124,6 +155,7 @@ void Broker::on_router_message(transport::Incoming& in) {
     if (!in.peer.empty()) reply_error(in.peer, in.req, *in.error);
     return;
   }
+  if (!authenticate(in)) return;
   workers_.touch(in.peer, Clock::now());
   const std::string& type = in.type;
   if ((type == msg::kTaskEvents || type == msg::kResult) && workers_.find(in.peer) == nullptr) {
@@ -256,6 +288,7 @@ void Broker::emit(Task& t, std::string_view type, std::string data_msgpack) {
     send_or_hold(std::move(out));
   };
   send_on(protocol::task_topic(t.id));
+  if (secure()) send_on(tenant_topic(t.tenant));  // a tenant's subscribers see all of its tasks
   if (plugin_subscribers_ > 0) send_on(protocol::plugin_topic(t.request.plugin));
   metrics_.events_published.Increment();
 }

@@ -16,6 +16,8 @@
 
 #include <zmq.hpp>
 
+#include "broker/auth/allow_list.hpp"
+#include "broker/auth/zap_handler.hpp"
 #include "broker/broker_metrics.hpp"
 #include "broker/cas/cas.hpp"
 #include "broker/dispatcher/worker_registry.hpp"
@@ -48,6 +50,10 @@ struct BrokerOptions {
   // offers it, or none grants its capabilities) before it fails NO_CAPABLE_WORKER; 0 = forever.
   std::int64_t no_capable_worker_ms = 60000;
   std::int64_t journal_max_pages = 0;  // > 0 caps journal.db (tests simulate a full disk); no flag
+  // CURVE mode (docs/security.md): both set, or neither (plain mode, one implicit tenant
+  // "default" whose peers may do everything, as before issue #7).
+  std::string auth_file;     // --auth: the allow-list (broker/auth/allow_list.hpp)
+  std::string curve_secret;  // --curve-secret: the broker's secret certificate (0600)
 };
 
 struct Endpoints {
@@ -65,8 +71,13 @@ class Broker {
 
   const Endpoints& endpoints() const { return endpoints_; }
   // Runs until `stop_fd` (e.g. a signalfd) becomes readable; then refuses new submissions
-  // (SHUTTING_DOWN), commits the journal, sends what it holds and returns.
-  void run(int stop_fd);
+  // (SHUTTING_DOWN), commits the journal, sends what it holds and returns. When `reload_fd`
+  // (a SIGHUP signalfd, or -1) becomes readable, it is drained and the allow-list re-read.
+  void run(int stop_fd, int reload_fd = -1);
+  // Re-reads --auth. On an error the previous list stays in force and the error is returned.
+  // Open connections stay open; their next message is judged by the new list.
+  [[nodiscard]] Status reload_allow_list();
+  bool secure() const { return allow_ != nullptr; }
 
  private:
   struct Upload {
@@ -91,6 +102,18 @@ class Broker {
   };
 
   Broker(BrokerOptions options, Cas cas);
+
+  // security.cpp: CURVE + ZAP set-up, identities, per-tenant limits and counters
+  [[nodiscard]] Status setup_security();
+  // The caller of a message (caller_ set), or false after replying UNAUTHENTICATED/FORBIDDEN.
+  bool authenticate(transport::Incoming& in);
+  void deny(const std::string& peer, std::int64_t req, const Error& e, std::string_view reason);
+  void on_secure_subscription(const zmq::message_t& msg);
+  // FORBIDDEN/QUEUE_FULL/RATE_LIMITED for a submission of `plugin` by the caller's tenant.
+  [[nodiscard]] Status admit_for_tenant(const std::string& plugin);
+  bool tenant_may_start(const std::string& tenant) const;
+  void count_queued(const Task& t, int delta);
+  void count_running(const Task& t, int delta);
 
   // broker.cpp: loop, timers, events
   void on_router_message(transport::Incoming& in);
@@ -161,13 +184,32 @@ class Broker {
   void on_upload_chunk(transport::Incoming& in);
   void on_upload_end(transport::Incoming& in);
   void record_artifact(Task& t, const protocol::ArtifactMeta& meta);  // stored + verified
+  static std::string blob_owner_key(const std::string& tenant, const std::string& sha256);
   Result<Task*> running_task_of(const std::string& worker, std::string_view task_id, std::int64_t attempt);
 
   BrokerOptions options_;
+  std::unique_ptr<AllowList> allow_;   // null in plain mode
+  const AllowList* allow_view_ = nullptr;  // what the ZAP handler reads (borrowed by it)
+  std::string curve_secret_key_;
+  Identity plain_identity_{kDefaultTenant, Role::kAdmin, ""};
+  const Identity* caller_ = nullptr;  // the identity of the message being handled
+  struct TenantUsage {
+    std::int64_t queued = 0;
+    std::int64_t running = 0;
+    double tokens = -1;  // submission token bucket; < 0 = not started (full)
+    Clock::time_point refilled{};
+  };
+  std::unordered_map<std::string, TenantUsage> usage_;
+  std::unordered_map<std::string, std::string> worker_keys_;  // routing id -> CURVE key it first used
+  // CURVE mode: "tenant/sha256" of every blob a task of the tenant produced (dedupe scope).
+  // Grows with distinct (tenant, blob) pairs, as the CAS itself does.
+  std::unordered_set<std::string> tenant_blobs_;
+  bool redispatch_ = false;  // a tenant dropped below its max_running: try idle workers at turn end
   Endpoints endpoints_;
   zmq::context_t ctx_;
   zmq::socket_t router_;
   zmq::socket_t xpub_;
+  std::unique_ptr<ZapHandler> zap_;  // CURVE mode only; in ctx_, so declared after it
   Cas cas_;
   BrokerMetrics metrics_;
   metrics::Endpoint metrics_endpoint_;

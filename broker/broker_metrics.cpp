@@ -41,6 +41,11 @@ BrokerMetrics::BrokerMetrics()
                "Tasks that reached a terminal state, by state and error code.", "state", "code"),
       rejected(*registry_, "kbfleet_broker_requests_rejected_total", "Requests answered with an error, by error code.", "code"),
       malformed(*registry_, "kbfleet_broker_messages_malformed_total",
-                "Messages dropped or refused because they were malformed or stale, by reason.", "reason") {}
+                "Messages dropped or refused because they were malformed or stale, by reason.", "reason"),
+      auth_denied(*registry_, "kbfleet_broker_auth_denied_total",
+                  "CURVE mode: connections (unknown_key, role_domain, mechanism, malformed), requests (unknown_key, "
+                  "role, worker_key, tenant, plugin, tenant_queued, rate) and subscriptions refused, by reason.",
+                  "reason"),
+      auth_reloads(counter(*registry_, "kbfleet_broker_auth_reloads_total", "Allow-list reloads (SIGHUP) that succeeded.")) {}
 
 }  // namespace kbfleet::broker

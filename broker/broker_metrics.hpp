@@ -39,6 +39,8 @@ class BrokerMetrics {
   metrics::LabeledCounter finished;   // by state, code
   metrics::LabeledCounter rejected;   // requests answered with an error, by code
   metrics::LabeledCounter malformed;  // messages dropped or refused, by reason
+  metrics::LabeledCounter auth_denied;  // CURVE mode: connections, requests, subscriptions refused, by reason
+  prometheus::Counter& auth_reloads;
 };
 
 }  // namespace kbfleet::broker

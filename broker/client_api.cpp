@@ -3,6 +3,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "broker/auth/authorize.hpp"
 #include "broker/broker.hpp"
 #include "common/hash/sha256.hpp"
 
@@ -72,6 +73,12 @@ Result<Task*> Broker::task_for(const transport::Incoming& in) {
                       "no task " + std::string(*id) + " (unknown id, or its result expired after the retention time)",
                       {{"task_id", std::string(*id)}});
   }
+  if (auto ok = authorize_task(*caller_, t->tenant, t->id); !ok) {
+    metrics_.auth_denied.increment("tenant");
+    spdlog::warn("request denied identity={} key={} code=FORBIDDEN reason=tenant type={} task={}", caller_->to_string(),
+                 caller_->key.empty() ? "-" : caller_->key, in.type, t->id);
+    return tl::unexpected(ok.error());
+  }
   return t;
 }
 
@@ -101,10 +108,10 @@ std::optional<std::string> Broker::admit(Task& t, const transport::Incoming& in)
     reply_error(in.peer, in.req, *journal_error_);
     return std::nullopt;
   }
-  ++queued_;
+  count_queued(t, +1);
   metrics_.submitted.Increment();
   std::string key = queue_key(t.request.plugin, t.request.version);
-  queue_.push(key, t.request.priority, t.id);
+  queue_.push(key, t.request.priority, t.id, t.tenant);
   return key;
 }
 
@@ -119,6 +126,12 @@ void Broker::on_submit(transport::Incoming& in) {
   if (req->handler.empty() || req->handler.size() > 64) return invalid("handler", "handler name must be 1-64 characters");
   if (req->input.size() > kMaxInputBytes) return invalid("input", "input exceeds 1 MiB; pass large data as a file the handler fetches");
   if (req->env.size() > kMaxEnvVars) return invalid("env", "at most 256 environment variables");
+  if (auto ok = admit_for_tenant(req->plugin); !ok) {
+    auto reason = ok.error().details.count("reason") ? ok.error().details.at("reason") : "tenant";
+    return deny(in.peer, in.req, ok.error(), reason);
+  }
+  // Idempotency keys are per tenant: another tenant's key never finds (or reveals) its task.
+  if (secure() && !req->idempotency_key.empty()) req->idempotency_key = caller_->tenant + "/" + req->idempotency_key;
 
   if (!req->idempotency_key.empty()) {
     if (Task* existing = tasks_.find_by_idempotency_key(req->idempotency_key)) {
@@ -161,6 +174,7 @@ void Broker::on_submit(transport::Incoming& in) {
 
   const bool idempotent = offer.idempotent.count(req->handler) > 0;
   Task& t = tasks_.create(std::move(*req), protocol::now_ms());
+  t.tenant = caller_->tenant;
   t.max_attempts = t.request.max_attempts > 0 ? t.request.max_attempts : (idempotent ? kIdempotentAttempts : 1);
   auto admitted = admit(t, in);
   if (!admitted) return;
@@ -194,7 +208,7 @@ void Broker::on_cancel(transport::Incoming& in) {
   if (!found) return reply_error(in.peer, in.req, found.error());
   Task& t = **found;
   if (t.state == state::kQueued) {
-    --queued_;  // the queue entry is discarded lazily at pop time
+    count_queued(t, -1);  // the queue entry is discarded lazily at pop time
     emit(t, protocol::event::kCancelled, Writer().begin_map().kv("by", "client").end_map().take());
     protocol::TaskOutcome o;
     o.state = std::string(state::kCancelled);
@@ -247,11 +261,16 @@ void Broker::on_retry(transport::Incoming& in) {
                              "(submit a new task to run it again)",
                              {{"state", old.state}}});
   }
+  if (auto ok = admit_for_tenant(old.request.plugin); !ok) {
+    auto reason = ok.error().details.count("reason") ? ok.error().details.at("reason") : "tenant";
+    return deny(in.peer, in.req, ok.error(), reason);
+  }
   protocol::SubmitRequest request = old.request;
   request.idempotency_key.clear();  // the key names the first task
   Task& t = tasks_.create(std::move(request), protocol::now_ms());
   t.max_attempts = old.max_attempts;
   t.retry_of = old.id;
+  t.tenant = old.tenant;
   auto admitted = admit(t, in);
   if (!admitted) return;
   const std::string key = *admitted;

@@ -59,16 +59,19 @@ void Broker::dispatch_worker(WorkerInfo& w) {
     const Task* t = tasks_.find(id);
     return t != nullptr && t->state == state::kQueued;
   };
+  // Per-tenant max_running (CURVE mode): a tenant at its limit is skipped, not blocking others.
+  std::function<bool(const std::string&)> eligible;
+  if (secure()) eligible = [this](const std::string& tenant) { return tenant_may_start(tenant); };
   while (w.free > 0 && !w.draining) {
-    auto id = queue_.pop_best(w.keys, alive);
+    auto id = queue_.pop_best(w.keys, alive, eligible);
     if (!id) return;
     start_task(w, *tasks_.find(*id));
   }
 }
 
 void Broker::start_task(WorkerInfo& w, Task& t) {
-  --queued_;
-  ++running_;
+  count_queued(t, -1);
+  count_running(t, +1);
   t.state = std::string(state::kRunning);
   ++t.attempt;
   t.worker = w.routing_id;
@@ -111,7 +114,9 @@ void Broker::start_task(WorkerInfo& w, Task& t) {
 
 void Broker::finish_task(Task& t, protocol::TaskOutcome outcome) {
   if (t.state == state::kRunning) {
-    --running_;
+    count_running(t, -1);
+    // Idle workers may have skipped this tenant at its max_running: offer them its tasks again.
+    if (secure() && allow_->policy(t.tenant).max_running > 0) redispatch_ = true;
     metrics_.run_time.Observe(seconds_between(t.started_at, Clock::now()));
     if (WorkerInfo* w = workers_.find(t.worker)) workers_.release(*w, t.id);
   }
@@ -146,6 +151,7 @@ void Broker::worker_lost(const std::string& routing_id, std::string_view why) {
   if (w == nullptr) return;
   std::string name = w->ready.worker_id;
   auto running = workers_.remove(routing_id);
+  worker_keys_.erase(routing_id);  // its routing id may be used by another worker key now
   metrics_.workers_lost.Increment();
   spdlog::warn("worker lost worker={} reason=\"{}\" tasks={}", name, why, running.size());
   for (auto it = uploads_.begin(); it != uploads_.end();) {
@@ -170,7 +176,7 @@ void Broker::lose_task(Task& t, const std::string& worker_name, std::string_view
                            {{"attempts", std::to_string(t.attempt)}}});
   }
   // Exponential backoff with +-20 % jitter, so tasks of a lost worker do not stampede back.
-  --running_;
+  count_running(t, -1);
   metrics_.run_time.Observe(std::chrono::duration<double>(Clock::now() - t.started_at).count());
   t.state = std::string(state::kRetrying);
   t.worker.clear();
@@ -194,9 +200,9 @@ void Broker::requeue_due_retries(Clock::time_point now) {
     if (t == nullptr || t->state != state::kRetrying) continue;
     t->state = std::string(state::kQueued);
     t->queued_at = now;
-    ++queued_;
+    count_queued(*t, +1);
     const std::string key = queue_key(t->request.plugin, t->request.version);
-    queue_.push(key, t->request.priority, t->id);
+    queue_.push(key, t->request.priority, t->id, t->tenant);
     dispatch_key(key);
   }
 }
@@ -223,7 +229,7 @@ void Broker::fail_tasks_without_capable_worker(Clock::time_point now) {
     for (const auto& id : taken) {
       Task* t = tasks_.find(id);
       if (t == nullptr || t->state != state::kQueued) continue;
-      --queued_;
+      count_queued(*t, -1);
       fail_task(*t, state::kFailed,
                 no_capable_worker(workers_.lookup(t->request.plugin, t->request.version, t->request.handler),
                                   t->request.plugin, t->request.version, limit));

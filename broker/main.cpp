@@ -42,6 +42,12 @@ int main(int argc, char** argv) {
   app.add_option("--max-queued", opt.max_queued, "queued tasks beyond which submissions get QUEUE_FULL")->check(CLI::Range(1, 100000000))->capture_default_str();
   app.add_option("--backlog-bytes", opt.backlog_bytes, "per-task event backlog kept for replay")->check(CLI::Range(std::int64_t{1024}, std::int64_t{1} << 32))->capture_default_str();
   app.add_option("--retry-backoff-ms", opt.retry_backoff_ms, "first retry delay after a lost worker (doubles per attempt, +-20% jitter)")->check(CLI::Range(std::int64_t{0}, std::int64_t{600000}))->capture_default_str();
+  app.add_option("--auth", opt.auth_file,
+                 "allow-list of CURVE public keys -> tenant and role (docs/security.md); with --curve-secret, every "
+                 "endpoint requires CURVE; re-read on SIGHUP")
+      ->check(CLI::ExistingFile);
+  app.add_option("--curve-secret", opt.curve_secret, "the broker's secret certificate (`kbfleet keygen`, mode 0600)")
+      ->check(CLI::ExistingFile);
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
   try {
     app.parse(argc, argv);
@@ -58,6 +64,13 @@ int main(int argc, char** argv) {
     return 71;  // EX_OSERR
   }
 
+  // Blocked before the broker's zmq context starts its threads, which inherit the mask.
+  auto hup = kbfleet::posix::signal_fd({SIGHUP});
+  if (!hup) {
+    std::cerr << "kbfleet-broker: " << hup.error().to_string() << "\n";
+    return 71;  // EX_OSERR
+  }
+
   auto broker = kbfleet::broker::Broker::create(opt);
   if (!broker) {
     std::cerr << "kbfleet-broker: " << broker.error().to_string() << "\n";
@@ -65,6 +78,6 @@ int main(int argc, char** argv) {
   }
   const auto& ep = (*broker)->endpoints();
   std::cout << "bind=" << ep.bind << "\nevents=" << ep.events << "\nmetrics=" << ep.metrics << std::endl;
-  (*broker)->run(stop->get());
+  (*broker)->run(stop->get(), hup->get());
   return 0;
 }

@@ -42,6 +42,7 @@ TaskRecord record_of(const Task& t, bool with_request) {
   r.next_seq = t.next_seq;
   r.max_attempts = t.max_attempts;
   r.retry_of = t.retry_of;
+  r.tenant = t.tenant;
   r.cancel_requested = t.cancel_requested;
   if (t.outcome) {
     Writer o;
@@ -121,8 +122,12 @@ void Broker::restore_task(TaskRecord&& r, std::vector<Task*>& finished) {
   t.finished_ms = r.finished_ms;
   t.max_attempts = r.max_attempts;
   t.retry_of = r.retry_of;
+  t.tenant = r.tenant;
   t.cancel_requested = r.cancel_requested;
   t.artifacts = artifacts_of(r.artifacts);
+  if (secure()) {
+    for (const auto& a : t.artifacts) tenant_blobs_.insert(blob_owner_key(t.tenant, a.sha256));
+  }
   t.started_at = Clock::now();
   // The event backlog is not journalled: numbering continues after the last journalled seq, and
   // a finished task replays its terminal error/done events with their original numbers.
@@ -154,15 +159,15 @@ void Broker::restore_task(TaskRecord&& r, std::vector<Task*>& finished) {
     // Its worker may still run it: wait for its `ready` (re-attach) or `result` until the grace
     // period ends (expire_orphans), then retry or dead-letter it like a task of a lost worker.
     t.orphaned = true;
-    ++running_;
+    count_running(t, +1);
     orphans_.push_back(t.id);
     return;
   }
   // queued, or retrying (its backoff restarts now): back into the queue in submission order.
   t.state = std::string(state::kQueued);
   t.worker.clear();
-  ++queued_;
-  queue_.push(queue_key(t.request.plugin, t.request.version), t.request.priority, t.id);
+  count_queued(t, +1);
+  queue_.push(queue_key(t.request.plugin, t.request.version), t.request.priority, t.id, t.tenant);
 }
 
 Status Broker::journal_insert(const Task& t) {
@@ -258,9 +263,9 @@ void Broker::commit_turn() {
       for (const auto& id : created_this_turn_) {
         Task* t = tasks_.find(id);
         if (t == nullptr) continue;
-        if (t->state == state::kQueued) --queued_;
+        if (t->state == state::kQueued) count_queued(*t, -1);
         if (t->state == state::kRunning) {
-          --running_;
+          count_running(*t, -1);
           if (WorkerInfo* w = workers_.find(t->worker)) workers_.release(*w, t->id);
         }
         dirty_set_.erase(id);

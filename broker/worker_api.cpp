@@ -164,7 +164,11 @@ void Broker::on_upload_begin(transport::Incoming& in) {
     return reply_error(in.peer, in.req, Error{ErrorCode::kQuotaExceeded, "too many concurrent uploads from this worker", {}});
   }
   Writer w;
-  if (cas_.contains(meta->sha256)) {  // dedupe: the blob is already stored and verified
+  // Dedupe: the blob is already stored and verified. In CURVE mode only within the task's
+  // tenant: another tenant's task gets the blob only by uploading it (the CAS verifies the
+  // bytes against the hash), so knowing a hash never links a tenant to a blob it never had.
+  const bool owned = !secure() || tenant_blobs_.count(blob_owner_key((*t)->tenant, meta->sha256)) > 0;
+  if (owned && cas_.contains(meta->sha256)) {
     record_artifact(**t, *meta);
     w.begin_map().kv("req", in.req).kv("upload_id", "").kv("have", true).end_map();
     return reply(in.peer, msg::kUploadReady, w.take());
@@ -225,8 +229,11 @@ void Broker::on_upload_end(transport::Incoming& in) {
   record_artifact(*t, up.meta);
 }
 
+std::string Broker::blob_owner_key(const std::string& tenant, const std::string& sha256) { return tenant + "/" + sha256; }
+
 void Broker::record_artifact(Task& t, const protocol::ArtifactMeta& meta) {
   t.artifacts.push_back(meta);
+  if (secure()) tenant_blobs_.insert(blob_owner_key(t.tenant, meta.sha256));
   Writer art;
   art.begin_map();
   meta.encode(art);

@@ -4,6 +4,7 @@
 // endpoint is learned with an `info` request.
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -12,6 +13,7 @@
 
 #include "common/errors/error.hpp"
 #include "common/protocol/wire.hpp"
+#include "common/transport/curve.hpp"
 
 namespace kbfleet::cli {
 
@@ -23,7 +25,9 @@ struct Reply {
 
 class Client {
  public:
-  Client(std::string endpoint, std::chrono::milliseconds timeout);
+  // With `keys` enabled, every socket (the DEALER and the SUB of follow) is a CURVE client, and a
+  // handshake the broker refuses is UNAUTHENTICATED instead of a timeout.
+  Client(std::string endpoint, std::chrono::milliseconds timeout, transport::ClientKeys keys = {});
   // Sends `type` with a body written by fn(Writer&) into an open map (the client adds "req")
   // and waits for the matching reply. An `error` reply becomes its Error; no answer within the
   // timeout is BROKER_UNREACHABLE with a message saying how to point at the right broker.
@@ -42,15 +46,21 @@ class Client {
 
   const std::string& endpoint() const { return endpoint_; }
   zmq::context_t& context() { return ctx_; }
+  const transport::ClientKeys& keys() const { return keys_; }
   std::chrono::milliseconds timeout() const { return timeout_; }
   Error unreachable() const;
 
  private:
   [[nodiscard]] Result<Reply> exchange(std::string_view type, std::int64_t req, std::string body);
+  [[nodiscard]] Status connect();
+  // UNAUTHENTICATED/BROKER_UNREACHABLE if the monitor saw the CURVE handshake fail.
+  std::optional<Error> handshake_failure();
   std::string endpoint_;
   std::chrono::milliseconds timeout_;
   zmq::context_t ctx_;
   zmq::socket_t dealer_;
+  transport::ClientKeys keys_;
+  zmq::socket_t monitor_;  // PAIR receiving the DEALER's handshake failures (CURVE only)
   std::int64_t next_req_ = 1;
   bool connected_ = false;
 };

@@ -1,5 +1,7 @@
 #include "cli/commands.hpp"
 
+#include "common/security/cert.hpp"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/random.h>
@@ -185,6 +187,8 @@ int exit_code_for(ErrorCode code) {
     case ErrorCode::kExecFailed: return kExitCannotExec;
     case ErrorCode::kCancelled: return kExitCancelled;
     case ErrorCode::kIoError: return kExitIo;
+    case ErrorCode::kUnauthenticated:
+    case ErrorCode::kForbidden: return kExitNoPerm;
     default: return kExitPlatform;
   }
 }
@@ -359,6 +363,14 @@ int cmd_workers(Client& c, Format f) {
     std::cout << w.str_or("worker_id", "") << "\t" << w.str_or("host", "") << "\t" << w.i64_or("slots", 0) << "\t"
               << w.i64_or("free", 0) << "\t" << plugins << "\t" << layers << "\n";
   }
+  return 0;
+}
+
+int cmd_keygen(const std::string& base) {
+  auto keys = security::generate_keypair();
+  if (!keys) return fail(keys.error());
+  if (auto st = security::write_certificates(base, *keys); !st) return fail(st.error());
+  std::cout << "public-key=" << keys->public_key << "\nsecret=" << base << ".key\npublic=" << base << ".pub\n";
   return 0;
 }
 

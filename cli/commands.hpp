@@ -30,5 +30,7 @@ int cmd_retry(Client& c, const std::string& id);
 int cmd_artifacts_ls(Client& c, const std::string& id, Format f);
 int cmd_artifacts_get(Client& c, const std::string& id, const std::string& name, const std::string& out);
 int cmd_workers(Client& c, Format f);
+// Writes <base>.key (0600) and <base>.pub (0644) and prints the public key; 74 if a file exists.
+int cmd_keygen(const std::string& base);
 
 }  // namespace kbfleet::cli

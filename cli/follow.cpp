@@ -21,6 +21,9 @@ class Follower {
     std::string events_ep(info->body.view().str_or("events_endpoint", ""));
     zmq::socket_t sub(client_.context(), zmq::socket_type::sub);
     sub.set(zmq::sockopt::linger, 0);
+    // The events endpoint is a CURVE server too; the broker applies the subscription only if
+    // the task belongs to this key's tenant (docs/security.md).
+    if (auto st = transport::set_curve_client(sub, client_.keys()); !st) return tl::unexpected(st.error());
     sub.set(zmq::sockopt::subscribe, protocol::task_topic(task_id_));
     sub.connect(events_ep);
 

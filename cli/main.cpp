@@ -32,6 +32,10 @@ int main(int argc, char** argv) {
   const char* env_broker = std::getenv("KBFLEET_BROKER");
   std::string broker = env_broker && *env_broker ? env_broker : "tcp://127.0.0.1:7700";
   std::int64_t timeout_ms = 5000;
+  const char* env_key = std::getenv("KBFLEET_KEY");
+  const char* env_broker_key = std::getenv("KBFLEET_BROKER_KEY");
+  std::string key_file = env_key ? env_key : "";
+  std::string broker_key_file = env_broker_key ? env_broker_key : "";
   kbfleet::cli::SubmitArgs submit_args;
   std::vector<std::string> env;
   std::string id, name, out;
@@ -41,6 +45,11 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.add_option("--broker", broker, "broker endpoint (default $KBFLEET_BROKER or tcp://127.0.0.1:7700)");
   app.add_option("--request-timeout", timeout_ms, "ms to wait for each broker answer")->capture_default_str();
+  app.add_option("--key", key_file, "this client's secret certificate for CURVE (default $KBFLEET_KEY)");
+  app.add_option("--broker-key", broker_key_file, "the broker's public certificate (default $KBFLEET_BROKER_KEY)");
+  std::string keygen_name;
+  auto* keygen = app.add_subcommand("keygen", "write a CURVE key pair: NAME.key (secret, 0600) and NAME.pub (0644)");
+  keygen->add_option("name", keygen_name, "path prefix of the two files")->required();
 
   auto* run = app.add_subcommand("run", "run a handler and stream its output; exits with its status");
   add_submit_options(run, submit_args, env);
@@ -83,11 +92,18 @@ int main(int argc, char** argv) {
     submit_args.env[kv.substr(0, eq)] = kv.substr(eq + 1);
   }
 
+  if (*keygen) return kbfleet::cli::cmd_keygen(keygen_name);
+  auto keys = kbfleet::transport::load_client_keys(key_file, broker_key_file);
+  if (!keys) {
+    std::cerr << "kbfleet: " << keys.error().to_string() << "\n";
+    return kbfleet::cli::kExitConfig;
+  }
+
   // SIGINT arrives through a signalfd so `run` can cancel the task instead of dying.
   auto interrupt = kbfleet::posix::signal_fd({SIGINT});
   const int interrupt_fd = interrupt ? interrupt->get() : -1;
 
-  kbfleet::cli::Client client(broker, std::chrono::milliseconds(timeout_ms));
+  kbfleet::cli::Client client(broker, std::chrono::milliseconds(timeout_ms), std::move(*keys));
   const Format f = json ? Format::kJson : Format::kText;
   if (*run) return kbfleet::cli::cmd_run(client, submit_args, interrupt_fd);
   if (*submit) return kbfleet::cli::cmd_submit(client, submit_args);

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <iostream>
 
 #include <CLI/CLI.hpp>
@@ -59,6 +60,12 @@ int main(int argc, char** argv) {
   app.add_option("--liveness", opt.liveness, "silent heartbeats before the broker is presumed gone")->check(CLI::Range(2, 100))->capture_default_str();
   app.add_option("--drain-ms", opt.drain_ms, "on SIGTERM, how long running tasks may finish before they are killed")->check(CLI::Range(std::int64_t{0}, std::int64_t{3600000}))->capture_default_str();
   app.add_option("--kill-grace-ms", opt.policy.kill_grace_ms, "SIGTERM to SIGKILL grace on timeout or cancel")->check(CLI::Range(0, 600000))->capture_default_str();
+  const char* env_key = std::getenv("KBFLEET_KEY");
+  const char* env_broker_key = std::getenv("KBFLEET_BROKER_KEY");
+  std::string key_file = env_key ? env_key : "";
+  std::string broker_key_file = env_broker_key ? env_broker_key : "";
+  app.add_option("--key", key_file, "this worker's secret certificate for CURVE (default $KBFLEET_KEY)");
+  app.add_option("--broker-key", broker_key_file, "the broker's public certificate (default $KBFLEET_BROKER_KEY)");
   app.add_option("--log-level", log_level, "trace|debug|info|warn|error")->capture_default_str();
   try {
     app.parse(argc, argv);
@@ -151,6 +158,13 @@ int main(int argc, char** argv) {
     ::gethostname(host, sizeof host - 1);
     opt.worker_id = std::string(host) + "-" + std::to_string(::getpid());
   }
+
+  auto keys = kbfleet::transport::load_client_keys(key_file, broker_key_file);
+  if (!keys) {
+    std::cerr << "kbfleet-worker: " << keys.error().to_string() << "\n";
+    return 78;  // EX_CONFIG
+  }
+  opt.curve = std::move(*keys);
 
   auto stop = kbfleet::posix::signal_fd({SIGTERM, SIGINT});
   if (!stop) {

@@ -85,6 +85,7 @@ Result<std::unique_ptr<Worker>> Worker::create(WorkerOptions options) {
 
   std::unique_ptr<Worker> w(new Worker(std::move(options)));
   w->plugins_ = std::move(*plugins);
+  if (auto st = transport::set_curve_client(w->dealer_, w->options_.curve); !st) return tl::unexpected(st.error());
   if (auto c = transport::connect_dealer(w->dealer_, w->options_.broker, w->options_.worker_id); !c) {
     return tl::unexpected(c.error());
   }

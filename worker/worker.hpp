@@ -13,6 +13,7 @@
 
 #include "common/manifest/registry.hpp"
 #include "common/metrics/exposer.hpp"
+#include "common/transport/curve.hpp"
 #include "common/transport/frames.hpp"
 #include "worker/task/prepare.hpp"
 #include "worker/task/task_run.hpp"
@@ -31,6 +32,7 @@ struct WorkerOptions {
   std::int64_t liveness = 5;
   std::int64_t drain_ms = 30000;  // on SIGTERM: how long running tasks may finish
   WorkerPolicy policy;
+  transport::ClientKeys curve;  // enabled: the DEALER is a CURVE client (--key, --broker-key)
 };
 
 class Worker {

@@ -5,7 +5,8 @@
 namespace kbfleet::broker {
 namespace {
 
-constexpr int kSchemaVersion = 1;
+// 2: the `tenant` column (issue #7); a version-1 journal is migrated in place at open.
+constexpr int kSchemaVersion = 2;
 
 // One row per task. `rowid` keeps insertion order, which recovery uses to requeue tasks in their
 // original submission order. The partial index makes compaction a range scan over finished tasks.
@@ -27,23 +28,24 @@ CREATE TABLE IF NOT EXISTS tasks (
   retry_of TEXT NOT NULL,
   cancel_requested INTEGER NOT NULL,
   outcome BLOB NOT NULL,
-  artifacts BLOB NOT NULL);
+  artifacts BLOB NOT NULL,
+  tenant TEXT NOT NULL DEFAULT 'default');
 CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_ms) WHERE finished_ms > 0;
 )sql";
 
 constexpr const char* kInsert =
     "INSERT INTO tasks (id, request, idempotency_key, state, attempt, worker, worker_name, version, submitted_ms, "
-    "started_ms, finished_ms, next_seq, max_attempts, retry_of, cancel_requested, outcome, artifacts) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
+    "started_ms, finished_ms, next_seq, max_attempts, retry_of, cancel_requested, outcome, artifacts, tenant) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
 constexpr const char* kUpdate =
     "UPDATE tasks SET state = ?4, attempt = ?5, worker = ?6, worker_name = ?7, version = ?8, started_ms = ?10, "
     "finished_ms = ?11, next_seq = ?12, max_attempts = ?13, retry_of = ?14, cancel_requested = ?15, outcome = ?16, "
-    "artifacts = ?17 WHERE id = ?1";
+    "artifacts = ?17 WHERE id = ?1 AND tenant = ?18";
 constexpr const char* kCompact =
     "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE finished_ms > 0 AND finished_ms <= ?1 LIMIT ?2)";
 constexpr const char* kLoad =
     "SELECT id, request, idempotency_key, state, attempt, worker, worker_name, version, submitted_ms, started_ms, "
-    "finished_ms, next_seq, max_attempts, retry_of, cancel_requested, outcome, artifacts FROM tasks ORDER BY rowid";
+    "finished_ms, next_seq, max_attempts, retry_of, cancel_requested, outcome, artifacts, tenant FROM tasks ORDER BY rowid";
 
 void bind_text(sqlite3_stmt* s, int i, const std::string& v) {
   sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
@@ -71,6 +73,7 @@ void bind_record(sqlite3_stmt* s, const TaskRecord& r) {
   sqlite3_bind_int(s, 15, r.cancel_requested ? 1 : 0);
   bind_blob(s, 16, r.outcome);
   bind_blob(s, 17, r.artifacts);
+  bind_text(s, 18, r.tenant);
 }
 
 std::string column_bytes(sqlite3_stmt* s, int i) {
@@ -145,6 +148,12 @@ Result<std::unique_ptr<Journal>> Journal::open(const Options& options) {
     return make_error(ErrorCode::kIoError, "journal " + options.path + " has schema version " + std::to_string(version) +
                                                ", newer than this broker's " + std::to_string(kSchemaVersion) +
                                                "; run the newer kbfleet-broker");
+  }
+  if (version == 1) {
+    // Tasks of a version-1 journal predate tenants: they belong to the implicit tenant.
+    if (auto st = j->exec("ALTER TABLE tasks ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default'"); !st) {
+      return tl::unexpected(st.error());
+    }
   }
   if (auto st = j->exec(kSchema); !st) return tl::unexpected(st.error());
   if (auto st = j->exec(("PRAGMA user_version = " + std::to_string(kSchemaVersion)).c_str()); !st) {
@@ -273,6 +282,7 @@ Status Journal::load(const std::function<void(TaskRecord&&)>& fn) {
     r.cancel_requested = sqlite3_column_int(s, 14) != 0;
     r.outcome = column_bytes(s, 15);
     r.artifacts = column_bytes(s, 16);
+    r.tenant = column_bytes(s, 17);
     fn(std::move(r));
   }
   sqlite3_finalize(s);

@@ -48,6 +48,7 @@ struct TaskRecord {
   bool cancel_requested = false;
   std::string outcome;
   std::string artifacts;
+  std::string tenant = "default";  // the tenant that submitted it (issue #7)
 };
 
 class Journal {

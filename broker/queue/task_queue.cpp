@@ -1,5 +1,7 @@
 #include "broker/queue/task_queue.hpp"
 
+#include <algorithm>
+
 namespace kbfleet::broker {
 
 std::string queue_key(std::string_view plugin, std::string_view version) {
@@ -9,65 +11,118 @@ std::string queue_key(std::string_view plugin, std::string_view version) {
   return key;
 }
 
-void TaskQueue::push(const std::string& key, std::int64_t priority, const std::string& task_id) {
-  queues_[key].push(Entry{priority, next_order_++, task_id});
+void TaskQueue::push(const std::string& key, std::int64_t priority, const std::string& task_id,
+                     const std::string& tenant) {
+  auto& tq = tenants_[tenant];
+  if (tq.size == 0) ring_.push_back(tenant);
+  tq.by_key[key].push(Entry{priority, next_order_++, task_id});
+  ++tq.size;
+  ++key_sizes_[key];
   ++size_;
 }
 
-bool TaskQueue::empty_for(const std::string& key) const {
-  auto it = queues_.find(key);
-  return it == queues_.end() || it->second.empty();
+void TaskQueue::removed(const std::string& tenant, const std::string& key, std::size_t n) {
+  if (n == 0) return;
+  size_ -= n;
+  auto ks = key_sizes_.find(key);
+  if (ks != key_sizes_.end() && (ks->second -= n) == 0) key_sizes_.erase(ks);
+  auto t = tenants_.find(tenant);
+  if (t == tenants_.end()) return;
+  auto& tq = t->second;
+  tq.size -= n;
+  auto q = tq.by_key.find(key);
+  if (q != tq.by_key.end() && q->second.empty()) tq.by_key.erase(q);
+  if (tq.size == 0) {
+    tenants_.erase(t);
+    ring_.erase(std::find(ring_.begin(), ring_.end(), tenant));
+  }
 }
+
+bool TaskQueue::empty_for(const std::string& key) const { return key_sizes_.count(key) == 0; }
 
 std::vector<std::string> TaskQueue::take_if(const std::string& key,
                                             const std::function<bool(const std::string&)>& take) {
   std::vector<std::string> taken;
-  auto it = queues_.find(key);
-  if (it == queues_.end()) return taken;
-  std::vector<Entry> kept;
-  for (auto& q = it->second; !q.empty(); q.pop()) {
-    if (take(q.top().task_id)) {
-      taken.push_back(q.top().task_id);
-    } else {
-      kept.push_back(q.top());
+  std::vector<std::pair<std::string, std::size_t>> counts;
+  for (auto& [tenant, tq] : tenants_) {
+    auto it = tq.by_key.find(key);
+    if (it == tq.by_key.end()) continue;
+    std::vector<Entry> kept;
+    std::size_t before = taken.size();
+    for (auto& q = it->second; !q.empty(); q.pop()) {
+      if (take(q.top().task_id)) {
+        taken.push_back(q.top().task_id);
+      } else {
+        kept.push_back(q.top());
+      }
     }
+    it->second = Heap(std::less<Entry>(), std::move(kept));
+    counts.emplace_back(tenant, taken.size() - before);
   }
-  size_ -= taken.size();
-  if (kept.empty()) {
-    queues_.erase(it);
-  } else {
-    it->second = std::priority_queue<Entry>(std::less<Entry>(), std::move(kept));
-  }
+  for (const auto& [tenant, n] : counts) removed(tenant, key, n);
   return taken;
 }
 
 std::vector<std::string> TaskQueue::keys() const {
   std::vector<std::string> out;
-  for (const auto& [key, q] : queues_) {
-    if (!q.empty()) out.push_back(key);
-  }
+  for (const auto& [key, n] : key_sizes_) out.push_back(key);
   return out;
 }
 
 std::optional<std::string> TaskQueue::pop_best(const std::vector<std::string>& keys,
-                                               const std::function<bool(const std::string&)>& alive) {
-  std::priority_queue<Entry>* best = nullptr;
-  for (const auto& key : keys) {
-    auto it = queues_.find(key);
-    if (it == queues_.end()) continue;
-    auto& q = it->second;
-    while (!q.empty() && !alive(q.top().task_id)) {
-      q.pop();
-      --size_;
+                                               const std::function<bool(const std::string&)>& alive,
+                                               const std::function<bool(const std::string&)>& eligible) {
+  // Copy: discarding stale entries may drop tenants from the ring while it is walked.
+  const std::vector<std::string> order(ring_.begin(), ring_.end());
+  for (const auto& tenant : order) {
+    if (eligible && !eligible(tenant)) continue;
+    auto t = tenants_.find(tenant);
+    if (t == tenants_.end()) continue;
+    Heap* best = nullptr;
+    const std::string* best_key = nullptr;
+    for (const auto& key : keys) {
+      auto it = t->second.by_key.find(key);
+      if (it == t->second.by_key.end()) continue;
+      auto& q = it->second;
+      std::size_t stale = 0;
+      while (!q.empty() && !alive(q.top().task_id)) {
+        q.pop();
+        ++stale;
+      }
+      if (stale > 0) {
+        // Bookkeeping without erasing the heap we still iterate over (removed() erases empties).
+        size_ -= stale;
+        t->second.size -= stale;
+        if ((key_sizes_[key] -= stale) == 0) key_sizes_.erase(key);
+      }
+      if (q.empty()) continue;
+      if (best == nullptr || best->top() < q.top()) {
+        best = &q;
+        best_key = &key;
+      }
     }
-    if (q.empty()) continue;
-    if (best == nullptr || best->top() < q.top()) best = &q;
+    if (best == nullptr) {
+      // Nothing this worker can run (only stale entries were found): tidy up empties.
+      std::erase_if(t->second.by_key, [](const auto& kv) { return kv.second.empty(); });
+      if (t->second.size == 0) {
+        tenants_.erase(t);
+        ring_.erase(std::find(ring_.begin(), ring_.end(), tenant));
+      }
+      continue;
+    }
+    std::string id = best->top().task_id;
+    best->pop();
+    const std::string key = *best_key;
+    removed(tenant, key, 1);
+    // Served: to the back of the ring (if it still has entries).
+    auto pos = std::find(ring_.begin(), ring_.end(), tenant);
+    if (pos != ring_.end()) {
+      ring_.erase(pos);
+      ring_.push_back(tenant);
+    }
+    return id;
   }
-  if (best == nullptr) return std::nullopt;
-  std::string id = best->top().task_id;
-  best->pop();
-  --size_;
-  return id;
+  return std::nullopt;
 }
 
 }  // namespace kbfleet::broker

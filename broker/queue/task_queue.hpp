@@ -1,9 +1,14 @@
 #pragma once
-// Pending tasks keyed by what they need ("plugin@version", version empty = any), ordered by
-// priority (higher first) then submission order. Dispatch cost does not grow with queue length:
-// push and pop are O(log n) per key; a worker scans only the keys it serves.
+// Pending tasks keyed by what they need ("plugin@version", version empty = any), per tenant.
+// Within one tenant, tasks leave by priority (higher first) then submission order. Across
+// tenants, a worker is served round robin: the tenant served least recently that has a task the
+// worker can run goes first, so one tenant's flood cannot starve another tenant's single task
+// (priorities order a tenant's own tasks; they do not let one tenant overtake another).
+// Dispatch cost does not grow with queue length: push and pop are O(log n) per key, and a pop
+// looks at O(tenants x keys the worker serves) queue heads, never at every task.
 // Cancelled tasks are removed lazily: pop_best() skips ids the caller reports as gone.
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <optional>
 #include <queue>
@@ -15,12 +20,17 @@ namespace kbfleet::broker {
 
 std::string queue_key(std::string_view plugin, std::string_view version);
 
+inline constexpr const char* kDefaultTenant = "default";
+
 class TaskQueue {
  public:
-  void push(const std::string& key, std::int64_t priority, const std::string& task_id);
-  // The best head among `keys` for which `alive(task_id)` holds; stale heads are discarded.
+  void push(const std::string& key, std::int64_t priority, const std::string& task_id,
+            const std::string& tenant = kDefaultTenant);
+  // The next task among `keys` for which `alive(task_id)` holds, from the least recently served
+  // tenant for which `eligible(tenant)` holds (null = every tenant); stale heads are discarded.
   std::optional<std::string> pop_best(const std::vector<std::string>& keys,
-                                      const std::function<bool(const std::string&)>& alive);
+                                      const std::function<bool(const std::string&)>& alive,
+                                      const std::function<bool(const std::string&)>& eligible = nullptr);
   // Removes and returns the ids of `key` for which `take(task_id)` holds (O(n) for that key).
   std::vector<std::string> take_if(const std::string& key, const std::function<bool(const std::string&)>& take);
   // Keys holding at least one entry (possibly a not yet discarded cancelled one).
@@ -38,7 +48,16 @@ class TaskQueue {
       return order > o.order;
     }
   };
-  std::unordered_map<std::string, std::priority_queue<Entry>> queues_;
+  using Heap = std::priority_queue<Entry>;
+  struct TenantQueues {
+    std::unordered_map<std::string, Heap> by_key;
+    std::size_t size = 0;
+  };
+  void removed(const std::string& tenant, const std::string& key, std::size_t n);
+
+  std::unordered_map<std::string, TenantQueues> tenants_;
+  std::deque<std::string> ring_;  // tenants with entries, least recently served first
+  std::unordered_map<std::string, std::size_t> key_sizes_;
   std::uint64_t next_order_ = 0;
   std::size_t size_ = 0;
 };

@@ -20,6 +20,7 @@ bool valid_task_id(std::string_view id);
 
 struct Task {
   std::string id;
+  std::string tenant = "default";  // who submitted it; only that tenant (and admins) may see it
   protocol::SubmitRequest request;
   std::string state{protocol::state::kQueued};
   std::int64_t attempt = 0;

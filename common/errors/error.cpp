@@ -9,7 +9,7 @@
 namespace kbfleet {
 namespace {
 
-constexpr std::array<std::pair<ErrorCode, std::string_view>, 31> kNames{{
+constexpr std::array<std::pair<ErrorCode, std::string_view>, 34> kNames{{
     {ErrorCode::kPluginNotFound, "PLUGIN_NOT_FOUND"},
     {ErrorCode::kHandlerNotFound, "HANDLER_NOT_FOUND"},
     {ErrorCode::kManifestInvalid, "MANIFEST_INVALID"},
@@ -40,6 +40,9 @@ constexpr std::array<std::pair<ErrorCode, std::string_view>, 31> kNames{{
     {ErrorCode::kBrokerUnreachable, "BROKER_UNREACHABLE"},
     {ErrorCode::kIoError, "IO_ERROR"},
     {ErrorCode::kShuttingDown, "SHUTTING_DOWN"},
+    {ErrorCode::kUnauthenticated, "UNAUTHENTICATED"},
+    {ErrorCode::kForbidden, "FORBIDDEN"},
+    {ErrorCode::kRateLimited, "RATE_LIMITED"},
     {ErrorCode::kInternal, "INTERNAL"},
 }};
 

@@ -41,6 +41,9 @@ enum class ErrorCode {
   kBrokerUnreachable,
   kIoError,
   kShuttingDown,  // the broker is stopping (SIGTERM) and accepts no new tasks; retry shortly
+  kUnauthenticated,  // no identity: the key is not in the broker's allow-list (CURVE mode)
+  kForbidden,        // an authenticated identity asked for something its role or tenant may not do
+  kRateLimited,      // the tenant's submission rate is exhausted; details.retry_after_ms says when to retry
   kInternal,
 };
 

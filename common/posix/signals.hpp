@@ -11,5 +11,7 @@ namespace kbfleet::posix {
 // returns a non-blocking CLOEXEC signalfd that becomes readable when one arrives. Also ignores
 // SIGPIPE, so a peer closing a pipe is an EPIPE error, not a death.
 [[nodiscard]] Result<Fd> signal_fd(std::initializer_list<int> signals);
+// Reads every pending signal off a non-blocking signalfd (so it stops being readable).
+void drain_signal_fd(int fd);
 
 }  // namespace kbfleet::posix

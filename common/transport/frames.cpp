@@ -1,6 +1,7 @@
 #include "common/transport/frames.hpp"
 
 #include "common/protocol/messages.hpp"
+#include "common/transport/curve.hpp"
 
 namespace kbfleet::transport {
 namespace {
@@ -37,7 +38,11 @@ bool recv_message(zmq::socket_ref sock, SocketKind kind, Incoming& out, const pr
     frames.push_back(std::move(next));
   }
   std::size_t i = 0;
-  if (kind == SocketKind::kRouter) out.peer = frame_string(frames[i++]);
+  if (kind == SocketKind::kRouter) {
+    out.peer = frame_string(frames[i++]);
+    // Every frame of a message carries its connection's metadata; read it off a peer's frame.
+    out.user_id = user_id_of(frames[frames.size() > 1 ? 1 : 0]);
+  }
 
   auto fail = [&](ErrorCode code, std::string msg) {
     out.error = Error{code, std::move(msg), {}};

@@ -23,6 +23,9 @@ enum class SocketKind { kRouter, kDealer };
 
 struct Incoming {
   std::string peer;  // ROUTER routing id; empty on a DEALER
+  // ZAP User-Id of the connection it came on (CURVE: set by the broker's ZAP handler, not by
+  // the peer); empty without CURVE.
+  std::string user_id;
   std::string type;
   std::optional<protocol::Body> body;
   std::vector<zmq::message_t> data;

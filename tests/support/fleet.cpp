@@ -76,7 +76,9 @@ CommandResult Fleet::cli(const std::vector<std::string>& args, std::chrono::mill
                          const std::map<std::string, std::string>& env) const {
   std::vector<std::string> argv{bin("kbfleet"), "--broker", broker};
   argv.insert(argv.end(), args.begin(), args.end());
-  return run_command(argv, deadline, env);
+  auto all = options_.cli_env;
+  for (const auto& [k, v] : env) all[k] = v;
+  return run_command(argv, deadline, all);
 }
 
 bool Fleet::wait_for_workers(std::size_t n, std::chrono::milliseconds deadline) const {

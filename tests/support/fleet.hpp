@@ -28,6 +28,7 @@ struct FleetOptions {
   std::function<void(const std::string& plugins_dir)> add_plugins;
   std::map<std::string, std::string> worker_env;  // added to every worker's environment
   std::vector<std::string> broker_args;  // extra flags for the broker (also on start_broker())
+  std::map<std::string, std::string> cli_env;  // every cli() call's environment (e.g. KBFLEET_KEY)
 };
 
 class Fleet {

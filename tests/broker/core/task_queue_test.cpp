@@ -2,6 +2,7 @@
 // (broker/queue/task_queue.hpp).
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <set>
 #include <string>
 #include <vector>
@@ -129,6 +130,70 @@ TEST_CASE("take_if removes matching ids of one key and keeps the order of the re
   CHECK(q.take_if("k", always_alive) == std::vector<std::string>{"c"});
   CHECK(q.keys() == std::vector<std::string>{"other"});
   CHECK(drain(q, {"k", "other"}) == std::vector<std::string>{"x"});
+}
+
+TEST_CASE("issue 7: one tenant's 100000 queued tasks do not starve another tenant's single task",
+          "[broker][queue][fairness]") {
+  TaskQueue q;
+  for (int i = 0; i < 100000; ++i) q.push("hello@", 0, "a" + std::to_string(i), "flood");
+  q.push("hello@", 0, "b0", "quiet");
+  // The flood's first task goes first (it was queued first), the quiet tenant's next.
+  auto first = q.pop_best({"hello@"}, always_alive);
+  auto second = q.pop_best({"hello@"}, always_alive);
+  REQUIRE(first);
+  REQUIRE(second);
+  CHECK(*first == "a0");
+  CHECK(*second == "b0");
+  CHECK(q.size() == 99999);
+}
+
+TEST_CASE("tenants are served round robin, each in its own priority order", "[broker][queue][fairness]") {
+  TaskQueue q;
+  q.push("k", 0, "a1", "A");
+  q.push("k", 9, "a2", "A");
+  q.push("k", 0, "a3", "A");
+  q.push("k", 0, "b1", "B");
+  q.push("k2", 0, "c1", "C");  // another key: also in the rotation for a worker serving both
+  q.push("k", 0, "b2", "B");
+  CHECK(drain(q, {"k", "k2"}) == std::vector<std::string>{"a2", "b1", "c1", "a1", "b2", "a3"});
+  CHECK(q.size() == 0);
+  CHECK(q.empty_for("k"));
+  CHECK(q.keys().empty());
+}
+
+TEST_CASE("a flooding tenant on one plugin does not starve another tenant's task on a second plugin",
+          "[broker][queue][fairness]") {
+  TaskQueue q;
+  for (int i = 0; i < 1000; ++i) q.push("build@", 100, "a" + std::to_string(i), "flood");
+  q.push("hello@", 0, "b0", "quiet");  // lower priority, later, different key
+  std::vector<std::string> got;
+  for (int i = 0; i < 3; ++i) got.push_back(*q.pop_best({"build@", "hello@"}, always_alive));
+  CHECK(std::find(got.begin(), got.end(), "b0") != got.end());
+}
+
+TEST_CASE("a tenant that may not start more tasks is skipped, not blocking the others", "[broker][queue][fairness]") {
+  TaskQueue q;
+  q.push("k", 0, "a1", "A");
+  q.push("k", 0, "a2", "A");
+  q.push("k", 0, "b1", "B");
+  auto not_a = [](const std::string& tenant) { return tenant != "A"; };
+  CHECK(q.pop_best({"k"}, always_alive, not_a) == std::optional<std::string>("b1"));
+  CHECK_FALSE(q.pop_best({"k"}, always_alive, not_a));
+  CHECK(q.size() == 2);
+  CHECK(q.pop_best({"k"}, always_alive) == std::optional<std::string>("a1"));
+}
+
+TEST_CASE("stale entries of one tenant are discarded and the next tenant is served", "[broker][queue][fairness]") {
+  TaskQueue q;
+  q.push("k", 0, "gone1", "A");
+  q.push("k", 0, "gone2", "A");
+  q.push("k", 0, "b1", "B");
+  auto alive = [](const std::string& id) { return id.rfind("gone", 0) != 0; };
+  CHECK(q.pop_best({"k"}, alive) == std::optional<std::string>("b1"));
+  CHECK(q.size() == 0);
+  CHECK(q.empty_for("k"));
+  q.push("k", 0, "a3", "A");  // tenant A comes back after its entries were all discarded
+  CHECK(q.pop_best({"k"}, alive) == std::optional<std::string>("a3"));
 }
 
 }  // namespace kbfleet::broker
