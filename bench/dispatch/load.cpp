@@ -61,8 +61,9 @@ class Meter {
       if (spec_.on_measure_start) spec_.on_measure_start();
     }
     if (measuring_ && now >= end_) {
-      if (spec_.on_measure_end) spec_.on_measure_end();
-      cpu1_ = self_cpu_s();
+      if (!ended_ && spec_.on_measure_end) spec_.on_measure_end();
+      if (!ended_) cpu1_ = self_cpu_s();
+      ended_ = true;
       return false;
     }
     // A system that never fills the window still stops: 60 s at most.
@@ -83,7 +84,7 @@ class Meter {
   const LoadSpec& spec_;
   Clock::time_point begun_ = Clock::now();
   Clock::time_point start_, end_;
-  bool filled_ = false, measuring_ = false;
+  bool filled_ = false, measuring_ = false, ended_ = false;
   std::int64_t completed_ = 0;
   std::vector<double> lat_us_;
   double cpu0_ = 0, cpu1_ = 0;

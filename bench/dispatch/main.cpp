@@ -12,6 +12,8 @@
 //               above workers*credits so a priority-1 task is always waiting); also reports the
 //               broker's resident bytes per queued task
 //   --plugins DIR --plugin ID --handler H: run a real plugin instead of the noop (end to end)
+//   --events-lines N --subscribers K: one task of --plugin/--handler that writes N lines, followed
+//               by K subscribers that fill their gaps by replay (events_load.hpp)
 #include <unistd.h>
 
 #include <chrono>
@@ -25,6 +27,7 @@
 #include <zmq.hpp>
 
 #include "bench/dispatch/baseline.hpp"
+#include "bench/dispatch/events_load.hpp"
 #include "bench/dispatch/load.hpp"
 #include "bench/dispatch/proc.hpp"
 #include "common/protocol/messages.hpp"
@@ -48,6 +51,8 @@ struct Options {
   std::string durability = "none";
   std::string bin;
   long long queued = 0;
+  long long events_lines = 0;
+  int subscribers = 10;
   std::string plugins, plugin = "kbfleet.noop", handler = "noop";
 };
 
@@ -74,6 +79,8 @@ Options parse(int argc, char** argv) {
     else if (a == "--bin") o.bin = v;
     else if (a == "--queued") o.queued = std::atoll(v.c_str());
     else if (a == "--plugins") o.plugins = v;
+    else if (a == "--events-lines") o.events_lines = std::atoll(v.c_str());
+    else if (a == "--subscribers") o.subscribers = std::atoi(v.c_str());
     else if (a == "--plugin") o.plugin = v;
     else if (a == "--handler") o.handler = v;
     else usage(("unknown flag " + a).c_str());
@@ -204,8 +211,8 @@ int run_kbfleet(const Options& o, LoadSpec spec) {
   fs::create_directories(scratch / "plugins");
   Child broker = spawn_exec({o.bin + "/kbfleet-broker", "--bind", "tcp://127.0.0.1:*", "--events", "tcp://127.0.0.1:*",
                              "--metrics", "", "--data", (scratch / "data").string(), "--durability", o.durability,
-                             "--max-queued", std::to_string(o.queued + 2 * o.window + 1000), "--log-level",
-                             "warn"},
+                             "--max-queued", std::to_string(o.queued + 2 * o.window + 1000), "--backlog-bytes",
+                             o.events_lines > 0 ? "268435456" : "16777216", "--log-level", "warn"},
                             log);
   auto ep = broker.read_keys({"bind", "events"}, std::chrono::seconds(10));
   if (ep.size() != 2) usage(("the broker did not start; see " + log).c_str());
@@ -231,6 +238,23 @@ int run_kbfleet(const Options& o, LoadSpec spec) {
                                    log));
     }
     if (!wait_for_workers(ep["bind"], o.workers)) usage(("the workers did not register; see " + log).c_str());
+    if (o.events_lines > 0) {
+      EventsSpec es{o.plugin, o.handler, o.subscribers, o.events_lines};
+      const double b0 = cpu_seconds(broker.pid());
+      auto r = run_events_load(ep["bind"], ep["events"], es);
+      std::printf("{\"system\": \"kbfleet\", \"lines\": %lld, \"subscribers\": %d, \"seconds\": %.3f, "
+                  "\"lines_per_s\": %.1f, \"live\": %lld, \"replayed\": %lld, \"output_events\": %lld, "
+                  "\"complete\": %s, \"broker_cpu_s\": %.3f, \"broker_rss_bytes\": %lld, \"error\": \"%s\"}\n",
+                  o.events_lines, o.subscribers, r.seconds, r.lines_per_s, static_cast<long long>(r.live),
+                  static_cast<long long>(r.replayed), static_cast<long long>(r.output_events),
+                  r.complete ? "true" : "false", cpu_seconds(broker.pid()) - b0, rss_bytes(broker.pid()),
+                  r.error.c_str());
+      workers.clear();
+      broker.stop();
+      std::error_code ec;
+      fs::remove_all(scratch, ec);
+      return r.complete ? 0 : 1;
+    }
     double b0 = 0, b1 = 0, w0 = 0, w1 = 0;
     spec.on_measure_start = [&] {
       b0 = cpu_seconds(broker.pid());
