@@ -475,7 +475,9 @@ void Worker::flush_events() {
   for (auto& [id, run] : runs_) {
     auto n = run->pending_events();
     if (n == 0) continue;
-    send(msg::kTaskEvents, run->take_events());
+    // A chatty handler can buffer more events in one loop turn than the broker takes per
+    // message (kMaxEventsPerBatch); one oversized batch used to be dropped whole.
+    while (run->pending_events() > 0) send(msg::kTaskEvents, run->take_events());
     metrics_.events_sent.Increment(static_cast<double>(n));
   }
 }

@@ -16,6 +16,8 @@ namespace kbfleet::protocol {
 
 inline constexpr std::string_view kProtocolTag = "KBF/1";  // frame 0 of every message
 inline constexpr int kProtocolVersion = 1;
+// At most this many events in one `task_events` message; the broker refuses a larger batch whole.
+inline constexpr std::size_t kMaxEventsPerBatch = 10000;
 
 // Message type names (frame 1).
 namespace msg {
