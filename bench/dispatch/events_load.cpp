@@ -52,9 +52,10 @@ std::int64_t take_event(std::string_view body, std::vector<char>& seen, std::int
   return seq;
 }
 
-// Asks the broker for the events of `task_id` from `from`; marks them. Returns false on no reply.
+// Asks the broker for the events of `task_id` from `from` (at most 5000); marks them and sets
+// *done_seq if `done` was among them. Returns false on no reply.
 bool replay(zmq::socket_t& dealer, const std::string& task_id, std::int64_t from, std::int64_t& req,
-            std::vector<char>& seen, SubResult& r) {
+            std::vector<char>& seen, SubResult& r, std::int64_t* done_seq = nullptr) {
   protocol::Writer w;
   w.begin_map().kv("req", ++req).kv("task_id", task_id).kv("from_seq", from).kv("max", std::int64_t{5000}).end_map();
   transport::send_message(dealer, "", protocol::msg::kEvents, w.take());
@@ -73,8 +74,9 @@ bool replay(zmq::socket_t& dealer, const std::string& task_id, std::int64_t from
         msgpack::sbuffer buf;
         msgpack::pack(buf, *e);
         bool is_done = false, fresh = false;
-        take_event(std::string_view(buf.data(), buf.size()), seen, r.outputs, is_done, fresh);
+        auto seq = take_event(std::string_view(buf.data(), buf.size()), seen, r.outputs, is_done, fresh);
         r.replayed += fresh;
+        if (is_done && done_seq != nullptr) *done_seq = seq;
       }
       return true;
     }
@@ -97,9 +99,23 @@ void subscriber(zmq::context_t& ctx, const std::string& router, const std::strin
   bool synced = false;
   std::vector<zmq::message_t> ev;
   const auto until = Clock::now() + kGiveUp;
+  auto last_event = Clock::now();
   while (!shared.abort && Clock::now() < until && done_seq == 0) {
     zmq::pollitem_t items[] = {{sub.handle(), 0, ZMQ_POLLIN, 0}};
     zmq::poll(items, 1, std::chrono::milliseconds(50));
+    if (!topic.empty() && Clock::now() - last_event > std::chrono::seconds(1)) {
+      // Quiet for a second: `done` itself may have been dropped at the high-water mark
+      // (docs/protocol.md: ask `events` again). Replay from the first hole up to the end.
+      last_event = Clock::now();
+      std::int64_t got_done = 0, s = 1;
+      for (;;) {  // until `done` or nothing new (the task is still running)
+        while (static_cast<std::size_t>(s) < seen.size() && seen[static_cast<std::size_t>(s)]) ++s;
+        const auto before = r.replayed;
+        if (!replay(dealer, topic.substr(5), s, req, seen, r, &got_done) || got_done > 0 || r.replayed == before) break;
+      }
+      if (got_done > 0) done_seq = got_done;
+      continue;
+    }
     for (ev.clear(); zmq::recv_multipart(sub, std::back_inserter(ev), zmq::recv_flags::dontwait); ev.clear()) {
       if (ev.size() != 4) continue;
       const std::string_view t = ev[0].to_string_view();
@@ -118,6 +134,7 @@ void subscriber(zmq::context_t& ctx, const std::string& router, const std::strin
       }
       if (t != topic) continue;
       ++r.live;
+      last_event = Clock::now();
       bool is_done = false, fresh = false;
       auto seq = take_event(body, seen, r.outputs, is_done, fresh);
       if (is_done) done_seq = seq;
