@@ -1,4 +1,7 @@
 // The worker's built-in noop plugin (--builtin-noop), through a real broker and worker.
+#include <filesystem>
+#include <fstream>
+
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
@@ -48,4 +51,22 @@ TEST_CASE("a kbfleet.noop task with another handler name is refused", "[integrat
   auto r = fleet.cli({"submit", "kbfleet.noop", "other"});
   CHECK(r.exit_code != 0);
   CHECK(r.err.find("HANDLER_NOT_FOUND") != std::string::npos);
+}
+
+TEST_CASE("a worker with --builtin-noop refuses to start next to a plugin that uses the reserved id", "[integration][noop]") {
+  const std::string dir = make_temp_dir();
+  std::filesystem::create_directories(dir + "/plugins/kbfleet.noop/bin");
+  {
+    std::ofstream m(dir + "/plugins/kbfleet.noop/kbfleet.yaml");
+    m << "id: kbfleet.noop\nversion: 1.0.0\nhandlers:\n  noop: { exec: bin/ok.sh }\n";
+    std::ofstream s(dir + "/plugins/kbfleet.noop/bin/ok.sh");
+    s << "#!/bin/sh\n";
+  }
+  std::filesystem::permissions(dir + "/plugins/kbfleet.noop/bin/ok.sh", std::filesystem::perms::owner_all);
+  auto r = run_command({bin("kbfleet-worker"), "--broker", "tcp://127.0.0.1:1", "--plugins", dir + "/plugins", "--work",
+                        dir + "/work", "--metrics", "", "--builtin-noop"},
+                       20s);
+  CHECK(r.exit_code == 78);
+  CHECK(r.err.find("reserves") != std::string::npos);
+  std::filesystem::remove_all(dir);
 }
