@@ -1,4 +1,6 @@
 // The event endpoint seen by an independent subscriber: topics, envelope and sequence numbers.
+#include <algorithm>
+
 #include <catch2/catch.hpp>
 #include <msgpack.hpp>
 #include <zmq.hpp>
@@ -73,11 +75,17 @@ TEST_CASE("a subscriber to plugin.<id> receives every event of that plugin's tas
 TEST_CASE("a handler that writes 50,000 lines at once loses none of them", "[integration][events]") {
   Fleet fleet({1, 1, {}});
   REQUIRE(fleet.wait_for_workers(1));
-  auto r = fleet.cli({"run", "chatty", "lines", "--input", R"({"n":50000})"});
-  REQUIRE(r.exit_code == 0);
-  std::size_t lines = 0;
-  for (char c : r.out) lines += c == '\n';
-  CHECK(lines == 50000);
-  CHECK(r.out.rfind("line 1\n", 0) == 0);
-  CHECK(r.out.find("line 50000\n") != std::string::npos);
+  SECTION("numbered lines") {
+    auto r = fleet.cli({"run", "chatty", "lines", "--input", R"({"n":50000})"});
+    REQUIRE(r.exit_code == 0);
+    CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 50000);
+    CHECK(r.out.rfind("line 1\n", 0) == 0);
+    CHECK(r.out.find("line 50000\n") != std::string::npos);
+  }
+  SECTION("empty lines, one byte each: a single pipe read holds more than one batch") {
+    auto r = fleet.cli({"run", "chatty", "blank", "--input", R"({"n":200000})"});
+    REQUIRE(r.exit_code == 0);
+    CHECK(r.out.size() == 200000);
+    CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 200000);
+  }
 }
