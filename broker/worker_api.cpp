@@ -12,7 +12,6 @@ namespace msg = protocol::msg;
 namespace state = protocol::state;
 
 namespace {
-constexpr std::size_t kMaxEventsPerBatch = 10000;
 constexpr std::size_t kMaxUploadsPerWorker = 16;
 constexpr std::int64_t kUploadChunkBytes = 256 << 10;
 constexpr std::int64_t kUploadWindow = 4;
@@ -97,7 +96,7 @@ void Broker::on_task_events(transport::Incoming& in) {
     return;  // late events of a finished or reassigned attempt are dropped (counted)
   }
   auto events = v.array_or_empty("events");
-  if (!events || events->size() > kMaxEventsPerBatch) {
+  if (!events || events->size() > protocol::kMaxEventsPerBatch) {
     metrics_.malformed.increment("PROTOCOL_ERROR");
     return;
   }

@@ -31,7 +31,7 @@ std::string join(const std::vector<std::string>& v) {
 int main(int argc, char** argv) {
   kbfleet::worker::WorkerOptions opt;
   std::string log_level = "info";
-  bool allow_degraded = false, allow_unsandboxed = false, check_sandbox = false;
+  bool allow_degraded = false, allow_unsandboxed = false, check_sandbox = false, builtin_noop = false;
   std::vector<std::string> required_layers;
   kbfleet::worker::ProbeOptions probe;
   CLI::App app{"kbfleet-worker: runs kbfleet plugin handlers for a broker"};
@@ -44,6 +44,9 @@ int main(int argc, char** argv) {
   app.add_option("--grant", opt.policy.granted, "grant a capability to plugins run here (repeatable)");
   app.add_flag("--allow-degraded", allow_degraded, "run plugins even when a sandbox layer they need is unavailable");
   app.add_flag("--allow-unsandboxed", allow_unsandboxed, "run plugins whose manifest says `sandbox: none` (trusted only)");
+  app.add_flag("--builtin-noop", builtin_noop,
+               "also offer the built-in plugin kbfleet.noop (handler noop: completes in the worker at once, no "
+               "sandbox, echoes its input; for benchmarks)");
   app.add_option("--require-layer", required_layers, "exit if this sandbox layer is unavailable (repeatable)");
   app.add_flag("--check-sandbox", check_sandbox, "print the sandbox layers of this host and exit");
   app.add_option("--task-net", probe.task_net,
@@ -147,6 +150,10 @@ int main(int argc, char** argv) {
   opt.policy.unsandboxed =
       allow_unsandboxed ? kbfleet::worker::UnsandboxedPolicy::kAllow : kbfleet::worker::UnsandboxedPolicy::kRefuse;
   if (allow_degraded) spdlog::warn("--allow-degraded: plugins may run without sandbox layers they declare");
+  if (builtin_noop) {
+    opt.builtin_noop = kbfleet::worker::BuiltinNoop::kOn;
+    spdlog::info("--builtin-noop: offering plugin kbfleet.noop (runs in the worker, no sandbox)");
+  }
   if (allow_unsandboxed) spdlog::warn("--allow-unsandboxed: plugins with `sandbox: none` run without isolation");
   for (char** e = environ; *e != nullptr; ++e) {
     std::string_view kv(*e);

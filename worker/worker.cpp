@@ -10,6 +10,7 @@
 #include <spdlog/spdlog.h>
 
 #include "worker/sandbox/workspace_fs.hpp"
+#include "worker/task/builtin_noop.hpp"
 
 namespace kbfleet::worker {
 
@@ -83,6 +84,15 @@ Result<std::unique_ptr<Worker>> Worker::create(WorkerOptions options) {
     return make_error(ErrorCode::kIoError, "cannot create " + options.policy.sandbox_root.string() + ": " + ec.message());
   }
 
+  if (options.builtin_noop == BuiltinNoop::kOn) {
+    for (const auto& e : plugins->entries()) {
+      if (e.id == kNoopPlugin) {
+        return make_error(ErrorCode::kInvalidArgument, "plugin " + e.root.string() + " uses the id " +
+                                                           std::string(kNoopPlugin) +
+                                                           ", which --builtin-noop reserves; rename it or drop the flag");
+      }
+    }
+  }
   std::unique_ptr<Worker> w(new Worker(std::move(options)));
   w->plugins_ = std::move(*plugins);
   if (auto st = transport::set_curve_client(w->dealer_, w->options_.curve); !st) return tl::unexpected(st.error());
@@ -152,6 +162,7 @@ void Worker::announce() {
     }
     r.plugins.push_back(std::move(o));
   }
+  if (options_.builtin_noop == BuiltinNoop::kOn) r.plugins.push_back(noop_offer());
   for (const auto& [id, run] : runs_) {
     if (run->phase != Phase::kReporting) r.running.push_back(id);
   }
@@ -257,6 +268,7 @@ void Worker::on_task(transport::Incoming& in) {
   if (runs_.count(task->task_id)) return;  // duplicate delivery
   metrics_.started.Increment();
   if (busy_slots() >= options_.slots) spdlog::warn("task beyond slots task={} busy={}", task->task_id, busy_slots());
+  if (options_.builtin_noop == BuiltinNoop::kOn && task->plugin == kNoopPlugin) return run_builtin(*task);
 
   auto run = std::make_unique<TaskRun>(*task);
   run->workspace = options_.work_dir / (task->task_id + "-" + std::to_string(task->attempt));
@@ -300,6 +312,15 @@ void Worker::reject(const protocol::TaskAssignment& task, const Error& e, std::v
   run->outcome.error_code = std::string(code_name(e.code));
   run->outcome.error_message = e.message;
   run->outcome.layers = std::move(layers);
+  TaskRun& ref = *run;
+  runs_[task.task_id] = std::move(run);
+  report(ref);
+}
+
+// A built-in task completes here, in the loop turn that received it: no workspace, no process.
+void Worker::run_builtin(const protocol::TaskAssignment& task) {
+  auto run = std::make_unique<TaskRun>(task);
+  run->outcome = run_noop(task);
   TaskRun& ref = *run;
   runs_[task.task_id] = std::move(run);
   report(ref);
@@ -442,9 +463,11 @@ void Worker::report(TaskRun& run) {
   metrics_.finished.increment(run.outcome.state, run.outcome.error_code);
   spdlog::debug("task reported task={} state={}", run.task().task_id, run.outcome.state);
   run.workspace_fd.reset();
-  unmount_workspace(run.workspace);
-  std::error_code ec;
-  std::filesystem::remove_all(run.workspace, ec);
+  if (!run.workspace.empty()) {  // built-in tasks have none
+    unmount_workspace(run.workspace);
+    std::error_code ec;
+    std::filesystem::remove_all(run.workspace, ec);
+  }
   metrics_.busy.Set(static_cast<double>(busy_slots()));
 }
 
@@ -495,7 +518,9 @@ void Worker::flush_events() {
   for (auto& [id, run] : runs_) {
     auto n = run->pending_events();
     if (n == 0) continue;
-    send(msg::kTaskEvents, run->take_events());
+    // A chatty handler can buffer more events in one loop turn than the broker takes per
+    // message (kMaxEventsPerBatch); one oversized batch used to be dropped whole.
+    while (run->pending_events() > 0) send(msg::kTaskEvents, run->take_events());
     metrics_.events_sent.Increment(static_cast<double>(n));
   }
 }

@@ -21,6 +21,9 @@
 
 namespace kbfleet::worker {
 
+// --builtin-noop: also offer the in-process `kbfleet.noop` plugin (worker/task/builtin_noop.hpp).
+enum class BuiltinNoop { kOff, kOn };
+
 struct WorkerOptions {
   std::string broker = "tcp://127.0.0.1:7700";
   std::filesystem::path plugins_dir;
@@ -33,6 +36,7 @@ struct WorkerOptions {
   std::int64_t drain_ms = 30000;  // on SIGTERM: how long running tasks may finish
   WorkerPolicy policy;
   transport::ClientKeys curve;  // enabled: the DEALER is a CURVE client (--key, --broker-key)
+  BuiltinNoop builtin_noop = BuiltinNoop::kOff;
 };
 
 class Worker {
@@ -58,6 +62,7 @@ class Worker {
 
   void start(std::unique_ptr<TaskRun> run);
   void reject(const protocol::TaskAssignment& task, const Error& e, std::vector<std::string> layers);
+  void run_builtin(const protocol::TaskAssignment& task);
   void after_handler(TaskRun& run);
   void next_upload(TaskRun& run);
   void pump_upload(TaskRun& run);

@@ -21,6 +21,8 @@ inline constexpr int kProtocolVersion = 1;
 // routes such tasks only to those workers. Capabilities starting "kbfleet." are reserved.
 inline constexpr std::string_view kNetAllowCapability = "kbfleet.netallow";
 inline constexpr std::string_view kReservedCapabilityPrefix = "kbfleet.";
+// At most this many events in one `task_events` message; the broker refuses a larger batch whole.
+inline constexpr std::size_t kMaxEventsPerBatch = 10000;
 
 // Message type names (frame 1).
 namespace msg {

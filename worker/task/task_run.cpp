@@ -3,6 +3,8 @@
 #include <signal.h>
 #include <string.h>
 
+#include <algorithm>
+
 #include <spdlog/spdlog.h>
 
 namespace kbfleet::worker {
@@ -16,13 +18,14 @@ void TaskRun::add_event(std::string_view type, std::string data_msgpack) {
   events_.push_back(w.take());
 }
 
-std::string TaskRun::take_events() {
+std::string TaskRun::take_events(std::size_t max) {
   if (events_.empty()) return {};
   Writer w;
   w.begin_map().kv("task_id", task_.task_id).kv("attempt", task_.attempt).key("events").begin_array();
-  for (const auto& e : events_) w.raw(e);
+  const auto n = std::min(max, events_.size());
+  for (std::size_t i = 0; i < n; ++i) w.raw(events_[i]);
   w.end_array().end_map();
-  events_.clear();
+  events_.erase(events_.begin(), events_.begin() + static_cast<std::ptrdiff_t>(n));
   return w.take();
 }
 

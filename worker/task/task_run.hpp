@@ -58,8 +58,10 @@ class TaskRun : public Sink {
   bool result_reduced = false;  // the outcome was replaced by a minimal failure
   std::int64_t output_bytes = 0;
 
-  // Events buffered since the last flush; empty string if none. Returns a task_events body.
-  std::string take_events();
+  // The oldest buffered events, at most `max` of them, as a task_events body (empty string if
+  // none); the rest stay buffered for the next call. The broker refuses a batch of more than
+  // protocol::kMaxEventsPerBatch, so a flush takes batches until none is pending.
+  std::string take_events(std::size_t max = protocol::kMaxEventsPerBatch);
   std::size_t pending_events() const { return events_.size(); }
   // Records an event produced by the worker itself (e.g. a fd-3 result).
   void add_event(std::string_view type, std::string data_msgpack);
