@@ -2,6 +2,7 @@
 // when a broker that is alive never acknowledges its result. Real sockets on loopback, a real
 // sandboxed handler; every wait is bounded by a deadline and ends on a frame arriving.
 #include <chrono>
+#include <filesystem>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -74,9 +75,14 @@ TEST_CASE("a result a live broker never acknowledges is replaced by a minimal fa
   ScriptedBroker broker;
   const std::string dir = make_temp_dir();
   const std::string work = dir + "/work";
-  REQUIRE(run_command({"/bin/mkdir", "-p", work}, 10s).exit_code == 0);
+  std::filesystem::create_directories(work);
+  std::filesystem::create_directories(dir + "/plugins");
+  // A copy: the sandbox binds the plugin at its host path, which must not lie under /tmp (a
+  // checkout there would be hidden by the task's private /tmp).
+  std::filesystem::copy(source_path("tests/fixtures/plugins/noop"), dir + "/plugins/noop",
+                        std::filesystem::copy_options::recursive);
   Daemon worker({bin("kbfleet-worker"), "--broker", broker.endpoint(), "--plugins",
-                 source_path("tests/fixtures/plugins"), "--slots", "1", "--work", work, "--metrics",
+                 dir + "/plugins", "--slots", "1", "--work", work, "--metrics",
                  "127.0.0.1:0", "--worker-id", "w0", "--heartbeat-ms", "200"},
                 dir + "/worker.log");
   const std::string metrics = worker.wait_for_key("metrics", 10s);
