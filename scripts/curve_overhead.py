@@ -5,7 +5,10 @@ Starts two brokers from the same build (one plain, one with --auth/--curve-secre
 one connected worker, and alternates rounds against them:
   info:   sequential `info` round trips (msgpack over a DEALER, as docs/protocol.md says): the
           transport and the broker loop, without the journal or a worker;
-  task:   sequential submit -> dispatch to the worker -> `noop ok` runs -> `done` event on the SUB.
+  task:   sequential submit -> dispatch to the worker -> the task runs -> `done` event on the SUB;
+          by default the worker's built-in `kbfleet.noop` (no sandbox, no fork), so this is the
+          1-in-flight dispatch path of bench/dispatch; --plugin noop --handler ok runs the
+          sandboxed fixture instead.
 A first round warms both up and is not counted; the order of the two alternates per round.
 Prints the medians over rounds and the CURVE/plain ratio. Loopback only.
 
@@ -48,6 +51,10 @@ class Peer:
                 s.curve_serverkey, s.curve_publickey, s.curve_secretkey = (k.encode() for k in curve)
         self.sock.connect(endpoint)
         self.sub.connect(events)
+        # Subscribed once, before any task: the client's whole tenant with CURVE (the broker
+        # approves only `tenant.<name>.` or exact task topics), every task in plain mode. Each
+        # task then waits for its own `done`, with no subscription racing the task.
+        self.sub.setsockopt(zmq.SUBSCRIBE, b"tenant.bench." if curve else b"task.")
         self.req = 0
 
     def call(self, kind, body):
@@ -62,22 +69,17 @@ class Peer:
             raise SystemExit("error reply: %r" % reply)
         return reply
 
-    def run_task(self):
-        tid = self.call(b"submit", {"plugin": "noop", "handler": "ok"})["task_id"]
-        topic = ("task." + tid).encode()
-        self.sub.setsockopt(zmq.SUBSCRIBE, topic)
-        # The subscription may race the task; events replay closes the gap (docs/protocol.md).
+    def run_task(self, plugin, handler):
+        tid = self.call(b"submit", {"plugin": plugin, "handler": handler})["task_id"]
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            if self.sub.poll(50):
-                f = self.sub.recv_multipart()
-                if msgpack.unpackb(f[3], raw=False).get("type") == "done":
-                    break
-            else:
-                ev = self.call(b"events", {"task_id": tid, "from_seq": 1})
-                if ev.get("finished"):
-                    break
-        self.sub.setsockopt(zmq.UNSUBSCRIBE, topic)
+            if self.sub.poll(1000):
+                ev = msgpack.unpackb(self.sub.recv_multipart()[3], raw=False)
+                if ev.get("task_id") == tid and ev.get("type") == "done":
+                    return
+            elif self.call(b"events", {"task_id": tid, "from_seq": 1}).get("finished"):
+                return  # PUB dropped it (docs/protocol.md): the replay says it is done
+        raise SystemExit("task %s did not finish" % tid)
 
 
 def main():
@@ -87,6 +89,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--submits", type=int, default=2000)
     ap.add_argument("--tasks", type=int, default=100)
+    ap.add_argument("--plugin", default="kbfleet.noop")
+    ap.add_argument("--handler", default="noop")
     a = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="kbfleet-curve-", dir=os.path.abspath("."))
     procs = []
@@ -121,6 +125,8 @@ def main():
             os.makedirs(work)
             wargv = [os.path.join(a.bin, "kbfleet-worker"), "--broker", ep["bind"], "--plugins", a.plugins, "--work",
                      work, "--slots", "1", "--metrics", "127.0.0.1:0"]
+            if a.plugin == "kbfleet.noop":
+                wargv.append("--builtin-noop")
             if mode == "curve":
                 wargv += ["--key", os.path.join(tmp, "worker.key"), "--broker-key", os.path.join(tmp, "broker.pub")]
             w, _ = start(wargv, os.path.join(tmp, "worker-%s.log" % mode))
@@ -141,7 +147,7 @@ def main():
                     results[(mode, "info")].append((time.perf_counter() - t) / a.submits * 1e6)
                 t = time.perf_counter()
                 for _ in range(a.tasks):
-                    peer.run_task()
+                    peer.run_task(a.plugin, a.handler)
                 if r > 0:
                     results[(mode, "task")].append((time.perf_counter() - t) / a.tasks * 1e3)
         for kind, unit in (("info", "us per info round trip"), ("task", "ms per task (submit -> done)")):
