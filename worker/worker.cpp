@@ -253,6 +253,7 @@ void Worker::on_broker_message(transport::Incoming& in) {
     metrics_.reconnects.Increment();
     return announce();
   }
+  if (type == msg::kError && in.req == 0) last_unreadable_ = Clock::now();  // see resend_result()
   if (type == msg::kUploadReady || type == msg::kUploadAck || type == msg::kUploadDone || type == msg::kError) {
     return on_upload_reply(in);
   }
@@ -481,11 +482,13 @@ void Worker::send_result(TaskRun& run) {
 }
 
 bool Worker::resend_result(TaskRun& run) {
-  // The broker acknowledges every result it can decode, even stale ones. If it spoke since the
-  // last send (heartbeats at least) and still did not acknowledge, it could not read this one,
-  // and sending the same bytes forever would not change that. A silent broker (down, network
-  // cut) counts nothing: the result waits for it however long it takes.
-  if (last_heard_ > run.result_sent_at) ++run.unread_sends;
+  // The broker acknowledges every result it can decode, even stale ones, and answers a message
+  // it cannot read with PROTOCOL_ERROR and req 0 (docs/protocol.md). Such an answer since the
+  // last send, with no acknowledgement, means it could not read this result, and sending the
+  // same bytes forever would not change that. Heartbeats prove nothing: a busy broker sends them
+  // while earlier messages of ours still wait in its queue. A silent or slow broker counts
+  // nothing: the result waits for it however long it takes.
+  if (last_unreadable_ > run.result_sent_at) ++run.unread_sends;
   if (run.unread_sends >= kMaxUnreadSends) {
     metrics_.results_unread.Increment();
     if (run.result_reduced) {

@@ -88,6 +88,8 @@ class Worker {
   std::map<std::string, std::string> upload_to_task_;
   std::int64_t next_req_ = 1;
   Clock::time_point last_heard_;
+  // When the broker last answered PROTOCOL_ERROR with req 0: it could not read a message of ours.
+  Clock::time_point last_unreadable_;
   Clock::time_point last_sent_;
 };
 

@@ -73,17 +73,23 @@ TEST_CASE("a subscriber to plugin.<id> receives every event of that plugin's tas
 // and the broker refuses one of more than 10,000 events whole; a fast handler lost its first
 // ~12,000 lines without a gap in the sequence numbers (bench/run, events scenario).
 TEST_CASE("a handler that writes 50,000 lines at once loses none of them", "[integration][events]") {
-  Fleet fleet({1, 1, {}});
+  // Hundreds of thousands of events keep a sanitizer build busy for seconds: a liveness window of
+  // 5 s (not the fleet's 1 s), patient requests, and a replay backlog that holds all 200,000
+  // events (~26 MB; the default 16 MiB would trim the head a slow follower still has to replay),
+  // so only lines the worker or broker lost can fail this test.
+  FleetOptions options{1, 1, {"--liveness", "25"}};
+  options.broker_args = {"--liveness", "25", "--backlog-bytes", "67108864"};
+  Fleet fleet(options);
   REQUIRE(fleet.wait_for_workers(1));
   SECTION("numbered lines") {
-    auto r = fleet.cli({"run", "chatty", "lines", "--input", R"({"n":50000})"});
+    auto r = fleet.cli({"--request-timeout", "30000", "run", "chatty", "lines", "--input", R"({"n":50000})"}, 120s);
     REQUIRE(r.exit_code == 0);
     CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 50000);
     CHECK(r.out.rfind("line 1\n", 0) == 0);
     CHECK(r.out.find("line 50000\n") != std::string::npos);
   }
   SECTION("empty lines, one byte each: a single pipe read holds more than one batch") {
-    auto r = fleet.cli({"run", "chatty", "blank", "--input", R"({"n":200000})"});
+    auto r = fleet.cli({"--request-timeout", "30000", "run", "chatty", "blank", "--input", R"({"n":200000})"}, 120s);
     REQUIRE(r.exit_code == 0);
     CHECK(r.out.size() == 200000);
     CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 200000);

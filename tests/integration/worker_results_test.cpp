@@ -70,7 +70,7 @@ std::string empty_map() { return Writer().begin_map().end_map().take(); }
 
 }  // namespace
 
-TEST_CASE("a result a live broker never acknowledges is replaced by a minimal failure, not re-sent forever",
+TEST_CASE("a result the broker cannot read is replaced by a minimal failure, not re-sent forever",
           "[integration][worker][results]") {
   ScriptedBroker broker;
   const std::string dir = make_temp_dir();
@@ -98,7 +98,8 @@ TEST_CASE("a result a live broker never acknowledges is replaced by a minimal fa
   task.kv("handler", "ok").key("input").nil().key("env").begin_map().end_map().kv("timeout_ms", 10000).end_map();
   broker.send(peer, "task", task.take());
 
-  // Heartbeats keep the broker visibly alive; results are read but never acknowledged.
+  // Each result is answered as the broker answers a message it cannot read (PROTOCOL_ERROR, req
+  // 0), never acknowledged; heartbeats keep the broker visibly alive.
   std::vector<std::pair<std::string, std::string>> results;  // (state, error code) of each send
   const auto deadline = std::chrono::steady_clock::now() + 40s;
   while (std::chrono::steady_clock::now() < deadline) {
@@ -110,6 +111,8 @@ TEST_CASE("a result a live broker never acknowledges is replaced by a minimal fa
     auto outcome = v.map_or_none("outcome");
     REQUIRE(outcome);
     REQUIRE(*outcome);
+    broker.send(peer, "error",
+                Writer().begin_map().kv("req", 0).kv("code", "PROTOCOL_ERROR").kv("message", "unreadable").end_map().take());
     std::string code;
     if (auto err = (*outcome)->map_or_none("error"); err && *err) code = std::string((*err)->str_or("code", ""));
     results.emplace_back(std::string((*outcome)->str_or("state", "")), code);
