@@ -114,11 +114,18 @@ std::string Finished::describe() const {
   return "task " + id + " state=" + state + "\noutput:\n" + output + "\nstatus: " + status.dump();
 }
 
-std::string task_net() { return "10.231." + std::to_string(::getpid() % 250) + ".0/24"; }
-
-std::string task_net_host(int slot) {
-  return "10.231." + std::to_string(::getpid() % 250) + "." + std::to_string(4 * slot + 1);
+namespace {
+// "10.<224..239>.<0..255>": the low 12 bits of the pid, so test processes started close together
+// (ctest -j) never share a range.
+std::string task_net_prefix() {
+  const auto pid = static_cast<unsigned>(::getpid());
+  return "10." + std::to_string(224 + ((pid >> 8) & 15)) + "." + std::to_string(pid & 255) + ".";
 }
+}  // namespace
+
+std::string task_net() { return task_net_prefix() + "0/24"; }
+
+std::string task_net_host(int slot) { return task_net_prefix() + std::to_string(4 * slot + 1); }
 
 HostileFleet::HostileFleet(Quotas quotas, std::map<std::string, std::string> worker_env,
                            std::vector<std::string> worker_args, std::vector<std::string> broker_args)

@@ -45,8 +45,8 @@ struct Finished {
 // task_net_host(0) (every port).
 enum class Plugin { kHostile, kWithArtifacts, kNet };
 
-// The --task-net subnet for this test process (10.231.<pid % 250>.0/24: tests running at once use
-// different ones), and the host-side address of slot `slot`'s veth in it.
+// The --task-net subnet for this test process (a /24 in 10.224.0.0/12 chosen by the pid: tests
+// running at once use different ones), and the host-side address of slot `slot`'s veth in it.
 std::string task_net();
 std::string task_net_host(int slot);
 
