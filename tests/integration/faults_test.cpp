@@ -7,7 +7,6 @@
 #include <fstream>
 #include <optional>
 #include <sstream>
-#include <thread>
 
 #include <catch2/catch.hpp>
 #include <msgpack.hpp>
@@ -33,12 +32,7 @@ std::vector<json> events_of(const Fleet& fleet, const std::string& id) {
 
 // True once `needle` appears in the file at `path` (a daemon's log), polled until the deadline.
 bool wait_for_log(const std::string& path, const std::string& needle, std::chrono::milliseconds deadline) {
-  auto end = std::chrono::steady_clock::now() + deadline;
-  do {
-    if (read_file(path).find(needle) != std::string::npos) return true;
-    std::this_thread::sleep_for(50ms);  // a poll interval, not a wait for something to happen
-  } while (std::chrono::steady_clock::now() < end);
-  return false;
+  return eventually([&] { return read_file(path).find(needle) != std::string::npos; }, deadline);
 }
 
 // A value of /proc/<pid>/status in KiB (VmRSS, VmHWM); -1 if absent.
@@ -48,17 +42,6 @@ long proc_status_kb(pid_t pid, const std::string& key) {
     if (line.rfind(key + ":", 0) == 0) return std::stol(line.substr(key.size() + 1));
   }
   return -1;
-}
-
-// The value of a Prometheus sample `name{labels}` scraped from `address` (0 when absent).
-double scrape(const std::string& address, const std::string& sample) {
-  auto r = run_command({"/usr/bin/curl", "-sf", "http://" + address + "/metrics"}, 10s);
-  REQUIRE(r.exit_code == 0);
-  std::istringstream lines(r.out);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.rfind(sample + " ", 0) == 0) return std::stod(line.substr(sample.size() + 1));
-  }
-  return 0;
 }
 
 // A raw DEALER on the broker's ROUTER endpoint: sends arbitrary frames, reads replies as
@@ -240,8 +223,8 @@ TEST_CASE("a SIGSTOPped worker is declared lost within the liveness window, its 
   REQUIRE(wait_for_log(fleet.dir + "/broker.log", "stale result ignored task=" + id + " attempt=1", 20s));
   REQUIRE(process_alive(stopped.pid()));
   // Its handler's output of attempt 1, read after SIGCONT, was dropped as stale too (counted).
-  CHECK(scrape(fleet.broker_metrics, R"(kbfleet_broker_messages_malformed_total{reason="STALE_EVENTS"})") >= 1);
-  CHECK(scrape(fleet.broker_metrics, R"(kbfleet_broker_messages_malformed_total{reason="STALE_RESULT"})") >= 1);
+  CHECK(scrape_metric(fleet.broker_metrics, R"(kbfleet_broker_messages_malformed_total{reason="STALE_EVENTS"})") >= 1);
+  CHECK(scrape_metric(fleet.broker_metrics, R"(kbfleet_broker_messages_malformed_total{reason="STALE_RESULT"})") >= 1);
   st = json::parse(fleet.cli({"status", id, "--json"}).out);
   CHECK(st["state"] == "succeeded");
   CHECK(st["attempt"] == 2);
@@ -265,7 +248,7 @@ TEST_CASE("malformed and oversized frames and msgpack bombs do not stop the brok
     CHECK(r.exit_code == 0);
     return process_alive(broker) && r.exit_code == 0;
   };
-  const double malformed_before = scrape(fleet.broker_metrics, R"(kbfleet_broker_messages_malformed_total{reason="PROTOCOL_ERROR"})");
+  const double malformed_before = scrape_metric(fleet.broker_metrics, R"(kbfleet_broker_messages_malformed_total{reason="PROTOCOL_ERROR"})");
 
   RawClient raw(fleet.broker);
   // The client works at all: a valid request is answered with the same req.
@@ -338,7 +321,7 @@ TEST_CASE("malformed and oversized frames and msgpack bombs do not stop the brok
     std::string big = map1 + std::string("\xc6\x00\xa0\x00\x00", 5) + std::string(10u << 20, 'b');
     CHECK(raw.error_code_for({tag, "info", big}) == "PROTOCOL_ERROR");
     REQUIRE(serves());
-    const double malformed_after = scrape(fleet.broker_metrics, R"(kbfleet_broker_messages_malformed_total{reason="PROTOCOL_ERROR"})");
+    const double malformed_after = scrape_metric(fleet.broker_metrics, R"(kbfleet_broker_messages_malformed_total{reason="PROTOCOL_ERROR"})");
     CHECK(malformed_after - malformed_before >= static_cast<double>(bodies.size()) + 1);
     // The bombs did not make the broker balloon, not even for a moment.
     long hwm = proc_status_kb(broker, "VmHWM");
@@ -437,9 +420,7 @@ TEST_CASE("a worker that disconnects mid-upload leaves no partial blob, and its 
 
   fake.reset();  // gone mid-upload: no drain, no bye, no more heartbeats
   REQUIRE(wait_for_log(fleet.dir + "/broker.log", "worker lost", 20s));
-  const auto end = std::chrono::steady_clock::now() + 10s;
-  while (temp_files() != 0 && std::chrono::steady_clock::now() < end) std::this_thread::sleep_for(20ms);  // poll interval
-  CHECK(temp_files() == 0);
+  CHECK(eventually([&] { return temp_files() == 0; }, 10s));
 
   fleet.add_worker();
   CHECK(fleet.wait_for_terminal(id) == "succeeded");

@@ -63,16 +63,6 @@ struct Keys {
   }
 };
 
-double scrape(const std::string& address, const std::string& sample) {
-  auto r = run_command({"/usr/bin/curl", "-sf", "http://" + address + "/metrics"}, 10s);
-  REQUIRE(r.exit_code == 0);
-  std::istringstream lines(r.out);
-  for (std::string line; std::getline(lines, line);) {
-    if (line.rfind(sample + " ", 0) == 0) return std::stod(line.substr(sample.size() + 1));
-  }
-  return 0;
-}
-
 std::string submit(const Fleet& fleet, const Keys& keys, const std::string& who, std::vector<std::string> args) {
   args.insert(args.begin(), "submit");
   auto r = fleet.cli(args, 30s, keys.as(who));
@@ -121,7 +111,7 @@ TEST_CASE("issue 7: a client with an unknown key, or without CURVE, is refused",
   CHECK_THAT(r.err, Catch::Contains("UNAUTHENTICATED") && Catch::Contains("allow-list"));
   auto plain = fleet.cli({"--request-timeout", "1000", "workers"}, 30s, {{"KBFLEET_KEY", ""}, {"KBFLEET_BROKER_KEY", ""}});
   CHECK(plain.exit_code == 69);  // no CURVE: the handshake never completes, nothing reaches the broker
-  CHECK(scrape(fleet.broker_metrics, R"(kbfleet_broker_auth_denied_total{reason="unknown_key"})") >= 1);
+  CHECK(scrape_metric(fleet.broker_metrics, R"(kbfleet_broker_auth_denied_total{reason="unknown_key"})") >= 1);
   SECTION("a key file readable by others is refused before connecting (exit 78)") {
     REQUIRE(::chmod(keys.key("alice").c_str(), 0644) == 0);
     auto loose = fleet.cli({"workers"}, 30s, keys.as("alice"));
@@ -162,7 +152,7 @@ TEST_CASE("issue 7: a tenant cannot read another tenant's status, events or arti
   const std::string bobs = submit(fleet, keys, "bob", {"hello", "greet", "--idempotency-key", "k1"});
   CHECK(bobs != id);
   CHECK(fleet.cli({"status", bobs}, 30s, keys.as("bob")).exit_code == 0);
-  CHECK(scrape(fleet.broker_metrics, R"(kbfleet_broker_auth_denied_total{reason="tenant"})") >= 6);
+  CHECK(scrape_metric(fleet.broker_metrics, R"(kbfleet_broker_auth_denied_total{reason="tenant"})") >= 6);
 }
 
 TEST_CASE("issue 7: a worker key cannot submit and a client key cannot act as a worker", "[integration][security]") {
@@ -176,7 +166,7 @@ TEST_CASE("issue 7: a worker key cannot submit and a client key cannot act as a 
   auto err = fake.next(protocol::msg::kError);
   REQUIRE(err.type == "error");
   CHECK(protocol::decode_error(err.body->view()).code == kbfleet::ErrorCode::kForbidden);
-  CHECK(scrape(fleet.broker_metrics, R"(kbfleet_broker_auth_denied_total{reason="role"})") >= 2);
+  CHECK(scrape_metric(fleet.broker_metrics, R"(kbfleet_broker_auth_denied_total{reason="role"})") >= 2);
 }
 
 TEST_CASE("issue 7: a forged or replayed result from another worker key is refused", "[integration][security]") {
@@ -199,7 +189,7 @@ TEST_CASE("issue 7: a forged or replayed result from another worker key is refus
   forge();  // replayed after the task ended
   auto st = json::parse(fleet.cli({"status", id, "--json"}, 30s, keys.as("alice")).out);
   CHECK(st["state"] == "succeeded");
-  CHECK(scrape(fleet.broker_metrics, R"(kbfleet_broker_messages_malformed_total{reason="STALE_RESULT"})") >= 2);
+  CHECK(scrape_metric(fleet.broker_metrics, R"(kbfleet_broker_messages_malformed_total{reason="STALE_RESULT"})") >= 2);
   SECTION("a client key replaying a worker's routing id is refused outright") {
     RawPeer client_as_w0(fleet.broker, keys.client_keys("alice"), "w0-replay");
     client_as_w0.send(protocol::msg::kResult, [&](protocol::Writer& w) { w.kv("task_id", id).kv("attempt", 1); });
@@ -258,7 +248,7 @@ TEST_CASE("issue 7: a subscriber sees only its tenant's events", "[integration][
   const std::string a2 = submit(fleet, keys, "alice", {"hello", "greet"});
   REQUIRE(wait_done(a2, 30s));  // events arrive in order: b1's would have come before a2's
   CHECK(topics == std::set<std::string>{"tenant.acme."});
-  CHECK(scrape(fleet.broker_metrics, R"(kbfleet_broker_auth_denied_total{reason="subscription"})") >= 5);
+  CHECK(scrape_metric(fleet.broker_metrics, R"(kbfleet_broker_auth_denied_total{reason="subscription"})") >= 5);
 }
 
 TEST_CASE("issue 7: one tenant's flood does not starve another tenant's single task", "[integration][security]") {
@@ -338,7 +328,7 @@ TEST_CASE("issue 7: SIGHUP reloads the allow-list without dropping connections",
   auto reload = [&](double n) {
     fleet.broker_process->signal(SIGHUP);
     auto end = std::chrono::steady_clock::now() + 10s;
-    while (scrape(fleet.broker_metrics, "kbfleet_broker_auth_reloads_total") < n) {
+    while (scrape_metric(fleet.broker_metrics, "kbfleet_broker_auth_reloads_total") < n) {
       REQUIRE(std::chrono::steady_clock::now() < end);
     }
   };
@@ -382,12 +372,12 @@ TEST_CASE("issue 7: a blob is deduplicated only within a tenant, another tenant 
     return id;
   };
   run_big("alice");
-  const double after_first = scrape(fleet.broker_metrics, received);
+  const double after_first = scrape_metric(fleet.broker_metrics, received);
   CHECK(after_first == 1048576);
   run_big("alice");  // same tenant, same content: deduplicated, no upload
-  CHECK(scrape(fleet.broker_metrics, received) == after_first);
+  CHECK(scrape_metric(fleet.broker_metrics, received) == after_first);
   const std::string bobs = run_big("bob");  // same content, other tenant: uploaded again
-  CHECK(scrape(fleet.broker_metrics, received) == 2 * after_first);
+  CHECK(scrape_metric(fleet.broker_metrics, received) == 2 * after_first);
   CHECK(fleet.cli({"artifacts", "get", bobs, "blob", "-o", fleet.dir + "/b.bin"}, 30s, keys.as("bob")).exit_code == 0);
 }
 
@@ -405,7 +395,7 @@ TEST_CASE("issue 7: a tenant over its submission rate gets RATE_LIMITED with ret
   REQUIRE_FALSE(limited);
   CHECK(limited.error().code == kbfleet::ErrorCode::kRateLimited);
   CHECK(std::stoi(limited.error().details.at("retry_after_ms")) > 0);
-  CHECK(scrape(fleet.broker_metrics, R"(kbfleet_broker_auth_denied_total{reason="rate"})") == 1);
+  CHECK(scrape_metric(fleet.broker_metrics, R"(kbfleet_broker_auth_denied_total{reason="rate"})") == 1);
 }
 
 TEST_CASE("issue 7: a tenant at its max_running waits while another tenant's task runs", "[integration][security]") {

@@ -4,7 +4,6 @@
 #include <chrono>
 #include <filesystem>
 #include <optional>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -131,14 +130,7 @@ TEST_CASE("a result the broker cannot read is replaced by a minimal failure, not
 
   // Acknowledged at last: the worker drops it and counts what happened.
   broker.send(peer, "result_ack", Writer().begin_map().kv("task_id", task_id).kv("attempt", 1).end_map().take());
-  auto scraped = run_command({"/usr/bin/curl", "-sf", "http://" + metrics + "/metrics"}, 10s);
-  REQUIRE(scraped.exit_code == 0);
-  double unread = -1;
-  std::istringstream lines(scraped.out);
-  for (std::string line; std::getline(lines, line);) {
-    const std::string name = "kbfleet_worker_results_unread_total ";
-    if (line.rfind(name, 0) == 0) unread = std::stod(line.substr(name.size()));
-  }
+  const double unread = scrape_metric(metrics, "kbfleet_worker_results_unread_total");
   CHECK(unread == 1);
   CHECK(read_file(dir + "/worker.log").find("sending a minimal failure instead task=" + task_id) != std::string::npos);
   remove_tree(dir);

@@ -14,6 +14,7 @@
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
+#include <thread>
 
 extern char** environ;
 
@@ -173,6 +174,25 @@ int Daemon::wait(std::chrono::milliseconds deadline) {
   if (waitpid(pid_, &status, WNOHANG) != pid_) return -1;
   reaped_ = true;
   return status_code(status);
+}
+
+bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds deadline) {
+  const auto end = std::chrono::steady_clock::now() + deadline;
+  for (;;) {
+    if (condition()) return true;
+    if (std::chrono::steady_clock::now() >= end) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the poll interval
+  }
+}
+
+double scrape_metric(const std::string& address, const std::string& sample) {
+  auto r = run_command({"/usr/bin/curl", "-sf", "http://" + address + "/metrics"}, std::chrono::seconds(10));
+  if (r.exit_code != 0) throw std::runtime_error("cannot scrape http://" + address + "/metrics: " + r.err);
+  std::istringstream lines(r.out);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(sample + " ", 0) == 0) return std::stod(line.substr(sample.size() + 1));
+  }
+  return 0;
 }
 
 bool process_alive(pid_t pid) {

@@ -3,6 +3,7 @@
 #include <sys/types.h>
 
 #include <chrono>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -43,6 +44,15 @@ class Daemon {
   std::string buffered_;
   bool reaped_ = false;
 };
+
+// Evaluates `condition` until it holds (true) or `deadline` passes (false); between two checks it
+// waits a short poll interval. For conditions nothing can signal (a file's content, a directory
+// emptying, a metric): the wait ends on the condition, the deadline only bounds it.
+bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds deadline);
+
+// The value of the Prometheus sample `name{labels}` on http://address/metrics (0 when absent).
+// Throws std::runtime_error if the endpoint cannot be scraped.
+double scrape_metric(const std::string& address, const std::string& sample);
 
 // True while `pid` exists and is not a zombie.
 bool process_alive(pid_t pid);
