@@ -158,7 +158,7 @@ void Broker::on_router_message(transport::Incoming& in) {
   if (!authenticate(in)) return;
   workers_.touch(in.peer, Clock::now());
   const std::string& type = in.type;
-  if ((type == msg::kTaskEvents || type == msg::kResult) && workers_.find(in.peer) == nullptr) {
+  if ((type == msg::kTaskEvents || type == msg::kResult || type == msg::kResults) && workers_.find(in.peer) == nullptr) {
     // A worker this broker does not know (it restarted) but that keeps it busy: a busy worker
     // sends no heartbeat, so ask it to re-announce now, to re-attach its tasks and get new ones.
     ask_to_reconnect(in.peer);
@@ -183,6 +183,7 @@ void Broker::on_router_message(transport::Incoming& in) {
   if (type == msg::kDrain) return on_drain(in);
   if (type == msg::kBye) return worker_lost(in.peer, "it shut down");
   if (type == msg::kResult) return on_result(in);
+  if (type == msg::kResults) return on_results(in);
   if (type == msg::kUploadBegin) return on_upload_begin(in);
   if (type == msg::kUploadChunk) return on_upload_chunk(in);
   if (type == msg::kUploadEnd) return on_upload_end(in);
@@ -242,15 +243,43 @@ void Broker::reply(const std::string& peer, std::string_view type, std::string b
   send_or_hold(std::move(out));
 }
 
-void Broker::send_or_hold(Outgoing out) {
-  if (journal_) {
-    outbox_.push_back(std::move(out));
-  } else {
-    send_now(std::move(out));
+void Broker::send_or_hold(Outgoing out) { outbox_.push_back(std::move(out)); }
+
+void Broker::coalesce_outbox() {
+  // (type, peer) -> index of the message that carries the batch. Moving a later assignment or
+  // acknowledgement forward to the first one's place never reorders what a worker depends on:
+  // a cancel for a task still follows its assignment.
+  batch_heads_.clear();
+  for (std::size_t i = 0; i < outbox_.size(); ++i) {
+    Outgoing& o = outbox_[i];
+    if (o.publish || (o.type != msg::kTask && o.type != msg::kResultAck)) continue;
+    std::string key = o.type;
+    key.push_back('\0');
+    key += o.peer;
+    auto [it, fresh] = batch_heads_.try_emplace(std::move(key), i);
+    if (fresh) continue;
+    Outgoing& head = outbox_[it->second];
+    if (head.batch.size() + 1 >= protocol::kMaxItemsPerBatch) {
+      it->second = i;  // full: this message starts the next batch
+      continue;
+    }
+    head.batch.push_back(std::move(o.body));
+    o.consumed = true;
   }
 }
 
 void Broker::send_now(Outgoing out) {
+  if (out.consumed) return;  // sent inside another message's batch
+  if (!out.batch.empty()) {
+    // `task` -> `tasks: [assignment...]`; `result_ack` -> `acks: [{task_id, attempt}...]`.
+    const bool tasks = out.type == msg::kTask;
+    Writer w;
+    w.begin_map().key(tasks ? "tasks" : "acks").begin_array().raw(out.body);
+    for (const auto& b : out.batch) w.raw(b);
+    w.end_array().end_map();
+    out.body = w.take();
+    if (tasks) out.type = std::string(msg::kTasks);
+  }
   if (out.publish) {
     try {
       xpub_.send(zmq::buffer(out.peer), zmq::send_flags::sndmore);

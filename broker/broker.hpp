@@ -99,6 +99,10 @@ class Broker {
     std::string task_id;
     bool ack = false;  // a submit/retry acknowledgement
     std::int64_t req = 0;
+    // Bodies of later `task`/`result_ack` messages to the same peer in this turn, sent with this
+    // one as a single batch (coalesce_outbox); `consumed` marks those folded into another.
+    std::vector<std::string> batch;
+    bool consumed = false;
   };
 
   Broker(BrokerOptions options, Cas cas);
@@ -126,9 +130,12 @@ class Broker {
   void reply_error(const std::string& peer, std::int64_t req, const Error& e);
   void emit(Task& t, std::string_view type, std::string data_msgpack);
   void update_gauges();
-  // With a journal, held in outbox_ until commit_turn(); without, sent at once.
+  // Held in outbox_ until the end of the loop turn (commit_turn): with a journal, until the
+  // commit that makes their cause durable; always, so a turn's messages to one worker batch.
   void send_or_hold(Outgoing out);
   void send_now(Outgoing out);
+  // Folds each peer's `task` and `result_ack` messages of this turn into one message each.
+  void coalesce_outbox();
   void shutdown();
 
   // recovery.cpp: the journal
@@ -180,6 +187,9 @@ class Broker {
   void on_ready(transport::Incoming& in);
   void on_task_events(transport::Incoming& in);
   void on_result(transport::Incoming& in);
+  void on_results(transport::Incoming& in);  // a worker's batch of results
+  // One result (a `result` body or an element of `results`); queues its acknowledgement.
+  void handle_result(const std::string& peer, const protocol::MapView& v);
   void on_upload_begin(transport::Incoming& in);
   void on_upload_chunk(transport::Incoming& in);
   void on_upload_end(transport::Incoming& in);
@@ -224,6 +234,7 @@ class Broker {
   Clock::time_point next_heartbeat_;
   std::unique_ptr<Journal> journal_;  // null with --durability none
   std::vector<Outgoing> outbox_;
+  std::unordered_map<std::string, std::size_t> batch_heads_;  // coalesce_outbox's scratch
   std::vector<std::string> dirty_;  // tasks to rewrite in the journal at the end of this turn
   std::unordered_set<std::string> dirty_set_;
   bool turn_failed_ = false;             // a journal write failed during this turn

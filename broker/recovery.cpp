@@ -279,6 +279,7 @@ void Broker::commit_turn() {
     created_this_turn_.clear();
     turn_failed_ = false;
   }
+  coalesce_outbox();
   for (auto& o : outbox_) send_now(std::move(o));
   outbox_.clear();
 }

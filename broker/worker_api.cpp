@@ -113,21 +113,42 @@ void Broker::on_task_events(transport::Incoming& in) {
   }
 }
 
-void Broker::on_result(transport::Incoming& in) {
-  const auto v = in.body->view();
+void Broker::on_result(transport::Incoming& in) { handle_result(in.peer, in.body->view()); }
+
+void Broker::on_results(transport::Incoming& in) {
+  auto results = in.body->view().array_or_empty("results");
+  if (!results || results->size() > protocol::kMaxItemsPerBatch) {
+    metrics_.malformed.increment("PROTOCOL_ERROR");
+    return reply_error(in.peer, 0,
+                       Error{ErrorCode::kProtocolError,
+                             "`results` must be an array of at most " + std::to_string(protocol::kMaxItemsPerBatch) +
+                                 " results (docs/protocol.md)",
+                             {}});
+  }
+  for (const auto* r : *results) {
+    if (r->type != msgpack::type::MAP) {
+      metrics_.malformed.increment("PROTOCOL_ERROR");
+      continue;
+    }
+    handle_result(in.peer, protocol::MapView(r));
+  }
+}
+
+void Broker::handle_result(const std::string& peer, const protocol::MapView& v) {
   auto task_id = v.str("task_id");
-  if (!task_id) return reply_error(in.peer, in.req, task_id.error());
+  if (!task_id) return reply_error(peer, 0, task_id.error());
   std::int64_t attempt = v.i64_or("attempt", 1);
-  // Acknowledge even stale results so the worker stops re-sending them.
+  // Acknowledge even stale results so the worker stops re-sending them. A turn's
+  // acknowledgements to one worker leave as one message (coalesce_outbox).
   Writer ack;
   ack.begin_map().kv("task_id", *task_id).kv("attempt", attempt).end_map();
-  reply(in.peer, msg::kResultAck, ack.take());
+  reply(peer, msg::kResultAck, ack.take());
 
-  auto t = running_task_of(in.peer, *task_id, attempt);
+  auto t = running_task_of(peer, *task_id, attempt);
   if (!t) {
     spdlog::warn("stale result ignored task={} attempt={}", *task_id, attempt);
     metrics_.malformed.increment("STALE_RESULT");  // counted like stale events (docs/protocol.md)
-    WorkerInfo* w = workers_.find(in.peer);
+    WorkerInfo* w = workers_.find(peer);
     if (w != nullptr && w->foreign.erase(std::string(*task_id)) > 0) {
       ++w->free;  // the slot held by a task from before a broker restart is free again
       dispatch_worker(*w);
@@ -141,7 +162,7 @@ void Broker::on_result(transport::Incoming& in) {
   auto outcome = protocol::TaskOutcome::decode(**outcome_view);
   if (!outcome) return fail_task(**t, state::kFailed, outcome.error());
   outcome->artifacts = (*t)->artifacts;  // what the broker verified, not what the worker claims
-  WorkerInfo* w = workers_.find(in.peer);
+  WorkerInfo* w = workers_.find(peer);
   finish_task(**t, std::move(*outcome));
   if (w != nullptr) dispatch_worker(*w);
 }

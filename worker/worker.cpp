@@ -211,6 +211,7 @@ void Worker::run(int stop_fd) {
     auto now = Clock::now();
     on_tick(now);
     flush_events();
+    flush_results();  // after the turn's events: `done` stays the last event of a task
     // Next wake-up: the earliest handler deadline, else a short tick for uploads and resends.
     next_deadline_ms = 100;
     for (auto& [id, run] : runs_) {
@@ -224,6 +225,7 @@ void Worker::run(int stop_fd) {
   runs_.clear();  // kills what is still running; the broker retries those tasks after `bye`
   // Give the goodbye a moment to leave: linger 0 would drop it with the socket.
   dealer_.set(zmq::sockopt::linger, 1000);
+  flush_results();
   send(msg::kBye, Writer().begin_map().end_map().take());
 }
 
@@ -235,19 +237,25 @@ void Worker::on_broker_message(transport::Incoming& in) {
     return;
   }
   const auto& type = in.type;
-  if (type == msg::kTask) return on_task(in);
-  if (type == msg::kCancel) return on_cancel(in);
-  if (type == msg::kHeartbeat) return;
-  if (type == msg::kResultAck) {
-    std::string id(in.body->view().str_or("task_id", ""));
-    auto it = runs_.find(id);
-    if (it != runs_.end() && it->second->phase == Phase::kReporting &&
-        it->second->task().attempt == in.body->view().i64_or("attempt", 0)) {
-      runs_.erase(it);
-      metrics_.busy.Set(static_cast<double>(busy_slots()));
+  if (type == msg::kTask) return on_task(in.body->view());
+  if (type == msg::kTasks || type == msg::kResultAck) {
+    // A batch (docs/protocol.md): `tasks: [assignment...]`, `acks: [{task_id, attempt}...]`.
+    const bool tasks = type == msg::kTasks;
+    const auto v = in.body->view();
+    if (!tasks && !v.has("acks")) return on_result_ack(v);
+    auto items = v.array_or_empty(tasks ? "tasks" : "acks");
+    if (!items) {
+      spdlog::warn("malformed {} from broker error=\"{}\"", type, items.error().message);
+      return;
+    }
+    for (const auto* item : *items) {
+      if (item->type != msgpack::type::MAP) continue;
+      tasks ? on_task(protocol::MapView(item)) : on_result_ack(protocol::MapView(item));
     }
     return;
   }
+  if (type == msg::kCancel) return on_cancel(in);
+  if (type == msg::kHeartbeat) return;
   if (type == msg::kReconnect) {
     spdlog::info("broker does not know this worker (restarted?); re-announcing");
     metrics_.reconnects.Increment();
@@ -260,8 +268,17 @@ void Worker::on_broker_message(transport::Incoming& in) {
   spdlog::warn("unexpected message from broker type={}", type);
 }
 
-void Worker::on_task(transport::Incoming& in) {
-  auto task = protocol::TaskAssignment::decode(in.body->view());
+void Worker::on_result_ack(const protocol::MapView& ack) {
+  std::string id(ack.str_or("task_id", ""));
+  auto it = runs_.find(id);
+  if (it != runs_.end() && it->second->phase == Phase::kReporting && it->second->task().attempt == ack.i64_or("attempt", 0)) {
+    runs_.erase(it);
+    metrics_.busy.Set(static_cast<double>(busy_slots()));
+  }
+}
+
+void Worker::on_task(const protocol::MapView& body) {
+  auto task = protocol::TaskAssignment::decode(body);
   if (!task || !valid_task_id(task->task_id)) {
     spdlog::warn("malformed task from broker error=\"{}\"", task ? "bad task id" : task.error().message);
     return;
@@ -477,8 +494,29 @@ void Worker::send_result(TaskRun& run) {
   w.begin_map().kv("task_id", run.task().task_id).kv("attempt", run.task().attempt).key("outcome").begin_map();
   run.outcome.encode(w);
   w.end_map().end_map();
-  send(msg::kResult, w.take());
+  std::string body = w.take();
+  if (pending_result_bytes_ + body.size() > protocol::kMaxResultsBatchBytes ||
+      pending_results_.size() >= protocol::kMaxItemsPerBatch) {
+    flush_results();
+  }
+  pending_result_bytes_ += body.size();
+  pending_results_.push_back(std::move(body));
   run.result_sent_at = Clock::now();
+}
+
+void Worker::flush_results() {
+  if (pending_results_.empty()) return;
+  if (pending_results_.size() == 1) {
+    send(msg::kResult, std::move(pending_results_.front()));
+  } else {
+    Writer w;
+    w.begin_map().key("results").begin_array();
+    for (const auto& r : pending_results_) w.raw(r);
+    w.end_array().end_map();
+    send(msg::kResults, w.take());
+  }
+  pending_results_.clear();
+  pending_result_bytes_ = 0;
 }
 
 bool Worker::resend_result(TaskRun& run) {

@@ -56,7 +56,8 @@ class Worker {
   void send(std::string_view type, std::string body, std::vector<zmq::message_t> data = {});
   void announce();
   void on_broker_message(transport::Incoming& in);
-  void on_task(transport::Incoming& in);
+  void on_task(const protocol::MapView& body);  // one `task`, or an element of `tasks`
+  void on_result_ack(const protocol::MapView& ack);
   void on_cancel(transport::Incoming& in);
   void on_upload_reply(transport::Incoming& in);
 
@@ -68,7 +69,10 @@ class Worker {
   void pump_upload(TaskRun& run);
   void finish_upload(TaskRun& run, const std::optional<Error>& error);
   void report(TaskRun& run);
-  void send_result(TaskRun& run);  // re-sent until result_ack
+  // Queues the result for this loop turn's `results` batch (flush_results); re-sent until
+  // result_ack.
+  void send_result(TaskRun& run);
+  void flush_results();
   // Re-sends an unacknowledged result. Returns false when the run is to be given up: the broker
   // is alive but could read neither its result nor the minimal failure that replaced it.
   bool resend_result(TaskRun& run);
@@ -91,6 +95,8 @@ class Worker {
   // When the broker last answered PROTOCOL_ERROR with req 0: it could not read a message of ours.
   Clock::time_point last_unreadable_;
   Clock::time_point last_sent_;
+  std::vector<std::string> pending_results_;  // encoded result bodies of this loop turn
+  std::size_t pending_result_bytes_ = 0;
 };
 
 }  // namespace kbfleet::worker

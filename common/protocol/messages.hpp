@@ -23,6 +23,11 @@ inline constexpr std::string_view kNetAllowCapability = "kbfleet.netallow";
 inline constexpr std::string_view kReservedCapabilityPrefix = "kbfleet.";
 // At most this many events in one `task_events` message; the broker refuses a larger batch whole.
 inline constexpr std::size_t kMaxEventsPerBatch = 10000;
+// At most this many items in one `tasks`, `results` or batched `result_ack` message: one loop
+// turn's assignments, results or acknowledgements for one worker leave as one message.
+inline constexpr std::size_t kMaxItemsPerBatch = 256;
+// A worker closes a `results` batch once its bodies reach this size (a larger result goes alone).
+inline constexpr std::size_t kMaxResultsBatchBytes = 1 << 20;
 
 // Message type names (frame 1).
 namespace msg {
@@ -45,6 +50,7 @@ inline constexpr std::string_view kReady = "ready";
 inline constexpr std::string_view kHeartbeat = "heartbeat";
 inline constexpr std::string_view kTaskEvents = "task_events";
 inline constexpr std::string_view kResult = "result";
+inline constexpr std::string_view kResults = "results";  // several results in one message
 inline constexpr std::string_view kUploadBegin = "upload_begin";
 inline constexpr std::string_view kUploadChunk = "upload_chunk";
 inline constexpr std::string_view kUploadEnd = "upload_end";
@@ -52,6 +58,7 @@ inline constexpr std::string_view kDrain = "drain";  // stop sending me tasks (s
 inline constexpr std::string_view kBye = "bye";      // I am leaving now; my running tasks are lost
 // broker -> worker
 inline constexpr std::string_view kTask = "task";
+inline constexpr std::string_view kTasks = "tasks";  // several assignments in one message
 inline constexpr std::string_view kReconnect = "reconnect";
 inline constexpr std::string_view kResultAck = "result_ack";
 inline constexpr std::string_view kUploadReady = "upload_ready";

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <fstream>
 #include <optional>
+#include <set>
 #include <sstream>
 
 #include <catch2/catch.hpp>
@@ -427,4 +428,63 @@ TEST_CASE("a worker that disconnects mid-upload leaves no partial blob, and its 
   auto status = json::parse(fleet.cli({"status", id, "--json"}).out);
   CHECK(status.value("attempt", 0) == 2);
   CHECK(status["artifacts"].empty());  // nothing of the lost upload was recorded
+}
+
+TEST_CASE("a turn's assignments, results and acknowledgements for one worker travel as one batch each", "[integration][protocol]") {
+  Fleet fleet({0, 1, {}});
+  using kbfleet::protocol::Writer;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    auto submitted = fleet.cli({"submit", "noop", "ok"});
+    REQUIRE(submitted.exit_code == 0);
+    ids.push_back(trim(submitted.out));
+  }
+  // A worker with 4 slots joins while 4 tasks wait: the broker assigns them in one turn.
+  RawClient fake(fleet.broker);
+  Writer ready;
+  ready.begin_map().kv("worker_id", "fake").kv("host", "test").kv("pid", 1).kv("slots", 4);
+  ready.key("capabilities").begin_array().end_array().key("layers").begin_array().end_array();
+  ready.key("plugins").begin_array().begin_map().kv("id", "noop").kv("version", "1.0.0");
+  ready.kv_list("handlers", {"ok"}).key("capabilities").begin_array().end_array();
+  ready.end_map().end_array().key("running").begin_array().end_array().end_map();
+  fake.send({"KBF/1", "ready", ready.take()});
+
+  std::optional<RawClient::Reply> batch;
+  for (auto r = fake.recv(); r; r = fake.recv()) {
+    if (r->type == "task") FAIL("4 tasks assigned in one turn came as single `task` messages");
+    if (r->type == "tasks") {
+      batch = r;
+      break;
+    }
+  }
+  REQUIRE(batch);
+  REQUIRE(batch->body["tasks"].size() == 4);
+  std::set<std::string> assigned;
+  for (const auto& t : batch->body["tasks"]) assigned.insert(t.value("task_id", ""));
+  CHECK(assigned == std::set<std::string>(ids.begin(), ids.end()));
+
+  // Malformed batches are refused with PROTOCOL_ERROR (req 0) and change nothing.
+  CHECK(fake.error_code_for({"KBF/1", "results", Writer().begin_map().kv("results", "no").end_map().take()}) ==
+        "PROTOCOL_ERROR");
+
+  // All four results in one `results` message (one of them twice: the duplicate is stale).
+  Writer results;
+  results.begin_map().key("results").begin_array();
+  for (int i = 0; i < 5; ++i) {
+    results.begin_map().kv("task_id", ids[static_cast<std::size_t>(i % 4)]).kv("attempt", 1);
+    results.key("outcome").begin_map().kv("state", "succeeded").kv("exit_code", 0).end_map().end_map();
+  }
+  results.end_array().end_map();
+  fake.send({"KBF/1", "results", results.take()});
+  std::optional<RawClient::Reply> acks;
+  for (auto r = fake.recv(); r; r = fake.recv()) {
+    if (r->type == "result_ack") {
+      acks = r;
+      break;
+    }
+  }
+  REQUIRE(acks);
+  REQUIRE(acks->body["acks"].size() == 5);  // every result is acknowledged, stale ones too
+  for (const auto& a : acks->body["acks"]) CHECK(a.value("attempt", 0) == 1);
+  for (const auto& id : ids) CHECK(fleet.wait_for_terminal(id) == "succeeded");
 }
