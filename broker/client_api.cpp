@@ -140,7 +140,7 @@ void Broker::on_submit(transport::Incoming& in) {
       return acknowledge_created(in.peer, in.req, *existing, std::string(msg::kSubmitted), w.take());
     }
   }
-  auto offer = workers_.lookup(req->plugin, req->version, req->handler);
+  const PluginLookup& offer = workers_.lookup(req->plugin, req->version, req->handler);
   // What is wrong with the request itself is refused now. A plugin@version that exists but that
   // no connected worker can run (none grants its capabilities, or no worker is connected) waits
   // for one, up to --no-capable-worker-ms (fail_tasks_without_capable_worker).
@@ -173,16 +173,18 @@ void Broker::on_submit(transport::Incoming& in) {
   }
 
   const bool idempotent = offer.idempotent.count(req->handler) > 0;
+  const bool offered = offer.offered;  // `offer` lives in the registry's cache; copy what is used below
+  const std::string ungranted = offered ? std::string() : join(offer.ungranted);
   Task& t = tasks_.create(std::move(*req), protocol::now_ms());
   t.tenant = caller_->tenant;
   t.max_attempts = t.request.max_attempts > 0 ? t.request.max_attempts : (idempotent ? kIdempotentAttempts : 1);
   auto admitted = admit(t, in);
   if (!admitted) return;
   const std::string key = *admitted;
-  if (!offer.offered) {
+  if (!offered) {
     no_capable_since_.try_emplace(key, t.queued_at);
-    spdlog::debug("task waits for a capable worker task={} plugin={} missing={} limit_ms={}", t.id, key,
-                 join(offer.ungranted), options_.no_capable_worker_ms);
+    spdlog::debug("task waits for a capable worker task={} plugin={} missing={} limit_ms={}", t.id, key, ungranted,
+                  options_.no_capable_worker_ms);
   }
   spdlog::debug("task accepted task={} plugin={} handler={}", t.id, t.request.plugin, t.request.handler);
 

@@ -132,7 +132,7 @@ void Broker::finish_task(Task& t, protocol::TaskOutcome outcome) {
   done.begin_map();
   outcome.encode(done);
   done.end_map();
-  t.outcome = std::move(outcome);
+  t.outcome = std::make_unique<protocol::TaskOutcome>(std::move(outcome));
   emit(t, protocol::event::kDone, done.take());
   tasks_.mark_finished(t, protocol::now_ms());
   spdlog::debug("task finished task={} state={}", t.id, t.state);

@@ -136,7 +136,7 @@ void Broker::restore_task(TaskRecord&& r, std::vector<Task*>& finished) {
 
   if (state::is_terminal(t.state)) {
     if (auto ob = protocol::Body::decode(r.outcome)) {
-      if (auto o = protocol::TaskOutcome::decode(ob->view())) t.outcome = std::move(*o);
+      if (auto o = protocol::TaskOutcome::decode(ob->view())) t.outcome = std::make_unique<protocol::TaskOutcome>(std::move(*o));
     }
     if (t.outcome) {
       const bool has_error = !t.outcome->error_code.empty();
@@ -172,12 +172,10 @@ void Broker::restore_task(TaskRecord&& r, std::vector<Task*>& finished) {
 
 Status Broker::journal_insert(const Task& t) {
   if (!journal_) return {};
-  auto st = journal_->insert(record_of(t, /*with_request=*/true));
-  if (!st) {
-    on_journal_failure(st.error());
-    return st;
-  }
+  // Written at the end of the turn with the state the turn left it in (commit_turn): a task
+  // submitted and dispatched in one turn is one INSERT, not an INSERT and an UPDATE.
   created_this_turn_.insert(t.id);
+  mark_dirty(t);
   return {};
 }
 
@@ -218,7 +216,10 @@ void Broker::commit_turn() {
     for (const auto& id : dirty_) {
       if (turn_failed_) break;
       if (Task* t = tasks_.find(id)) {
-        if (auto st = journal_->update(record_of(*t, /*with_request=*/false)); !st) on_journal_failure(st.error());
+        const bool created = created_this_turn_.count(id) > 0;
+        auto st = created ? journal_->insert(record_of(*t, /*with_request=*/true))
+                          : journal_->update(record_of(*t, /*with_request=*/false));
+        if (!st) on_journal_failure(st.error());
       }
     }
     const std::size_t records = journal_->pending_records();

@@ -7,6 +7,8 @@
 namespace kbfleet::broker {
 namespace {
 
+constexpr std::size_t kMaxCachedLookups = 4096;
+
 bool grants_all(const protocol::WorkerReady& w, const protocol::PluginOffer& p) {
   for (const auto& cap : p.capabilities) {
     if (std::find(w.capabilities.begin(), w.capabilities.end(), cap) == w.capabilities.end()) return false;
@@ -33,6 +35,7 @@ std::set<std::string> WorkerRegistry::upsert(const std::string& routing_id, prot
   w.keys.assign(keys.begin(), keys.end());
   w.ready = std::move(ready);
   workers_[routing_id] = std::move(w);
+  lookups_.clear();
   return previous;
 }
 
@@ -41,6 +44,7 @@ std::set<std::string> WorkerRegistry::remove(const std::string& routing_id) {
   if (it == workers_.end()) return {};
   auto running = std::move(it->second.running);
   workers_.erase(it);
+  lookups_.clear();
   return running;
 }
 
@@ -88,8 +92,20 @@ bool WorkerRegistry::serves(const std::string& key) const {
   return false;
 }
 
-PluginLookup WorkerRegistry::lookup(std::string_view plugin, std::string_view version,
-                                    std::string_view /*handler*/) const {
+const PluginLookup& WorkerRegistry::lookup(std::string_view plugin, std::string_view version,
+                                           std::string_view /*handler*/) const {
+  std::string key = queue_key(plugin, version);
+  auto it = lookups_.find(key);
+  if (it == lookups_.end()) {
+    // Bounded by what clients ask for between two fleet changes; a flood of made-up plugin ids
+    // is kept from growing it without bound.
+    if (lookups_.size() >= kMaxCachedLookups) lookups_.clear();
+    it = lookups_.emplace(std::move(key), compute_lookup(plugin, version)).first;
+  }
+  return it->second;
+}
+
+PluginLookup WorkerRegistry::compute_lookup(std::string_view plugin, std::string_view version) const {
   PluginLookup out;
   out.any_worker = !workers_.empty();
   std::set<std::string> ungranted_handlers;

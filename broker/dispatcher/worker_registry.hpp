@@ -62,15 +62,20 @@ class WorkerRegistry {
   // capabilities); it may be busy.
   bool serves(const std::string& key) const;
 
-  PluginLookup lookup(std::string_view plugin, std::string_view version, std::string_view handler) const;
+  // What the fleet offers for plugin@version. Cached until the next upsert/remove: every
+  // submission asks, and the answer changes only when workers come or go.
+  const PluginLookup& lookup(std::string_view plugin, std::string_view version, std::string_view handler) const;
 
   const std::map<std::string, WorkerInfo>& all() const { return workers_; }
   std::int64_t total_slots() const;
   std::int64_t free_slots() const;
 
  private:
+  PluginLookup compute_lookup(std::string_view plugin, std::string_view version) const;
+
   std::map<std::string, WorkerInfo> workers_;
   std::uint64_t assignments_ = 0;
+  mutable std::map<std::string, PluginLookup, std::less<>> lookups_;  // by queue_key(plugin, version)
 };
 
 }  // namespace kbfleet::broker

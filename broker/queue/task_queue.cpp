@@ -15,10 +15,28 @@ void TaskQueue::push(const std::string& key, std::int64_t priority, const std::s
                      const std::string& tenant) {
   auto& tq = tenants_[tenant];
   if (tq.size == 0) ring_.push_back(tenant);
-  tq.by_key[key].push(Entry{priority, next_order_++, task_id});
+  tq.by_key[key].push(priority, next_order_++, task_id);
   ++tq.size;
   ++key_sizes_[key];
   ++size_;
+}
+
+std::vector<std::string> TaskQueue::Levels::take_if(const std::function<bool(const std::string&)>& take) {
+  std::vector<std::string> taken;
+  for (auto level = levels_.begin(); level != levels_.end();) {
+    auto& fifo = level->second;
+    std::deque<std::pair<std::uint64_t, std::string>> kept;
+    for (auto& entry : fifo) {
+      if (take(entry.second)) {
+        taken.push_back(std::move(entry.second));
+      } else {
+        kept.push_back(std::move(entry));
+      }
+    }
+    fifo = std::move(kept);
+    level = fifo.empty() ? levels_.erase(level) : std::next(level);
+  }
+  return taken;
 }
 
 void TaskQueue::removed(const std::string& tenant, const std::string& key, std::size_t n) {
@@ -47,16 +65,8 @@ std::vector<std::string> TaskQueue::take_if(const std::string& key,
   for (auto& [tenant, tq] : tenants_) {
     auto it = tq.by_key.find(key);
     if (it == tq.by_key.end()) continue;
-    std::vector<Entry> kept;
     std::size_t before = taken.size();
-    for (auto& q = it->second; !q.empty(); q.pop()) {
-      if (take(q.top().task_id)) {
-        taken.push_back(q.top().task_id);
-      } else {
-        kept.push_back(q.top());
-      }
-    }
-    it->second = Heap(std::less<Entry>(), std::move(kept));
+    for (auto& id : it->second.take_if(take)) taken.push_back(std::move(id));
     counts.emplace_back(tenant, taken.size() - before);
   }
   for (const auto& [tenant, n] : counts) removed(tenant, key, n);
@@ -78,14 +88,14 @@ std::optional<std::string> TaskQueue::pop_best(const std::vector<std::string>& k
     if (eligible && !eligible(tenant)) continue;
     auto t = tenants_.find(tenant);
     if (t == tenants_.end()) continue;
-    Heap* best = nullptr;
+    Levels* best = nullptr;
     const std::string* best_key = nullptr;
     for (const auto& key : keys) {
       auto it = t->second.by_key.find(key);
       if (it == t->second.by_key.end()) continue;
       auto& q = it->second;
       std::size_t stale = 0;
-      while (!q.empty() && !alive(q.top().task_id)) {
+      while (!q.empty() && !alive(*q.top().task_id)) {
         q.pop();
         ++stale;
       }
@@ -110,7 +120,7 @@ std::optional<std::string> TaskQueue::pop_best(const std::vector<std::string>& k
       }
       continue;
     }
-    std::string id = best->top().task_id;
+    std::string id = *best->top().task_id;
     best->pop();
     const std::string key = *best_key;
     removed(tenant, key, 1);

@@ -4,12 +4,14 @@
 // tenants, a worker is served round robin: the tenant served least recently that has a task the
 // worker can run goes first, so one tenant's flood cannot starve another tenant's single task
 // (priorities order a tenant's own tasks; they do not let one tenant overtake another).
-// Dispatch cost does not grow with queue length: push and pop are O(log n) per key, and a pop
+// Dispatch cost does not grow with queue length: push and pop are O(1) per key (a FIFO per
+// priority level; O(log levels) to find the level), and a pop
 // looks at O(tenants x keys the worker serves) queue heads, never at every task.
 // Cancelled tasks are removed lazily: pop_best() skips ids the caller reports as gone.
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <optional>
 #include <queue>
 #include <string>
@@ -42,15 +44,37 @@ class TaskQueue {
   struct Entry {
     std::int64_t priority;
     std::uint64_t order;
-    std::string task_id;
-    bool operator<(const Entry& o) const {  // std::priority_queue is a max-heap
+    const std::string* task_id;
+    bool operator<(const Entry& o) const {  // "runs later than": lower priority, then newer
       if (priority != o.priority) return priority < o.priority;
       return order > o.order;
     }
   };
-  using Heap = std::priority_queue<Entry>;
+  // One key's tasks: a FIFO per priority level, highest level first. Push and pop are O(1) in the
+  // queue's length (O(log levels)); a deep queue of one priority is a plain deque.
+  class Levels {
+   public:
+    bool empty() const { return levels_.empty(); }
+    Entry top() const {
+      const auto& [priority, fifo] = *levels_.begin();
+      return Entry{priority, fifo.front().first, &fifo.front().second};
+    }
+    void push(std::int64_t priority, std::uint64_t order, const std::string& task_id) {
+      levels_[priority].emplace_back(order, task_id);
+    }
+    void pop() {
+      auto level = levels_.begin();
+      level->second.pop_front();
+      if (level->second.empty()) levels_.erase(level);
+    }
+    // Removes the ids for which `take` holds, in queue order; returns them.
+    std::vector<std::string> take_if(const std::function<bool(const std::string&)>& take);
+
+   private:
+    std::map<std::int64_t, std::deque<std::pair<std::uint64_t, std::string>>, std::greater<>> levels_;
+  };
   struct TenantQueues {
-    std::unordered_map<std::string, Heap> by_key;
+    std::unordered_map<std::string, Levels> by_key;
     std::size_t size = 0;
   };
   void removed(const std::string& tenant, const std::string& key, std::size_t n);

@@ -7,18 +7,27 @@
 namespace kbfleet::broker {
 
 std::string new_task_id() {
-  unsigned char bytes[16];
-  std::size_t got = 0;
-  while (got < sizeof bytes) {
-    ssize_t n = ::getrandom(bytes + got, sizeof bytes - got, 0);
-    if (n < 0 && errno == EINTR) continue;
-    KB_CHECK(n > 0);  // getrandom cannot fail once the pool is initialised
-    got += static_cast<std::size_t>(n);
+  // Bytes are used once and never reused. (A process that forked would share the pool with its
+  // child; the broker never forks.)
+  thread_local unsigned char pool[4096];
+  thread_local std::size_t used = sizeof pool;
+  if (used + 16 > sizeof pool) {
+    std::size_t got = 0;
+    while (got < sizeof pool) {
+      ssize_t n = ::getrandom(pool + got, sizeof pool - got, 0);
+      if (n < 0 && errno == EINTR) continue;
+      KB_CHECK(n > 0);  // getrandom cannot fail once the pool is initialised
+      got += static_cast<std::size_t>(n);
+    }
+    used = 0;
   }
+  const unsigned char* bytes = pool + used;
+  used += 16;
   static constexpr char kHex[] = "0123456789abcdef";
   std::string id;
   id.reserve(32);
-  for (unsigned char b : bytes) {
+  for (std::size_t i = 0; i < 16; ++i) {
+    const unsigned char b = bytes[i];
     id.push_back(kHex[b >> 4]);
     id.push_back(kHex[b & 0xf]);
   }
@@ -65,7 +74,7 @@ void TaskStore::erase(const std::string& id) {
 }
 
 Task* TaskStore::find(std::string_view id) {
-  auto it = tasks_.find(std::string(id));
+  auto it = tasks_.find(id);
   return it == tasks_.end() ? nullptr : &it->second;
 }
 

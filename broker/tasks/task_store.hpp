@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <string>
 #include <unordered_map>
@@ -14,10 +15,37 @@
 
 namespace kbfleet::broker {
 
-// 128 random bits as 32 lowercase hex characters (getrandom).
+// 128 random bits as 32 lowercase hex characters (getrandom, drawn 4 KiB at a time: one system
+// call per 256 ids instead of one per id).
 std::string new_task_id();
 bool valid_task_id(std::string_view id);
 
+// A task's replayable events, oldest first: a vector with a moving head, so an empty backlog
+// (every queued task) costs no allocation and trimming the oldest event is amortised O(1).
+class EventBacklog {
+ public:
+  void push_back(std::string body) { items_.push_back(std::move(body)); }
+  void pop_front() {
+    items_[head_++].clear();
+    if (head_ * 2 >= items_.size()) {  // reclaim the dropped half
+      items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(head_));
+      head_ = 0;
+    }
+  }
+  const std::string& front() const { return items_[head_]; }
+  const std::string& back() const { return items_.back(); }
+  const std::string& operator[](std::size_t i) const { return items_[head_ + i]; }
+  std::size_t size() const { return items_.size() - head_; }
+  auto begin() const { return items_.begin() + static_cast<std::ptrdiff_t>(head_); }
+  auto end() const { return items_.end(); }
+
+ private:
+  std::vector<std::string> items_;
+  std::size_t head_ = 0;
+};
+
+// Kept small: every queued task and every finished one within --retention-ms is one of these
+// (docs/performance.md, memory per task). The outcome is allocated when the task finishes.
 struct Task {
   std::string id;
   std::string tenant = "default";  // who submitted it; only that tenant (and admins) may see it
@@ -35,14 +63,20 @@ struct Task {
   bool orphaned = false;
   std::int64_t max_attempts = 1;  // attempts allowed when workers are lost
   std::string retry_of;           // the dead-lettered task this one resubmits
-  std::optional<protocol::TaskOutcome> outcome;
+  std::unique_ptr<protocol::TaskOutcome> outcome;  // set once finished
   std::vector<protocol::ArtifactMeta> artifacts;
 
   // Event backlog: encoded Event bodies for seqs [first_seq, next_seq).
   std::int64_t next_seq = 1;
   std::int64_t first_seq = 1;
-  std::deque<std::string> backlog;
+  EventBacklog backlog;
   std::size_t backlog_bytes = 0;
+};
+
+// Lets the maps below be searched with a string_view (no std::string built per lookup).
+struct IdHash {
+  using is_transparent = void;
+  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
 };
 
 class TaskStore {
@@ -70,8 +104,8 @@ class TaskStore {
 
  private:
   std::size_t backlog_limit_;
-  std::unordered_map<std::string, Task> tasks_;
-  std::unordered_map<std::string, std::string> by_idempotency_key_;
+  std::unordered_map<std::string, Task, IdHash, std::equal_to<>> tasks_;
+  std::unordered_map<std::string, std::string, IdHash, std::equal_to<>> by_idempotency_key_;
   std::deque<std::pair<std::int64_t, std::string>> finished_order_;
 };
 

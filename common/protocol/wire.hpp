@@ -70,6 +70,9 @@ class Body {
 // map32/array32 header and patch the count when closed (valid msgpack, read by every decoder).
 class Writer {
  public:
+  // Room for a typical message up front: one allocation per Writer, not a string growing by
+  // doubling (the broker builds several bodies per task; docs/performance.md).
+  Writer() { buf_.reserve(kInitialBytes); }
   Writer& begin_map();
   Writer& end_map();
   Writer& begin_array();
@@ -100,13 +103,30 @@ class Writer {
 
  private:
   void count_value();
+  static constexpr std::size_t kInitialBytes = 256;
+  static constexpr std::size_t kMaxDepth = 32;  // our own messages nest at most ~6 deep
   struct Open {
     std::size_t header_at;
     std::uint32_t count;
     bool is_map;
   };
+  // The open containers, innermost last; fixed capacity, so writing allocates nothing else.
+  class OpenStack {
+   public:
+    bool empty() const { return n_ == 0; }
+    Open& back() { return items_[n_ - 1]; }
+    void push_back(const Open& o) {
+      KB_CHECK(n_ < kMaxDepth);
+      items_[n_++] = o;
+    }
+    void pop_back() { --n_; }
+
+   private:
+    Open items_[kMaxDepth];
+    std::size_t n_ = 0;
+  };
   std::string buf_;
-  std::vector<Open> open_;
+  OpenStack open_;
 };
 
 // Converts a msgpack object to a JSON text (for CLI output and handler stdin).
