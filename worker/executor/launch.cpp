@@ -85,9 +85,10 @@ constexpr int kUsernsFd = 7;
 constexpr int kInitFd = 8;
 constexpr int kWorkerPidFd = 9;
 constexpr int kNetnsFd = 10;
+constexpr int kRootTemplateFd = 11;
 // The parent moves every fd it hands to the child at or above this number, so the dup calls
-// into 0-10 never overwrite a source that happens to sit there (a daemon may have 0-2 closed).
-constexpr int kFirstSourceFd = 11;
+// into 0-11 never overwrite a source that happens to sit there (a daemon may have 0-2 closed).
+constexpr int kFirstSourceFd = 12;
 
 struct Rlimit {
   bool set = false;
@@ -109,7 +110,7 @@ struct ChildPlan {
   int max_fd;  // upper bound for the close loop when close_range is unavailable
   // Sandbox layers (isolation.hpp); all absent for a plain process.
   const Isolation* iso;
-  int status_fd, landlock_fd, userns_fd, init_fd, netns_fd;  // sources, or -1
+  int status_fd, landlock_fd, userns_fd, init_fd, netns_fd, root_template_fd;  // sources, or -1
   char* const* init_argv;                          // {"kbfleet-init", path, args..., nullptr}
 };
 
@@ -183,7 +184,7 @@ KBFLEET_CHILD_SIDE void apply_isolation(const ChildPlan& p, const Isolation& iso
   const int err = kErrorFd;
   if (iso.root) {
     int failed = 0;
-    if (iso.root->apply(&failed) < 0) child_fail(err, Step::kMounts, failed);
+    if (iso.root->apply(kRootTemplateFd, &failed) < 0) child_fail(err, Step::kMounts, failed);
     static constexpr char kHostname[] = "kbfleet";
     if (::sethostname(kHostname, sizeof kHostname - 1) < 0) child_fail(err, Step::kHostname);
   }
@@ -223,7 +224,8 @@ KBFLEET_CHILD_SIDE void apply_isolation(const ChildPlan& p, const Isolation& iso
   if (::dup2(p.fd3_fd, 3) < 0) child_fail(err, Step::kDupFd3);
   if ((p.status_fd >= 0 && ::dup2(p.status_fd, kStatusFd) < 0) || !place_fd(p.landlock_fd, kLandlockFd) ||
       !place_fd(p.userns_fd, kUsernsFd) || !place_fd(p.init_fd, kInitFd) ||
-      !place_fd(p.worker_pidfd, kWorkerPidFd) || !place_fd(p.netns_fd, kNetnsFd)) {
+      !place_fd(p.worker_pidfd, kWorkerPidFd) || !place_fd(p.netns_fd, kNetnsFd) ||
+      !place_fd(p.root_template_fd, kRootTemplateFd)) {
     child_fail(err, Step::kDupErrorPipe);
   }
   if (::close_range(kFirstSourceFd, ~0U, 0) < 0) {
@@ -445,7 +447,7 @@ struct Channels {
   posix::Fd stdin_src;
   posix::Pipe out, err, fd3, error;
   posix::Pipe status;  // from kbfleet-init; only with a new root
-  posix::Fd landlock, userns, init, worker_pidfd, netns;
+  posix::Fd landlock, userns, init, worker_pidfd, netns, root_template;
 };
 
 Result<posix::Fd> dup_high(int fd, const char* what) {
@@ -459,6 +461,8 @@ Status make_sandbox_channels(const Isolation& iso, Channels& c) {
   for (auto [to, from, what] : {std::tuple{&c.landlock, iso.landlock.get(), "landlock ruleset"},
                                 std::tuple{&c.userns, iso.identity ? iso.identity->userns_fd : -1, "user namespace"},
                                 std::tuple{&c.init, iso.root ? iso.init_exe : -1, "kbfleet-init"},
+                                std::tuple{&c.root_template, iso.root_template ? iso.root_template->ns_fd() : -1,
+                                           "root template"},
                                 std::tuple{&c.netns, iso.netns_fd >= 0 ? iso.netns_fd : iso.identity ? iso.identity->netns_fd : -1,
                                            "network namespace"}}) {
     auto high = dup_high(from, what);
@@ -553,6 +557,7 @@ ChildPlan make_plan(const LaunchSpec& spec, const ExecArrays& exec, const Channe
   plan.userns_fd = c.userns ? c.userns.get() : -1;
   plan.init_fd = c.init ? c.init.get() : -1;
   plan.netns_fd = c.netns ? c.netns.get() : -1;
+  plan.root_template_fd = c.root_template ? c.root_template.get() : -1;
   plan.init_argv = const_cast<char* const*>(exec.init_argv.data());
   return plan;
 }
@@ -564,7 +569,9 @@ constexpr std::size_t kChildStack = 256 << 10;
 
 int clone_flags(const LaunchSpec& spec) {
   int flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
-  if (spec.isolation && spec.isolation->root) flags |= CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
+  // No CLONE_NEWNS: the child makes its mount namespace as a copy of the root template
+  // (mounts.hpp), not of the worker's.
+  if (spec.isolation && spec.isolation->root) flags |= CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
   return flags;
 }
 
@@ -645,7 +652,7 @@ Result<Launched> launch(const LaunchSpec& spec) {
   // Our copies of the child's ends must go, or the pipes never reach EOF.
   for (posix::Fd* fd : {&channels->stdin_src, &channels->out.write, &channels->err.write, &channels->fd3.write,
                         &channels->error.write, &channels->status.write, &channels->landlock, &channels->userns,
-                        &channels->init, &channels->worker_pidfd, &channels->netns}) {
+                        &channels->init, &channels->worker_pidfd, &channels->netns, &channels->root_template}) {
     fd->reset();
   }
   if (auto st = await_exec(*pid, channels->error.read, spec); !st) return tl::unexpected(st.error());
