@@ -2,6 +2,7 @@
 // handler sees (uid, pid namespace, root, capabilities) and that statuses, signals and exec
 // failures pass through kbfleet-init. The hostile suite (tests/sandbox/) attacks the same
 // launcher through a whole fleet; this file pins its mechanics.
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -12,6 +13,7 @@
 #include <catch2/catch.hpp>
 
 #include "tests/worker/executor/handler_harness.hpp"
+#include "worker/executor/launch.hpp"
 #include "worker/sandbox/isolation.hpp"
 #include "worker/sandbox/probe.hpp"
 
@@ -125,6 +127,19 @@ TEST_CASE("tasks entering one root template see nothing an earlier task left in 
   CHECK(sink2.texts(Stream::kStdout) ==
         std::vector<std::string>{"/tmp/left no", "/dev/shm/left no", (first.workspace / "out" / "left").string() + " no",
                                  "/left no", "/dev/left no"});
+}
+
+TEST_CASE("the launcher holds a sandboxed task's mount namespace, so its teardown is not part of the task's exit",
+          "[executor][sandbox]") {
+  REQUIRE_FULL_SANDBOX();
+  Sandboxed s("exit 0");
+  auto l = launch(s.spec);
+  REQUIRE(l);
+  CHECK(static_cast<bool>(l->mount_ns));
+  int status = 0;
+  REQUIRE(::waitpid(l->pid, &status, 0) == l->pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
 
 TEST_CASE("a sandboxed handler writes only where permissions.fs.write allows", "[executor][sandbox]") {
