@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -47,6 +48,12 @@ void reap(pid_t pid) {
 Result<std::shared_ptr<const RootTemplate>> RootTemplate::build(const TemplateSpec& spec) {
   auto plan = MountPlan::make_template(spec);
   if (!plan) return tl::unexpected(plan.error());
+  auto tmpl = std::make_shared<RootTemplate>();
+  for (const auto& e : plan->exposed()) {
+    struct stat st {};
+    if (::lstat(e.host.c_str(), &st) < 0) return errno_error("lstat", e.host.string(), errno);
+    tmpl->identities_.push_back({st.st_dev, st.st_ino});
+  }
   auto report = posix::make_pipe();
   if (!report) return tl::unexpected(report.error());
   auto hold = posix::make_pipe();
@@ -62,7 +69,6 @@ Result<std::shared_ptr<const RootTemplate>> RootTemplate::build(const TemplateSp
   do {
     n = ::read(report->read.get(), &rec, sizeof rec);
   } while (n < 0 && errno == EINTR);
-  auto tmpl = std::make_shared<RootTemplate>();
   Status st;
   if (n != sizeof rec) {
     st = make_error(ErrorCode::kSandboxUnavailable, "the root template helper exited before reporting", {{"step", "mntns"}});
@@ -82,13 +88,23 @@ Result<std::shared_ptr<const RootTemplate>> RootTemplate::build(const TemplateSp
   return std::shared_ptr<const RootTemplate>(std::move(tmpl));
 }
 
+bool RootTemplate::current() const {
+  for (std::size_t i = 0; i < exposed_.size(); ++i) {
+    struct stat st {};
+    if (::lstat(exposed_[i].host.c_str(), &st) < 0) return false;
+    if (st.st_dev != identities_[i].dev || st.st_ino != identities_[i].ino) return false;
+  }
+  return true;
+}
+
 Result<std::shared_ptr<const RootTemplate>> RootTemplates::get(const TemplateSpec& spec) {
   std::lock_guard lock(mu_);
   auto key = std::make_pair(spec.staging.lexically_normal().string(), spec.anchors);
-  if (auto it = built_.find(key); it != built_.end()) return it->second;
+  // A replaced template lives on for the tasks that hold it, and dies with the last of them.
+  if (auto it = built_.find(key); it != built_.end() && it->second->current()) return it->second;
   auto built = RootTemplate::build(spec);
   if (!built) return tl::unexpected(built.error());
-  built_.emplace(std::move(key), *built);
+  built_.insert_or_assign(std::move(key), *built);
   return *built;
 }
 

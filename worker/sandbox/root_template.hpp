@@ -6,8 +6,11 @@
 // the old root (docs/performance.md#sandbox-spawn).
 //
 // RootTemplates caches one template per set of anchors (mounts.hpp anchors_of: the top-level
-// directories plugin roots and workspaces live under, fixed for a worker in practice). Not
+// directories plugin roots and workspaces live under, fixed for a worker in practice), and
+// builds it again when a bound host path was replaced (RootTemplate::current(): ~30 lstat calls). Not
 // thread-safe beyond its mutex: get() may be called from any thread.
+#include <sys/types.h>
+
 #include <map>
 #include <memory>
 #include <mutex>
@@ -29,10 +32,19 @@ class RootTemplate {
 
   int ns_fd() const { return ns_.get(); }  // the template's mount namespace (O_RDONLY|O_CLOEXEC)
   const std::vector<ExposedPath>& exposed() const { return exposed_; }
+  // Whether every bound host path is still the inode the template bound. A bind pins an inode:
+  // an /etc file replaced by rename (ldconfig's ld.so.cache, useradd's passwd) would otherwise
+  // stay the old one in every later task.
+  bool current() const;
 
  private:
+  struct Identity {
+    dev_t dev;
+    ino_t ino;
+  };
   posix::Fd ns_;
   std::vector<ExposedPath> exposed_;
+  std::vector<Identity> identities_;  // of exposed_, taken before the helper bound them
 };
 
 class RootTemplates {
