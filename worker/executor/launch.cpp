@@ -9,6 +9,7 @@
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,6 +17,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <tuple>
 #include <string>
@@ -85,9 +87,11 @@ constexpr int kUsernsFd = 7;
 constexpr int kInitFd = 8;
 constexpr int kWorkerPidFd = 9;
 constexpr int kNetnsFd = 10;
+constexpr int kRootTemplateFd = 11;
+constexpr int kNsSendFd = 12;  // the child sends its mount namespace to the worker on this socket
 // The parent moves every fd it hands to the child at or above this number, so the dup calls
-// into 0-10 never overwrite a source that happens to sit there (a daemon may have 0-2 closed).
-constexpr int kFirstSourceFd = 11;
+// into 0-12 never overwrite a source that happens to sit there (a daemon may have 0-2 closed).
+constexpr int kFirstSourceFd = 13;
 
 struct Rlimit {
   bool set = false;
@@ -109,7 +113,7 @@ struct ChildPlan {
   int max_fd;  // upper bound for the close loop when close_range is unavailable
   // Sandbox layers (isolation.hpp); all absent for a plain process.
   const Isolation* iso;
-  int status_fd, landlock_fd, userns_fd, init_fd, netns_fd;  // sources, or -1
+  int status_fd, landlock_fd, userns_fd, init_fd, netns_fd, root_template_fd, ns_send_fd;  // sources, or -1
   char* const* init_argv;                          // {"kbfleet-init", path, args..., nullptr}
 };
 
@@ -177,13 +181,38 @@ KBFLEET_CHILD_SIDE bool allow_fresh_mounts(const Isolation& iso) noexcept {
   return true;
 }
 
+// Sends the child's own mount namespace to the worker (ns_hold.hpp), so that its teardown does
+// not happen in the task's exit. Best effort: without it the namespace dies with the task, as a
+// namespace does, only slower. Stack only (no allocation).
+KBFLEET_CHILD_SIDE void send_mount_ns() noexcept {
+  int ns = ::open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+  if (ns < 0) return;
+  char byte = 'n';
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  __builtin_memcpy(CMSG_DATA(c), &ns, sizeof ns);
+  while (::sendmsg(kNsSendFd, &msg, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 && errno == EINTR) {
+  }
+  ::close(ns);
+}
+
 // The sandbox layers, in the order isolation.hpp gives. The cgroup and network namespace are
 // joined before (in run_child), as root.
 KBFLEET_CHILD_SIDE void apply_isolation(const ChildPlan& p, const Isolation& iso) noexcept {
   const int err = kErrorFd;
   if (iso.root) {
     int failed = 0;
-    if (iso.root->apply(&failed) < 0) child_fail(err, Step::kMounts, failed);
+    if (iso.root->apply(kRootTemplateFd, &failed) < 0) child_fail(err, Step::kMounts, failed);
+    if (p.ns_send_fd >= 0) send_mount_ns();
     static constexpr char kHostname[] = "kbfleet";
     if (::sethostname(kHostname, sizeof kHostname - 1) < 0) child_fail(err, Step::kHostname);
   }
@@ -223,7 +252,8 @@ KBFLEET_CHILD_SIDE void apply_isolation(const ChildPlan& p, const Isolation& iso
   if (::dup2(p.fd3_fd, 3) < 0) child_fail(err, Step::kDupFd3);
   if ((p.status_fd >= 0 && ::dup2(p.status_fd, kStatusFd) < 0) || !place_fd(p.landlock_fd, kLandlockFd) ||
       !place_fd(p.userns_fd, kUsernsFd) || !place_fd(p.init_fd, kInitFd) ||
-      !place_fd(p.worker_pidfd, kWorkerPidFd) || !place_fd(p.netns_fd, kNetnsFd)) {
+      !place_fd(p.worker_pidfd, kWorkerPidFd) || !place_fd(p.netns_fd, kNetnsFd) ||
+      !place_fd(p.root_template_fd, kRootTemplateFd) || !place_fd(p.ns_send_fd, kNsSendFd)) {
     child_fail(err, Step::kDupErrorPipe);
   }
   if (::close_range(kFirstSourceFd, ~0U, 0) < 0) {
@@ -445,7 +475,8 @@ struct Channels {
   posix::Fd stdin_src;
   posix::Pipe out, err, fd3, error;
   posix::Pipe status;  // from kbfleet-init; only with a new root
-  posix::Fd landlock, userns, init, worker_pidfd, netns;
+  posix::Fd landlock, userns, init, worker_pidfd, netns, root_template;
+  posix::Fd ns_receive, ns_send;  // a socketpair for the child's mount namespace; only with a new root
 };
 
 Result<posix::Fd> dup_high(int fd, const char* what) {
@@ -459,6 +490,8 @@ Status make_sandbox_channels(const Isolation& iso, Channels& c) {
   for (auto [to, from, what] : {std::tuple{&c.landlock, iso.landlock.get(), "landlock ruleset"},
                                 std::tuple{&c.userns, iso.identity ? iso.identity->userns_fd : -1, "user namespace"},
                                 std::tuple{&c.init, iso.root ? iso.init_exe : -1, "kbfleet-init"},
+                                std::tuple{&c.root_template, iso.root_template ? iso.root_template->ns_fd() : -1,
+                                           "root template"},
                                 std::tuple{&c.netns, iso.netns_fd >= 0 ? iso.netns_fd : iso.identity ? iso.identity->netns_fd : -1,
                                            "network namespace"}}) {
     auto high = dup_high(from, what);
@@ -467,6 +500,14 @@ Status make_sandbox_channels(const Isolation& iso, Channels& c) {
   }
   if (!iso.root) return {};
   if (iso.init_exe < 0) return make_error(ErrorCode::kSandboxUnavailable, "kbfleet-init was not found next to the worker");
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv) < 0) {
+    return errno_error("socketpair", "mount namespace channel", errno);
+  }
+  c.ns_receive = posix::Fd(sv[0]);
+  auto send_high = move_high(posix::Fd(sv[1]), "mount namespace channel");
+  if (!send_high) return tl::unexpected(send_high.error());
+  c.ns_send = std::move(*send_high);
   auto made = posix::make_pipe();
   if (!made) return tl::unexpected(made.error());
   auto write_high = move_high(std::move(made->write), "status pipe");
@@ -553,6 +594,8 @@ ChildPlan make_plan(const LaunchSpec& spec, const ExecArrays& exec, const Channe
   plan.userns_fd = c.userns ? c.userns.get() : -1;
   plan.init_fd = c.init ? c.init.get() : -1;
   plan.netns_fd = c.netns ? c.netns.get() : -1;
+  plan.root_template_fd = c.root_template ? c.root_template.get() : -1;
+  plan.ns_send_fd = c.ns_send ? c.ns_send.get() : -1;
   plan.init_argv = const_cast<char* const*>(exec.init_argv.data());
   return plan;
 }
@@ -564,7 +607,9 @@ constexpr std::size_t kChildStack = 256 << 10;
 
 int clone_flags(const LaunchSpec& spec) {
   int flags = CLONE_VM | CLONE_VFORK | SIGCHLD;
-  if (spec.isolation && spec.isolation->root) flags |= CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
+  // No CLONE_NEWNS: the child makes its mount namespace as a copy of the root template
+  // (mounts.hpp), not of the worker's.
+  if (spec.isolation && spec.isolation->root) flags |= CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
   return flags;
 }
 
@@ -610,6 +655,30 @@ Status await_exec(pid_t pid, const posix::Fd& error_read, const LaunchSpec& spec
   return e;
 }
 
+// The child's mount namespace, if it sent it before exec (it did, unless /proc/self failed).
+NsHold receive_mount_ns(const posix::Fd& sock) {
+  if (!sock) return {};
+  char byte;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do {
+    n = ::recvmsg(sock.get(), &msg, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  cmsghdr* c = n > 0 ? CMSG_FIRSTHDR(&msg) : nullptr;
+  if (c == nullptr || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS || c->cmsg_len != CMSG_LEN(sizeof(int))) {
+    return {};
+  }
+  int fd;
+  std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  return NsHold(posix::Fd(fd));
+}
+
 // With a new root the child exec'd kbfleet-init, which now starts the handler: its first status
 // record says whether the handler's execve worked.
 Status await_handler(pid_t pid, const posix::Fd& status_read, const LaunchSpec& spec) {
@@ -645,10 +714,12 @@ Result<Launched> launch(const LaunchSpec& spec) {
   // Our copies of the child's ends must go, or the pipes never reach EOF.
   for (posix::Fd* fd : {&channels->stdin_src, &channels->out.write, &channels->err.write, &channels->fd3.write,
                         &channels->error.write, &channels->status.write, &channels->landlock, &channels->userns,
-                        &channels->init, &channels->worker_pidfd, &channels->netns}) {
+                        &channels->init, &channels->worker_pidfd, &channels->netns, &channels->root_template,
+                        &channels->ns_send}) {
     fd->reset();
   }
   if (auto st = await_exec(*pid, channels->error.read, spec); !st) return tl::unexpected(st.error());
+  NsHold mount_ns = receive_mount_ns(channels->ns_receive);
   if (channels->status.read) {
     if (auto st = await_handler(*pid, channels->status.read, spec); !st) return tl::unexpected(st.error());
     if (auto st = set_nonblocking(channels->status.read, "status pipe"); !st) {
@@ -670,7 +741,8 @@ Result<Launched> launch(const LaunchSpec& spec) {
                   std::move(channels->out.read),
                   std::move(channels->err.read),
                   std::move(channels->fd3.read),
-                  std::move(channels->status.read)};
+                  std::move(channels->status.read),
+                  std::move(mount_ns)};
 }
 
 }  // namespace kbfleet::worker

@@ -10,6 +10,7 @@
 // namespace for NetMode::kNone; cwd = workspace; SIGKILL when the worker dies.
 #include "common/errors/error.hpp"
 #include "common/posix/fd.hpp"
+#include "worker/executor/ns_hold.hpp"
 #include "worker/executor/process.hpp"
 
 namespace kbfleet::worker {
@@ -23,6 +24,8 @@ struct Launched {
   // With a new root: kbfleet-init's status pipe (O_NONBLOCK), carrying the handler's real wait
   // status (init/init_status.hpp). Empty for a plain process.
   posix::Fd status_read;
+  // With a new root: the task's mount namespace, torn down off the task's path once dropped.
+  NsHold mount_ns;
 };
 
 // Returns: the running child. Errors: EXEC_FAILED (details: errno, step) when a setup step or

@@ -63,6 +63,7 @@ struct HandlerProcess::State {
         err(std::move(launched.stderr_read)),
         fd3(std::move(launched.fd3_read)),
         init_status(std::move(launched.status_read)),
+        mount_ns(std::move(launched.mount_ns)),
         started(start) {
     if (limits.timeout_ms > 0) timeout_at = start + std::chrono::milliseconds(limits.timeout_ms);
     // With a cgroup that accounts CPU, quotas.cpuMs is the whole task's budget (RLIMIT_CPU,
@@ -89,6 +90,7 @@ struct HandlerProcess::State {
   posix::Fd pidfd;
   posix::Fd out, err, fd3;
   posix::Fd init_status;  // kbfleet-init's records, when the handler runs under it
+  NsHold mount_ns;        // the task's mount namespace, released when the run is dropped
   LineSplitter out_lines{Stream::kStdout};
   LineSplitter err_lines{Stream::kStderr};
   Fd3Parser fd3_parser;

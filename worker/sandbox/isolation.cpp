@@ -20,9 +20,11 @@ std::vector<FsRule> landlock_rules(const Isolation& iso, const IsolationRequest&
   std::vector<FsRule> rules;
   const fs::path workspace = req.workspace.lexically_normal();
   if (iso.root) {
-    for (const auto& e : iso.root->exposed()) {
-      if (e.host == workspace) continue;
-      rules.push_back({e.host, e.writable ? FsAccess::kReadWrite : e.executable ? FsAccess::kReadExec : FsAccess::kRead});
+    for (const auto* exposed : {&iso.root_template->exposed(), &iso.root->exposed()}) {
+      for (const auto& e : *exposed) {
+        if (e.host == workspace) continue;
+        rules.push_back({e.host, e.writable ? FsAccess::kReadWrite : e.executable ? FsAccess::kReadExec : FsAccess::kRead});
+      }
     }
     std::error_code ec;
     auto init = fs::read_symlink("/proc/self/fd/" + std::to_string(iso.init_exe), ec);
@@ -61,9 +63,18 @@ Result<std::shared_ptr<const Isolation>> make_isolation(const SandboxLayers& hav
   auto plugin_root = fs::canonical(req.plugin_root, ec);
   if (ec) return make_error(ErrorCode::kIoError, "cannot resolve plugin root " + req.plugin_root.string() + ": " + ec.message());
   if (have.namespaces) {
-    auto plan = MountPlan::make({req.staging, {plugin_root}, req.workspace, req.tmp_mb});
+    TaskRootSpec task{{plugin_root}, req.workspace, req.tmp_mb};
+    auto anchors = anchors_of(task);
+    if (!anchors) return tl::unexpected(anchors.error());
+    if (!have.root_templates) {
+      return make_error(ErrorCode::kSandboxUnavailable, "no root template cache (the layers were not probed)", {{"step", "mntns"}});
+    }
+    auto tmpl = have.root_templates->get({req.staging, std::move(*anchors)});
+    if (!tmpl) return tl::unexpected(tmpl.error());
+    auto plan = MountPlan::make_task(task);
     if (!plan) return tl::unexpected(plan.error());
     iso->root = std::move(*plan);
+    iso->root_template = std::move(*tmpl);
     iso->init_exe = have.init_exe->get();
   }
   if (have.identities && iso->root) {

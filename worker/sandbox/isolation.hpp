@@ -4,8 +4,8 @@
 // may be absent (a layer the host lacks and the operator let the worker degrade without); a null
 // LaunchSpec::isolation is a plain process (`sandbox: none`).
 //
-// Order in the child (launch.cpp): join the cgroup -> new net namespace -> build the root and
-// pivot_root (mounts.hpp) -> hostname -> setns into the slot's user namespace, drop supplementary
+// Order in the child (launch.cpp): join the cgroup -> new net namespace -> a private copy of the
+// worker's root template with the task's own mounts (mounts.hpp, root_template.hpp) -> hostname -> setns into the slot's user namespace, drop supplementary
 // groups, become uid/gid 1000 there (identity.hpp) -> drop every capability -> no_new_privs ->
 // Landlock -> seccomp -> exec kbfleet-init, which runs the handler as its child (init/).
 #include <linux/filter.h>
@@ -21,12 +21,15 @@
 #include "worker/sandbox/identity.hpp"
 #include "worker/sandbox/mounts.hpp"
 #include "worker/sandbox/probe.hpp"
+#include "worker/sandbox/root_template.hpp"
 
 namespace kbfleet::worker {
 
 struct Isolation {
-  // New mount, pid, IPC and UTS namespaces with this root; the child is pid 1 and execs init.
+  // New pid, IPC and UTS namespaces and a copy of `root_template` completed by `root` (the task's
+  // part, mounts.hpp); the child is pid 1 and execs init.
   std::optional<MountPlan> root;
+  std::shared_ptr<const RootTemplate> root_template;  // set with `root`
   int init_exe = -1;                       // O_PATH fd of kbfleet-init (owned by the worker)
   std::optional<SlotIdentity> identity;    // needs `root`
   bool drop_capabilities = false;
@@ -38,7 +41,7 @@ struct Isolation {
 };
 
 struct IsolationRequest {
-  std::filesystem::path staging;      // the worker's empty dir the root is mounted on
+  std::filesystem::path staging;      // the worker's empty dir the root template is mounted on
   std::filesystem::path plugin_root;  // bound read-only (canonicalized here)
   std::filesystem::path workspace;    // must exist; handed to the slot's task user
   std::vector<std::string> fs_read, fs_write;  // permissions.fs globs (Landlock)

@@ -1,6 +1,7 @@
 #include "worker/sandbox/mounts.hpp"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -8,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+
 
 namespace kbfleet::worker {
 namespace {
@@ -84,14 +86,43 @@ Status MountPlan::expose_host(const std::string& root, const fs::path& host, boo
   return {};
 }
 
-Result<MountPlan> MountPlan::make(const RootSpec& spec) {
-  for (const auto* p : {&spec.staging, &spec.workspace}) {
-    if (!p->is_absolute()) return make_error(ErrorCode::kInvalidArgument, "sandbox path must be absolute: " + p->string());
+Result<std::vector<std::string>> anchors_of(const TaskRootSpec& spec) {
+  std::vector<fs::path> paths = spec.read_only;
+  paths.push_back(spec.workspace);
+  std::vector<std::string> anchors;
+  for (const auto& raw : paths) {
+    if (!raw.is_absolute()) return make_error(ErrorCode::kInvalidArgument, "sandbox path must be absolute: " + raw.string());
+    const fs::path p = raw.lexically_normal();
+    const fs::path rel = p.relative_path();
+    auto it = rel.begin();
+    if (it == rel.end()) {
+      return make_error(ErrorCode::kInvalidArgument, "cannot bind / into the sandbox root");
+    }
+    const std::string top = it->string();
+    if (top == "tmp" || std::find(std::begin(kSystemPaths), std::end(kSystemPaths), "/" + top) != std::end(kSystemPaths)) {
+      continue;
+    }
+    if (top == "etc" || top == "dev" || top == "proc") {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "cannot bind " + p.string() + " into the sandbox root: /" + top +
+                            " there holds only the host's essential entries; move the plugin or work directory elsewhere");
+    }
+    anchors.push_back(top);
+  }
+  std::sort(anchors.begin(), anchors.end());
+  anchors.erase(std::unique(anchors.begin(), anchors.end()), anchors.end());
+  return anchors;
+}
+
+Result<MountPlan> MountPlan::make_template(const TemplateSpec& spec) {
+  if (!spec.staging.is_absolute()) {
+    return make_error(ErrorCode::kInvalidArgument, "sandbox path must be absolute: " + spec.staging.string());
   }
   MountPlan plan;
   const std::string root = spec.staging.lexically_normal().string();
   auto& s = plan.steps_;
-  // Nothing we mount may propagate back to the host's namespace.
+  // Nothing mounted here may propagate back to the host's namespace, nor (below, after the
+  // pivot) from a task's copy back into the template.
   s.push_back({Kind::kMount, nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr});
   s.push_back({Kind::kMount, "kbfleet-root", plan.keep(root), "tmpfs", kSafe, "mode=0755,size=1m"});
 
@@ -107,11 +138,10 @@ Result<MountPlan> MountPlan::make(const RootSpec& spec) {
     if (::lstat(host.c_str(), &st) < 0) continue;
     if (auto r = plan.expose_host(root, host, false, false); !r) return tl::unexpected(r.error());
   }
-  plan.mkdirs(root, "/tmp");
-  std::string tmp_opts = "mode=1777,size=" + std::to_string(std::max<std::int64_t>(spec.tmp_mb, 1)) + "m";
-  s.push_back({Kind::kMount, "tmpfs", plan.keep(root + "/tmp"), "tmpfs", kSafe, plan.keep(tmp_opts)});
-  plan.mkdirs(root, "/proc");
-  s.push_back({Kind::kMount, "proc", plan.keep(root + "/proc"), "proc", kSafe | MS_NOEXEC, nullptr});
+  // Mount points of the task's fresh mounts and scaffolds: empty directories of the read-only
+  // root, the same in every task.
+  for (const char* dir : {"/tmp", "/proc"}) plan.mkdirs(root, dir);
+  for (const auto& anchor : spec.anchors) plan.mkdirs(root, "/" + anchor);
   plan.mkdirs(root, "/dev");
   s.push_back({Kind::kMount, "tmpfs", plan.keep(root + "/dev"), "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k"});
   for (const char* node : kDevNodes) {
@@ -126,27 +156,70 @@ Result<MountPlan> MountPlan::make(const RootSpec& spec) {
     s.push_back({Kind::kSymlink, link[0], plan.keep(root + "/dev/" + link[1]), nullptr, 0, nullptr});
   }
   plan.mkdirs(root, "/dev/shm");
-  s.push_back({Kind::kMount, "tmpfs", plan.keep(root + "/dev/shm"), "tmpfs", kSafe | MS_NOEXEC, "mode=1777,size=16m"});
-
-  // Last, so that a plugin or workspace under /tmp lands inside the fresh /tmp, not under it.
-  for (const auto& ro : spec.read_only) {
-    if (!ro.is_absolute()) return make_error(ErrorCode::kInvalidArgument, "sandbox path must be absolute: " + ro.string());
-    if (auto r = plan.expose_host(root, ro.lexically_normal(), false, true); !r) return tl::unexpected(r.error());
-  }
-  if (auto r = plan.expose_host(root, spec.workspace.lexically_normal(), true, true); !r) return tl::unexpected(r.error());
-
 
   // Enter: pivot_root(".", ".") stacks the old root on the new one; detaching it leaves the
-  // host's tree unreachable. Then the root tmpfs itself becomes read-only.
+  // host's tree unreachable. Then the root tmpfs and /dev become read-only: every task shares
+  // them (the device nodes are binds of their own and stay writable).
   s.push_back({Kind::kChdir, nullptr, plan.keep(root), nullptr, 0, nullptr});
   s.push_back({Kind::kPivot, nullptr, ".", nullptr, 0, nullptr});
   s.push_back({Kind::kChdir, nullptr, "/", nullptr, 0, nullptr});
+  s.push_back({Kind::kMount, nullptr, "/dev", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NOEXEC, nullptr});
   s.push_back({Kind::kMount, nullptr, "/", nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | kSafe, nullptr});
+  s.push_back({Kind::kMount, nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr});
+  return plan;
+}
+
+// A clone of the host tree at `host` (taken in the worker's namespace), moved to the same path
+// inside the task's root.
+Status MountPlan::move_in(const fs::path& host, bool writable) {
+  struct stat st {};
+  if (::stat(host.c_str(), &st) < 0) return errno_error("stat", host.string(), errno);
+  if (!S_ISDIR(st.st_mode)) return make_error(ErrorCode::kInvalidArgument, "sandbox bind must be a directory: " + host.string());
+  KB_CHECK(trees_ < kMaxTrees);
+  const int tree = trees_++;
+  const char* path = keep(host.string());
+  unsigned long attr = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | (writable ? 0 : MOUNT_ATTR_RDONLY);
+  steps_.insert(steps_.begin(), {Kind::kOpenTree, path, nullptr, nullptr, attr, nullptr, tree});
+  mkdirs("", host);
+  steps_.push_back({Kind::kMoveTree, nullptr, path, nullptr, 0, nullptr, tree});
+  exposed_.push_back({host, writable, true});
+  return {};
+}
+
+Result<MountPlan> MountPlan::make_task(const TaskRootSpec& spec) {
+  auto anchors = anchors_of(spec);
+  if (!anchors) return tl::unexpected(anchors.error());
+  if (spec.read_only.size() + 1 > kMaxTrees) {
+    return make_error(ErrorCode::kInvalidArgument, "too many read-only binds for the sandbox root");
+  }
+  MountPlan plan;
+  auto& s = plan.steps_;
+  // Into the template (it resets root and cwd to the template's root), then a private copy of
+  // it, so everything below dies with the task. The copy's mounts are private (the template's
+  // are): nothing propagates back.
+  s.push_back({Kind::kEnter, nullptr, "the slot's root template", nullptr, 0, nullptr});
+  std::string tmp_opts = "mode=1777,size=" + std::to_string(std::max<std::int64_t>(spec.tmp_mb, 1)) + "m";
+  s.push_back({Kind::kMount, "tmpfs", "/tmp", "tmpfs", kSafe, plan.keep(tmp_opts)});
+  s.push_back({Kind::kMount, "proc", "/proc", "proc", kSafe | MS_NOEXEC, nullptr});
+  s.push_back({Kind::kMount, "tmpfs", "/dev/shm", "tmpfs", kSafe | MS_NOEXEC, "mode=1777,size=16m"});
+  for (const auto& anchor : *anchors) {
+    s.push_back({Kind::kMount, "kbfleet-scaffold", plan.keep("/" + anchor), "tmpfs", kSafe | MS_NOEXEC, "mode=0755,size=64k"});
+  }
+  // Last, so that a plugin or workspace under /tmp lands inside the fresh /tmp, not under it.
+  for (const auto& ro : spec.read_only) {
+    if (auto st = plan.move_in(ro.lexically_normal(), false); !st) return tl::unexpected(st.error());
+  }
+  if (auto st = plan.move_in(spec.workspace.lexically_normal(), true); !st) return tl::unexpected(st.error());
+  // The scaffolds only hold mount points: read-only once those exist.
+  for (const auto& anchor : *anchors) {
+    s.push_back({Kind::kMount, nullptr, plan.keep("/" + anchor), nullptr, MS_BIND | MS_REMOUNT | MS_RDONLY | kSafe | MS_NOEXEC, nullptr});
+  }
   s.push_back({Kind::kChdir, nullptr, plan.keep(spec.workspace.lexically_normal().string()), nullptr, 0, nullptr});
   return plan;
 }
 
-int MountPlan::apply(int* failed) const noexcept {
+int MountPlan::apply(int template_fd, int* failed) const noexcept {
+  int trees[kMaxTrees] = {-1, -1};
   for (std::size_t i = 0; i < steps_.size(); ++i) {
     const Step& st = steps_[i];
     int rc = 0;
@@ -167,6 +240,30 @@ int MountPlan::apply(int* failed) const noexcept {
         if (rc == 0) rc = ::umount2(".", MNT_DETACH);
         break;
       case Kind::kChdir: rc = ::chdir(st.target); break;
+      case Kind::kOpenTree: {
+        // A detached copy of the host tree (open_tree(2)), flagged before it is attached.
+        int fd = ::open_tree(AT_FDCWD, st.source, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE);
+        if (fd < 0) {
+          rc = -1;
+          break;
+        }
+        trees[st.tree] = fd;
+        mount_attr attr{};
+        attr.attr_set = st.flags;
+        rc = static_cast<int>(::mount_setattr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, &attr, sizeof attr));
+        break;
+      }
+      case Kind::kEnter:
+        rc = ::setns(template_fd, CLONE_NEWNS);
+        if (rc == 0) rc = ::unshare(CLONE_NEWNS);
+        break;
+      case Kind::kMoveTree:
+        rc = ::move_mount(trees[st.tree], "", AT_FDCWD, st.target, MOVE_MOUNT_F_EMPTY_PATH);
+        if (rc == 0) {
+          ::close(trees[st.tree]);
+          trees[st.tree] = -1;
+        }
+        break;
     }
     if (rc < 0) {
       *failed = static_cast<int>(i);
@@ -187,6 +284,9 @@ std::string MountPlan::describe(int index) const {
     case Kind::kSymlink: return "symlink(" + str(st.source) + ", " + str(st.target) + ")";
     case Kind::kPivot: return "pivot_root(new root)";
     case Kind::kChdir: return "chdir(" + str(st.target) + ")";
+    case Kind::kOpenTree: return "open_tree(" + str(st.source) + ")";
+    case Kind::kEnter: return "setns+unshare(CLONE_NEWNS) from " + str(st.target);
+    case Kind::kMoveTree: return "move_mount(" + str(st.target) + ")";
   }
   return "mount step";
 }

@@ -54,6 +54,7 @@ void probe_namespaces(const ProbeOptions& options, SandboxLayers& layers) {
   if (why.empty()) {
     layers.namespaces = true;
     layers.init_exe = std::move(exe);
+    layers.root_templates = std::make_shared<RootTemplates>();
   } else {
     for (const char* l : {"mntns", "pidns", "ipcns", "utsns", "disk"}) layers.reasons[l] = why;
   }

@@ -22,6 +22,7 @@
 #include "worker/sandbox/cgroup.hpp"
 #include "worker/sandbox/identity.hpp"
 #include "worker/sandbox/net_slots.hpp"
+#include "worker/sandbox/root_template.hpp"
 #include "worker/sandbox/seccomp.hpp"
 
 namespace kbfleet::worker {
@@ -38,6 +39,7 @@ struct SandboxLayers {
   bool netns = false;       // unshare(CLONE_NEWNET) works here
   bool namespaces = false;  // mnt+pid+ipc+uts namespaces and kbfleet-init
   std::shared_ptr<posix::Fd> init_exe;              // O_PATH fd of kbfleet-init, with namespaces
+  std::shared_ptr<RootTemplates> root_templates;    // the tasks' root templates, with namespaces
   std::shared_ptr<SlotIdentities> identities;       // userns; null when unavailable
   bool drop_capabilities = false;                   // caps: the worker has some to drop
   int landlock_abi = 0;                             // 0: no Landlock

@@ -2,6 +2,7 @@
 // handler sees (uid, pid namespace, root, capabilities) and that statuses, signals and exec
 // failures pass through kbfleet-init. The hostile suite (tests/sandbox/) attacks the same
 // launcher through a whole fleet; this file pins its mechanics.
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -12,6 +13,7 @@
 #include <catch2/catch.hpp>
 
 #include "tests/worker/executor/handler_harness.hpp"
+#include "worker/executor/launch.hpp"
 #include "worker/sandbox/isolation.hpp"
 #include "worker/sandbox/probe.hpp"
 
@@ -97,6 +99,47 @@ TEST_CASE("a sandboxed handler's root holds only the system, its plugin and its 
   CHECK(sink.texts(Stream::kStdout) ==
         std::vector<std::string>{"/usr/bin/sh yes", "/etc/passwd yes", "/dev/null yes", "/proc/self yes", "/tmp yes",
                                  "/home no", "/root no", "/var/lib no", "/etc/shadow no", "/sys/kernel no"});
+}
+
+TEST_CASE("tasks entering one root template see nothing an earlier task left in /tmp, /dev/shm or its workspace",
+          "[executor][sandbox]") {
+  REQUIRE_FULL_SANDBOX();
+  Sandboxed first("echo secret > /tmp/left && echo secret > /dev/shm/left && echo secret > out/left && "
+                  "touch /left 2>/dev/null || echo root-denied; mkdir /dev/left 2>/dev/null || echo dev-denied");
+  Recorded sink1;
+  auto p1 = testing::start(first.spec);
+  testing::drive(*p1, sink1);
+  CHECK(sink1.texts(Stream::kStdout) == std::vector<std::string>{"root-denied", "dev-denied"});
+
+  // A second task of the same worker (same staging dir, so the same template), next door.
+  fs::path ws2 = first.workspace.parent_path() / "task-2";
+  fs::create_directories(ws2 / "out");
+  LaunchSpec spec2 = testing::shell("for p in /tmp/left /dev/shm/left " + (first.workspace / "out" / "left").string() +
+                                        " /left /dev/left; do if [ -e $p ]; then echo \"$p yes\"; else echo \"$p no\"; fi; done",
+                                    ws2);
+  auto iso2 = make_isolation(host_layers(), {first.staging, first.plugin, ws2, {}, {"out/**"}, 0, 16});
+  REQUIRE(iso2);
+  CHECK((*iso2)->root_template == first.spec.isolation->root_template);
+  spec2.isolation = *iso2;
+  Recorded sink2;
+  auto p2 = testing::start(spec2);
+  testing::drive(*p2, sink2);
+  CHECK(sink2.texts(Stream::kStdout) ==
+        std::vector<std::string>{"/tmp/left no", "/dev/shm/left no", (first.workspace / "out" / "left").string() + " no",
+                                 "/left no", "/dev/left no"});
+}
+
+TEST_CASE("the launcher holds a sandboxed task's mount namespace, so its teardown is not part of the task's exit",
+          "[executor][sandbox]") {
+  REQUIRE_FULL_SANDBOX();
+  Sandboxed s("exit 0");
+  auto l = launch(s.spec);
+  REQUIRE(l);
+  CHECK(static_cast<bool>(l->mount_ns));
+  int status = 0;
+  REQUIRE(::waitpid(l->pid, &status, 0) == l->pid);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
 }
 
 TEST_CASE("a sandboxed handler writes only where permissions.fs.write allows", "[executor][sandbox]") {
