@@ -61,8 +61,9 @@ Status remove_stale_temps(const fs::path& tmp_dir) {
 
 class FileUpload final : public Cas::Upload {
  public:
-  FileUpload(fs::path temp, int fd, fs::path final_path, std::string sha256, std::int64_t size)
-      : temp_(std::move(temp)), fd_(fd), final_(std::move(final_path)), sha256_(std::move(sha256)), size_(size) {}
+  // `sha256` empty: the hash is declared to commit() (a sender that hashes while it sends).
+  FileUpload(const Cas& cas, fs::path temp, int fd, std::string sha256, std::int64_t size)
+      : cas_(cas), temp_(std::move(temp)), fd_(fd), sha256_(std::move(sha256)), size_(size) {}
   ~FileUpload() override { discard(); }
   FileUpload(const FileUpload&) = delete;
   FileUpload& operator=(const FileUpload&) = delete;
@@ -87,11 +88,27 @@ class FileUpload final : public Cas::Upload {
     }
     hasher_.update(bytes);
     received_ += static_cast<std::int64_t>(bytes.size());
+    start_writeback(/*at_least=*/kWritebackBytes);
     return {};
   }
 
-  Status commit() override {
+  Status commit(std::string_view declared) override {
     if (done_) return finished();
+    if (sha256_.empty()) {
+      if (!hash::is_sha256_hex(declared)) {
+        discard();
+        return make_error(ErrorCode::kInvalidArgument,
+                          "an upload begun without its hash must declare it when it ends (sha256: 64 lowercase hex)");
+      }
+      sha256_ = std::string(declared);
+    } else if (!declared.empty() && declared != sha256_) {
+      discard();
+      return make_error(ErrorCode::kHashMismatch,
+                        "artifact hash mismatch: declared " + sha256_ + " at the start and " +
+                            std::string(declared.substr(0, 80)) + " at the end",
+                        {{"declared", sha256_}});
+    }
+    final_ = cas_.path_of(sha256_);
     if (received_ != size_) {
       discard();
       return make_error(ErrorCode::kInvalidArgument, "artifact incomplete: declared " + std::to_string(size_) +
@@ -115,6 +132,17 @@ class FileUpload final : public Cas::Upload {
   std::int64_t received() const override { return received_; }
 
  private:
+  // Starts writing back the bytes appended since the last call, once there are `at_least` of
+  // them. Without it the page cache holds the whole artifact dirty (the kernel starts on its own
+  // only at dirty_background_ratio, gigabytes on a large machine, or after 30 s), and the fsync
+  // in persist() would then write all of it while the broker's loop waits. SYNC_FILE_RANGE_WRITE
+  // only queues the I/O (sync_file_range(2)); durability still comes from persist()'s fsync.
+  void start_writeback(std::int64_t at_least) {
+    if (received_ - writeback_from_ < at_least) return;
+    (void)::sync_file_range(fd_, writeback_from_, received_ - writeback_from_, SYNC_FILE_RANGE_WRITE);
+    writeback_from_ = received_;
+  }
+
   // Data before name: fsync the file, rename it, then fsync the directory holding the new name.
   Status persist() {
     if (::fsync(fd_) != 0) {
@@ -158,12 +186,14 @@ class FileUpload final : public Cas::Upload {
     return make_error(ErrorCode::kInvalidArgument, "artifact upload already committed or abandoned");
   }
 
+  const Cas& cas_;  // outlives its uploads (the broker owns both)
   fs::path temp_;
   int fd_;
-  fs::path final_;
+  fs::path final_;  // known at commit
   std::string sha256_;
   std::int64_t size_;
   std::int64_t received_ = 0;
+  std::int64_t writeback_from_ = 0;  // start of the bytes whose write-back is not started yet
   hash::Sha256 hasher_;
   bool done_ = false;  // the temp file no longer exists (renamed or removed)
 };
@@ -196,7 +226,7 @@ fs::path Cas::path_of(std::string_view sha256) const {
 }
 
 Result<std::unique_ptr<Cas::Upload>> Cas::begin(std::string_view sha256, std::int64_t size) {
-  if (!hash::is_sha256_hex(sha256)) return invalid_sha(sha256);
+  if (!sha256.empty() && !hash::is_sha256_hex(sha256)) return invalid_sha(sha256);
   if (size < 0 || size > kMaxArtifactBytes) {
     return make_error(ErrorCode::kInvalidArgument, "artifact size " + std::to_string(size) +
                                                        " is out of range [0, " + std::to_string(kMaxArtifactBytes) +
@@ -205,14 +235,21 @@ Result<std::unique_ptr<Cas::Upload>> Cas::begin(std::string_view sha256, std::in
   std::string temp = (root_ / "tmp" / "upload-XXXXXX").native();
   int fd = ::mkostemp(temp.data(), O_CLOEXEC);
   if (fd < 0) return errno_error("mkostemp", temp, errno);
-  return std::make_unique<FileUpload>(fs::path(temp), fd, path_of(sha256), std::string(sha256), size);
+  return std::make_unique<FileUpload>(*this, fs::path(temp), fd, std::string(sha256), size);
 }
 
 Result<std::string> Cas::read(std::string_view sha256, std::int64_t offset, std::int64_t length) const {
+  if (length < 0) return make_error(ErrorCode::kInvalidArgument, "artifact read needs offset >= 0 and length >= 0");
+  std::string out(static_cast<std::size_t>(std::min(length, kMaxReadBytes)), '\0');
+  auto got = read_into(sha256, offset, out);
+  if (!got) return tl::unexpected(got.error());
+  out.resize(*got);
+  return out;
+}
+
+Result<std::size_t> Cas::read_into(std::string_view sha256, std::int64_t offset, std::span<char> out) const {
   if (!hash::is_sha256_hex(sha256)) return invalid_sha(sha256);
-  if (offset < 0 || length < 0) {
-    return make_error(ErrorCode::kInvalidArgument, "artifact read needs offset >= 0 and length >= 0");
-  }
+  if (offset < 0) return make_error(ErrorCode::kInvalidArgument, "artifact read needs offset >= 0 and length >= 0");
   const fs::path path = path_of(sha256);
   // A fresh fd per read: the broker keeps no fds open between chunks of a fetch.
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -231,11 +268,11 @@ Result<std::string> Cas::read(std::string_view sha256, std::int64_t offset, std:
     return make_error(ErrorCode::kInvalidArgument, "artifact read at offset " + std::to_string(offset) +
                                                        " is beyond its size of " + std::to_string(st.st_size));
   }
-  std::int64_t want = std::min({length, kMaxReadBytes, static_cast<std::int64_t>(st.st_size) - offset});
-  std::string out(static_cast<std::size_t>(want), '\0');
+  const auto want = static_cast<std::size_t>(
+      std::min({static_cast<std::int64_t>(out.size()), kMaxReadBytes, static_cast<std::int64_t>(st.st_size) - offset}));
   std::size_t got = 0;
-  while (got < out.size()) {
-    ssize_t n = ::pread(fd, out.data() + got, out.size() - got, offset + static_cast<off_t>(got));
+  while (got < want) {
+    ssize_t n = ::pread(fd, out.data() + got, want - got, offset + static_cast<off_t>(got));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       int err = errno;
@@ -246,8 +283,7 @@ Result<std::string> Cas::read(std::string_view sha256, std::int64_t offset, std:
     got += static_cast<std::size_t>(n);
   }
   ::close(fd);
-  out.resize(got);
-  return out;
+  return got;
 }
 
 Result<std::int64_t> Cas::size_of(std::string_view sha256) const {

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -14,6 +15,9 @@ namespace kbfleet::broker {
 
 inline constexpr std::int64_t kMaxArtifactBytes = std::int64_t{64} << 30;  // 64 GiB
 inline constexpr std::int64_t kMaxReadBytes = std::int64_t{4} << 20;        // one read() reply
+// An upload starts the write-back of what it wrote every this many bytes, so the disk works
+// while the rest arrives and commit()'s fsync waits only for the tail.
+inline constexpr std::int64_t kWritebackBytes = std::int64_t{8} << 20;
 
 class Cas {
  public:
@@ -31,21 +35,31 @@ class Cas {
     virtual ~Upload() = default;  // an uncommitted upload removes its temp file
     // Appends bytes at `offset`, which must equal received(); INVALID_ARGUMENT otherwise, or if
     // the total would exceed the declared size. IO_ERROR on write failure (e.g. disk full).
+    // Hashes the bytes as they arrive (one pass) and never fsyncs: every kWritebackBytes it
+    // only starts the write-back (sync_file_range(SYNC_FILE_RANGE_WRITE), which does not wait).
     [[nodiscard]] virtual Status append(std::int64_t offset, std::string_view bytes) = 0;
     // Verifies size (INVALID_ARGUMENT if fewer bytes than declared) and hash (HASH_MISMATCH
     // naming both hashes; the temp file is removed), fsyncs and renames into place. If the blob
-    // already exists the temp file is discarded (dedupe). Append or commit after commit, or after
-    // a failed commit, is INVALID_ARGUMENT.
-    [[nodiscard]] virtual Status commit() = 0;
+    // already exists the temp file is discarded (dedupe). `declared`: the hash, for an upload
+    // begun without one (INVALID_ARGUMENT if it is not 64 lowercase hex); otherwise empty or the
+    // same hash (HASH_MISMATCH if not). Append or commit after commit, or after a failed commit,
+    // is INVALID_ARGUMENT.
+    [[nodiscard]] virtual Status commit(std::string_view declared = {}) = 0;
     virtual std::int64_t received() const = 0;
   };
-  // INVALID_ARGUMENT if sha256 is not 64 lowercase hex or size is out of [0, kMaxArtifactBytes].
+  // INVALID_ARGUMENT if sha256 is neither empty (declared at commit) nor 64 lowercase hex, or size
+  // is out of [0, kMaxArtifactBytes]. The upload keeps a reference to this Cas: commit or drop it
+  // before the Cas goes.
   [[nodiscard]] Result<std::unique_ptr<Upload>> begin(std::string_view sha256, std::int64_t size);
 
   // Up to min(length, kMaxReadBytes) bytes at `offset` (empty at the end). ARTIFACT_NOT_FOUND if
   // the blob is absent; INVALID_ARGUMENT if sha256 is malformed, length is negative, or offset is
   // negative or beyond the end.
   [[nodiscard]] Result<std::string> read(std::string_view sha256, std::int64_t offset, std::int64_t length) const;
+  // The same read straight into `out` (e.g. a ZeroMQ message's buffer, so a fetch copies the
+  // bytes once, from the page cache): fills min(out.size(), kMaxReadBytes, size - offset) bytes
+  // and returns how many. Same errors as read().
+  [[nodiscard]] Result<std::size_t> read_into(std::string_view sha256, std::int64_t offset, std::span<char> out) const;
   // Blob size, or ARTIFACT_NOT_FOUND (INVALID_ARGUMENT if sha256 is malformed).
   [[nodiscard]] Result<std::int64_t> size_of(std::string_view sha256) const;
 
