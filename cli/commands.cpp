@@ -307,7 +307,7 @@ Status write_all(int fd, std::string_view bytes, const std::string& out) {
 // of the first reply), so a reordered or inconsistent answer is a PROTOCOL_ERROR, never a
 // silently wrong file.
 Result<std::string> fetch_into(Client& c, const std::string& id, const std::string& name, int fd,
-                               const std::string& out, hash::Sha256& h, std::int64_t& got) {
+                               const std::string& out, FileSync sync, hash::Sha256& h, std::int64_t& got) {
   std::deque<std::pair<std::int64_t, std::int64_t>> in_flight;  // (req, offset)
   std::int64_t requested = 0;  // offset of the next request
   std::int64_t size = -1;      // from the first reply
@@ -353,7 +353,7 @@ Result<std::string> fetch_into(Client& c, const std::string& id, const std::stri
     h.update(bytes);
     if (auto st = write_all(fd, bytes, out); !st) return tl::unexpected(st.error());
     got += static_cast<std::int64_t>(bytes.size());
-    if (got - written_back >= kWritebackBytes) {
+    if (sync == FileSync::kFsync && got - written_back >= kWritebackBytes) {
       // Start the write-back now (it does not wait), so the fsync before the rename only waits
       // for the tail instead of writing the whole file (sync_file_range(2)). A pipe (-o -)
       // answers ESPIPE, which is fine.
@@ -367,7 +367,8 @@ Result<std::string> fetch_into(Client& c, const std::string& id, const std::stri
 
 }  // namespace
 
-int cmd_artifacts_get(Client& c, const std::string& id, const std::string& name, const std::string& out) {
+int cmd_artifacts_get(Client& c, const std::string& id, const std::string& name, const std::string& out,
+                      FileSync sync) {
   const bool to_stdout = out == "-";
   std::string tmp = to_stdout ? "" : out + ".part";
   int fd = to_stdout ? STDOUT_FILENO : ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -381,7 +382,7 @@ int cmd_artifacts_get(Client& c, const std::string& id, const std::string& name,
   };
   hash::Sha256 h;
   std::int64_t bytes = 0;
-  auto expected = fetch_into(c, id, name, fd, out, h, bytes);
+  auto expected = fetch_into(c, id, name, fd, out, sync, h, bytes);
   if (!expected) return abandon(expected.error());
   auto got = h.hex_digest();
   if (got != *expected) {
@@ -389,7 +390,10 @@ int cmd_artifacts_get(Client& c, const std::string& id, const std::string& name,
                          "downloaded " + name + " hashes to " + got + ", expected " + *expected + "; retry", {}});
   }
   if (!to_stdout) {
-    if (::fsync(fd) != 0 || ::close(fd) != 0 || ::rename(tmp.c_str(), out.c_str()) != 0) {
+    // Like cp, curl and scp, the default leaves durability to the page cache: the rename still
+    // makes FILE appear only complete and verified (to other processes, and after a crash of
+    // this one); --fsync makes it survive a power loss too, at the disk's write speed.
+    if ((sync == FileSync::kFsync && ::fsync(fd) != 0) || ::close(fd) != 0 || ::rename(tmp.c_str(), out.c_str()) != 0) {
       return fail(Error{ErrorCode::kIoError, "cannot finish writing " + out + ": " + std::strerror(errno), {}});
     }
     std::cerr << name << ": " << bytes << " bytes, sha256 " << got << " -> " << out << "\n";

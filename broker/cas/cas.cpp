@@ -62,8 +62,10 @@ Status remove_stale_temps(const fs::path& tmp_dir) {
 class FileUpload final : public Cas::Upload {
  public:
   // `sha256` empty: the hash is declared to commit() (a sender that hashes while it sends).
-  FileUpload(const Cas& cas, fs::path temp, int fd, std::string sha256, std::int64_t size)
-      : cas_(cas), temp_(std::move(temp)), fd_(fd), sha256_(std::move(sha256)), size_(size) {}
+  // `stored`: the Cas's set of blobs it vouches for, kept up to date with Sync::kNone.
+  FileUpload(const Cas& cas, Cas::Sync sync, std::unordered_set<std::string>* stored, fs::path temp, int fd,
+             std::string sha256, std::int64_t size)
+      : cas_(cas), sync_(sync), stored_(stored), temp_(std::move(temp)), fd_(fd), sha256_(std::move(sha256)), size_(size) {}
   ~FileUpload() override { discard(); }
   FileUpload(const FileUpload&) = delete;
   FileUpload& operator=(const FileUpload&) = delete;
@@ -88,7 +90,7 @@ class FileUpload final : public Cas::Upload {
     }
     hasher_.update(bytes);
     received_ += static_cast<std::int64_t>(bytes.size());
-    start_writeback(/*at_least=*/kWritebackBytes);
+    if (sync_ == Cas::Sync::kFsync) start_writeback(/*at_least=*/kWritebackBytes);
     return {};
   }
 
@@ -122,11 +124,14 @@ class FileUpload final : public Cas::Upload {
                         {{"declared", sha256_}, {"received", actual}});
     }
     struct stat st;
-    if (::stat(final_.c_str(), &st) == 0) {
+    const bool vouched = sync_ == Cas::Sync::kFsync || stored_->count(sha256_) > 0;
+    if (vouched && ::stat(final_.c_str(), &st) == 0) {
       discard();  // dedupe: identical content is already stored
       return {};
     }
-    return persist();
+    auto st_persist = persist();  // without fsync: replaces a file this Cas does not vouch for
+    if (st_persist && sync_ == Cas::Sync::kNone) stored_->insert(sha256_);
+    return st_persist;
   }
 
   std::int64_t received() const override { return received_; }
@@ -145,7 +150,8 @@ class FileUpload final : public Cas::Upload {
 
   // Data before name: fsync the file, rename it, then fsync the directory holding the new name.
   Status persist() {
-    if (::fsync(fd_) != 0) {
+    const bool durable = sync_ == Cas::Sync::kFsync;
+    if (durable && ::fsync(fd_) != 0) {
       int err = errno;
       discard();
       return errno_error("fsync", temp_.native(), err);
@@ -168,6 +174,7 @@ class FileUpload final : public Cas::Upload {
       return errno_error("rename", temp_.native() + " -> " + final_.native(), err);
     }
     done_ = true;
+    if (!durable) return {};
     // From here the blob is complete and in place; a failed directory fsync only weakens
     // durability across a power loss, and is still reported.
     if (new_shard) {
@@ -187,6 +194,8 @@ class FileUpload final : public Cas::Upload {
   }
 
   const Cas& cas_;  // outlives its uploads (the broker owns both)
+  Cas::Sync sync_;
+  std::unordered_set<std::string>* stored_;  // owned by the Cas
   fs::path temp_;
   int fd_;
   fs::path final_;  // known at commit
@@ -200,7 +209,7 @@ class FileUpload final : public Cas::Upload {
 
 }  // namespace
 
-Result<Cas> Cas::open(const fs::path& data_dir) {
+Result<Cas> Cas::open(const fs::path& data_dir, Sync sync) {
   std::error_code ec;
   fs::create_directories(data_dir, ec);
   if (ec) {
@@ -211,11 +220,12 @@ Result<Cas> Cas::open(const fs::path& data_dir) {
     if (auto s = make_dir(dir); !s) return tl::unexpected(s.error());
   }
   if (auto s = remove_stale_temps(root / "tmp"); !s) return tl::unexpected(s.error());
-  return Cas(std::move(root));
+  return Cas(std::move(root), sync);
 }
 
 bool Cas::contains(std::string_view sha256) const {
   if (!hash::is_sha256_hex(sha256)) return false;
+  if (sync_ == Sync::kNone && stored_->count(std::string(sha256)) == 0) return false;
   struct stat st;
   return ::stat(path_of(sha256).c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
@@ -235,7 +245,7 @@ Result<std::unique_ptr<Cas::Upload>> Cas::begin(std::string_view sha256, std::in
   std::string temp = (root_ / "tmp" / "upload-XXXXXX").native();
   int fd = ::mkostemp(temp.data(), O_CLOEXEC);
   if (fd < 0) return errno_error("mkostemp", temp, errno);
-  return std::make_unique<FileUpload>(*this, fs::path(temp), fd, std::string(sha256), size);
+  return std::make_unique<FileUpload>(*this, sync_, stored_.get(), fs::path(temp), fd, std::string(sha256), size);
 }
 
 Result<std::string> Cas::read(std::string_view sha256, std::int64_t offset, std::int64_t length) const {
