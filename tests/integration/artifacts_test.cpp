@@ -100,6 +100,11 @@ TEST_CASE("an artifact larger than the hash-first limit is hashed while it is se
   CHECK(std::filesystem::file_size(out) == static_cast<std::uintmax_t>(mib) << 20);
   CHECK(kbfleet::hash::sha256_hex(read_file(out)) == expected);
   CHECK_FALSE(std::filesystem::exists(out + ".part"));
+
+  auto durable = fleet.cli({"artifacts", "get", id, "blob", "-o", out + ".2", "--fsync"}, 120s);
+  INFO(durable.err);
+  REQUIRE(durable.exit_code == 0);
+  CHECK(kbfleet::hash::sha256_hex(read_file(out + ".2")) == expected);
 }
 
 TEST_CASE("a hash declared only in upload_end is verified: the blob is stored only under the hash of its bytes",
