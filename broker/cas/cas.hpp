@@ -55,11 +55,10 @@ class Cas {
     [[nodiscard]] virtual Status append(std::int64_t offset, std::string_view bytes) = 0;
     // Verifies size (INVALID_ARGUMENT if fewer bytes than declared) and hash (HASH_MISMATCH
     // naming both hashes; the temp file is removed), fsyncs (Sync::kFsync) and renames into
-    // place. If the blob
-    // already exists the temp file is discarded (dedupe). `declared`: the hash, for an upload
-    // begun without one (INVALID_ARGUMENT if it is not 64 lowercase hex); otherwise empty or the
-    // same hash (HASH_MISMATCH if not). Append or commit after commit, or after a failed commit,
-    // is INVALID_ARGUMENT.
+    // place. If the blob already exists the temp file is discarded (dedupe). `declared`: the
+    // hash, for an upload begun without one (INVALID_ARGUMENT if it is not 64 lowercase hex);
+    // otherwise empty or the same hash (HASH_MISMATCH if not). Append or commit after commit, or
+    // after a failed commit, is INVALID_ARGUMENT.
     [[nodiscard]] virtual Status commit(std::string_view declared = {}) = 0;
     virtual std::int64_t received() const = 0;
   };
