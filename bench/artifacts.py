@@ -1,13 +1,16 @@
 #!/usr/bin/python3
 """Artifacts (issue #6, scenario 6): upload and fetch of one large artifact against `cp`.
 
-Usage: bench/artifacts.py --bin build-release/bin [--mib 1024]
+Usage: bench/artifacts.py --bin build-release/bin [--mib 1024] [--durability none|batch|fsync] [--fetch-fsync]
 Starts a broker (--durability none) and one worker on loopback with a plugin whose handler writes
 --mib MiB to out/blob.bin (the workspace is a tmpfs). Prints one JSON object:
 - upload: from the handler's end (`started` event + outcome wall_ms) to the broker's `artifact`
   event, i.e. the worker's SHA-256 pass over the file plus the chunked upload into the CAS;
 - fetch: `kbfleet artifacts get` into a file next to the CAS (it re-hashes what it received);
 - cp: `cp` of the stored blob to another file on the same disk, the baseline for both;
+- cp_fsync: the same `cp` followed by an fsync of the copy: the disk's durable write speed, what
+  an upload with --durability batch|fsync (blob fsynced before its rename) or a fetch with
+  --fetch-fsync (`kbfleet artifacts get --fsync`) can reach at best;
 - the broker's VmRSS before and its maximum during upload and fetch, sampled every 20 ms.
 """
 import argparse, json, os, shutil, subprocess, sys, tempfile, threading, time
@@ -66,6 +69,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
     ap.add_argument("--mib", type=int, default=1024)
+    ap.add_argument("--durability", default="none", choices=["none", "batch", "fsync"])
+    ap.add_argument("--fetch-fsync", action="store_true")
     a = ap.parse_args()
     size = a.mib << 20
     scratch = tempfile.mkdtemp(prefix="kbfleet-artifacts-bench-", dir="/var/tmp")
@@ -83,7 +88,7 @@ def main():
         os.chmod(script, 0o755)
         broker, ep = start([os.path.join(a.bin, "kbfleet-broker"), "--bind", "tcp://127.0.0.1:*", "--events",
                             "tcp://127.0.0.1:*", "--metrics", "", "--data", os.path.join(scratch, "data"),
-                            "--durability", "none", "--log-level", "warn"], log, {"bind", "events"})
+                            "--durability", a.durability, "--log-level", "warn"], log, {"bind", "events"})
         procs.append(broker)
         worker, _ = start([os.path.join(a.bin, "kbfleet-worker"), "--broker", ep["bind"], "--plugins",
                            os.path.join(scratch, "plugins"), "--work", os.path.join(scratch, "work"), "--slots", "1",
@@ -114,7 +119,7 @@ def main():
         rss_upload = sampler.max
         fetched = os.path.join(scratch, "fetched.bin")
         t0 = time.perf_counter()
-        kb("artifacts", "get", task, "blob", "-o", fetched)
+        kb("artifacts", "get", task, "blob", "-o", fetched, *(["--fsync"] if a.fetch_fsync else []))
         fetch_s = time.perf_counter() - t0
         sampler.stop = True
         sampler.join()
@@ -129,10 +134,18 @@ def main():
         t0 = time.perf_counter()
         subprocess.run(["cp", blob, copy], check=True)
         cp_s = time.perf_counter() - t0
+        os.unlink(copy)
+        t0 = time.perf_counter()
+        subprocess.run(["cp", blob, copy], check=True)
+        fd = os.open(copy, os.O_RDONLY)
+        os.fsync(fd)
+        os.close(fd)
+        cp_fsync_s = time.perf_counter() - t0
         mb = size / 1e6
         print(json.dumps({"bytes": size, "upload_s": upload_s, "fetch_s": fetch_s, "cp_s": cp_s,
                           "upload_mb_s": mb / upload_s if upload_s > 0 else None, "fetch_mb_s": mb / fetch_s,
-                          "cp_mb_s": mb / cp_s, "broker_rss_before": rss_before, "broker_rss_max_upload": rss_upload,
+                          "cp_mb_s": mb / cp_s, "cp_fsync_mb_s": mb / cp_fsync_s, "durability": a.durability,
+                          "fetch_fsync": a.fetch_fsync, "broker_rss_before": rss_before, "broker_rss_max_upload": rss_upload,
                           "broker_rss_max": sampler.max, "handler_wall_ms": st["outcome"]["wall_ms"]}))
     finally:
         for p in reversed(procs):

@@ -14,7 +14,8 @@ using protocol::Writer;
 namespace msg = protocol::msg;
 
 Result<std::unique_ptr<Broker>> Broker::create(const BrokerOptions& options) {
-  auto cas = Cas::open(options.data_dir);
+  // Blobs are as durable as the journal that refers to them (docs/operations.md).
+  auto cas = Cas::open(options.data_dir, options.durability == Durability::kNone ? Cas::Sync::kNone : Cas::Sync::kFsync);
   if (!cas) return tl::unexpected(cas.error());
   std::unique_ptr<Broker> b(new Broker(options, std::move(*cas)));
   // Keys and allow-list first: recovery rebuilds per-tenant state (blob ownership) in CURVE mode.

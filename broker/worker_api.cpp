@@ -13,8 +13,11 @@ namespace state = protocol::state;
 
 namespace {
 constexpr std::size_t kMaxUploadsPerWorker = 16;
-constexpr std::int64_t kUploadChunkBytes = 256 << 10;
-constexpr std::int64_t kUploadWindow = 4;
+// 1 MiB chunks, 8 in flight: a chunk costs a message, an ack and a loop turn on each side, and a
+// window of 8 keeps the link busy while the broker writes and hashes (256 KiB x 4 spent most of
+// the time waiting for acks). At most 8 MiB of one upload are in flight; docs/performance.md.
+constexpr std::int64_t kUploadChunkBytes = 1 << 20;
+constexpr std::int64_t kUploadWindow = 8;
 }  // namespace
 
 Result<Task*> Broker::running_task_of(const std::string& worker, std::string_view task_id, std::int64_t attempt) {
@@ -175,8 +178,10 @@ void Broker::on_upload_begin(transport::Incoming& in) {
   if (!t) return reply_error(in.peer, in.req, t.error());
   auto meta = protocol::ArtifactMeta::decode(v);
   if (!meta) return reply_error(in.peer, in.req, meta.error());
-  if (!hash::is_sha256_hex(meta->sha256)) {
-    return reply_error(in.peer, in.req, Error{ErrorCode::kInvalidArgument, "sha256 must be 64 lowercase hex characters", {}});
+  // An empty sha256: the worker hashes while it sends and declares the hash in upload_end.
+  if (!meta->sha256.empty() && !hash::is_sha256_hex(meta->sha256)) {
+    return reply_error(in.peer, in.req,
+                       Error{ErrorCode::kInvalidArgument, "sha256 must be 64 lowercase hex characters or empty", {}});
   }
   std::size_t mine = 0;
   for (const auto& [id, u] : uploads_) mine += (u.worker == in.peer);
@@ -188,7 +193,7 @@ void Broker::on_upload_begin(transport::Incoming& in) {
   // tenant: another tenant's task gets the blob only by uploading it (the CAS verifies the
   // bytes against the hash), so knowing a hash never links a tenant to a blob it never had.
   const bool owned = !secure() || tenant_blobs_.count(blob_owner_key((*t)->tenant, meta->sha256)) > 0;
-  if (owned && cas_.contains(meta->sha256)) {
+  if (owned && !meta->sha256.empty() && cas_.contains(meta->sha256)) {
     record_artifact(**t, *meta);
     w.begin_map().kv("req", in.req).kv("upload_id", "").kv("have", true).end_map();
     return reply(in.peer, msg::kUploadReady, w.take());
@@ -233,7 +238,9 @@ void Broker::on_upload_end(transport::Incoming& in) {
   }
   Upload up = std::move(it->second);
   uploads_.erase(it);
-  auto st = up.blob->commit();
+  const std::string_view declared = v.str_or("sha256", "");
+  auto st = up.blob->commit(declared);
+  if (st && up.meta.sha256.empty()) up.meta.sha256 = std::string(declared);  // verified by commit
   Writer w;
   w.begin_map().kv("upload_id", id).kv("ok", static_cast<bool>(st));
   if (!st) {

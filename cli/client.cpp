@@ -74,12 +74,21 @@ void Client::send_only(std::string_view type, std::string body) {
   transport::send_message(dealer_, "", type, body);
 }
 
-Result<Reply> Client::exchange(std::string_view type, std::int64_t req, std::string body) {
+Status Client::send_request(std::string_view type, std::string body) {
   if (!connected_) {
-    if (auto c = connect(); !c) return tl::unexpected(c.error());
+    if (auto c = connect(); !c) return c;
     connected_ = true;
   }
   if (!transport::send_message(dealer_, "", type, body)) return tl::unexpected(unreachable());
+  return {};
+}
+
+Result<Reply> Client::exchange(std::string_view type, std::int64_t req, std::string body) {
+  if (auto st = send_request(type, std::move(body)); !st) return tl::unexpected(st.error());
+  return finish(req);
+}
+
+Result<Reply> Client::finish(std::int64_t req) {
   auto deadline = std::chrono::steady_clock::now() + timeout_;
   transport::Incoming in;
   for (;;) {
@@ -90,8 +99,8 @@ Result<Reply> Client::exchange(std::string_view type, std::int64_t req, std::str
     if (auto failed = handshake_failure()) return tl::unexpected(*failed);
     while (transport::recv_message(dealer_, transport::SocketKind::kDealer, in, protocol::DecodeLimits{})) {
       if (in.error) return tl::unexpected(*in.error);
-      // req 0: the broker could not read our request's body, so it cannot echo our req; requests
-      // are sequential, so the error is about this one.
+      // req 0: the broker could not read our request's body, so it cannot echo our req; replies
+      // come in request order, so the error is about this one.
       const bool unreadable = in.type == protocol::msg::kError && in.req == 0;
       if (in.req != req && !unreadable) continue;  // a late answer to an earlier, timed-out request
       if (in.type == protocol::msg::kError) return tl::unexpected(protocol::decode_error(in.body->view()));

@@ -41,6 +41,22 @@ class Client {
     w.end_map();
     return exchange(type, req, w.take());
   }
+  // Pipelining: start() sends a request like call() and returns its req at once; finish(req)
+  // waits for that reply. Finish requests in the order they were started (the broker answers
+  // one connection in order; a reply to a request not yet finished is then never skipped).
+  // Errors as call().
+  template <typename Fn>
+  [[nodiscard]] Result<std::int64_t> start(std::string_view type, Fn&& fn) {
+    protocol::Writer w;
+    w.begin_map();
+    std::int64_t req = next_req_++;
+    w.kv("req", req);
+    fn(w);
+    w.end_map();
+    if (auto st = send_request(type, w.take()); !st) return tl::unexpected(st.error());
+    return req;
+  }
+  [[nodiscard]] Result<Reply> finish(std::int64_t req);
   // Sends without waiting for an answer (cancel on Ctrl-C).
   void send_only(std::string_view type, std::string body);
 
@@ -52,6 +68,7 @@ class Client {
 
  private:
   [[nodiscard]] Result<Reply> exchange(std::string_view type, std::int64_t req, std::string body);
+  [[nodiscard]] Status send_request(std::string_view type, std::string body);
   [[nodiscard]] Status connect();
   // UNAUTHENTICATED/BROKER_UNREACHABLE if the monitor saw the CURVE handshake fail.
   std::optional<Error> handshake_failure();

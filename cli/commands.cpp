@@ -7,9 +7,11 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include <deque>
 #include <thread>
 
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <sstream>
@@ -280,58 +282,121 @@ int cmd_artifacts_ls(Client& c, const std::string& id, Format f) {
   return 0;
 }
 
-int cmd_artifacts_get(Client& c, const std::string& id, const std::string& name, const std::string& out) {
+namespace {
+
+// A fetch keeps kFetchWindow requests of kFetchChunkBytes in flight, so the broker reads the next
+// chunks while this process hashes and writes one (a request per round trip left the link idle
+// half of the time). The broker holds at most window x chunk = 8 MiB of replies for us.
+constexpr std::int64_t kFetchChunkBytes = std::int64_t{2} << 20;
+constexpr std::size_t kFetchWindow = 4;
+constexpr std::int64_t kWritebackBytes = std::int64_t{8} << 20;
+
+Status write_all(int fd, std::string_view bytes, const std::string& out) {
+  std::size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return make_error(ErrorCode::kIoError, "write " + out + ": " + std::strerror(errno));
+    done += static_cast<std::size_t>(n);
+  }
+  return {};
+}
+
+// Streams the artifact into `fd`, hashing as it writes; returns the broker's sha256 and the
+// byte count in `got`. Every reply is checked against what was asked (offset, the size and hash
+// of the first reply), so a reordered or inconsistent answer is a PROTOCOL_ERROR, never a
+// silently wrong file.
+Result<std::string> fetch_into(Client& c, const std::string& id, const std::string& name, int fd,
+                               const std::string& out, FileSync sync, hash::Sha256& h, std::int64_t& got) {
+  std::deque<std::pair<std::int64_t, std::int64_t>> in_flight;  // (req, offset)
+  std::int64_t requested = 0;  // offset of the next request
+  std::int64_t size = -1;      // from the first reply
+  std::int64_t written_back = 0;  // bytes whose write-back was started
+  std::string expected;
+  auto ask = [&]() -> Status {
+    auto req = c.start(msg::kFetch, [&](Writer& w) {
+      w.kv("task_id", id).kv("name", name).kv("offset", requested).kv("length", kFetchChunkBytes);
+    });
+    if (!req) return tl::unexpected(req.error());
+    in_flight.emplace_back(*req, requested);
+    requested += kFetchChunkBytes;
+    return {};
+  };
+  auto inconsistent = [](const std::string& what) {
+    return make_error(ErrorCode::kProtocolError, "the broker's chunk " + what + "; retry");
+  };
+  if (auto st = ask(); !st) return tl::unexpected(st.error());  // alone: it tells the size
+  got = 0;
+  while (!in_flight.empty()) {
+    auto [req, offset] = in_flight.front();
+    in_flight.pop_front();
+    auto r = c.finish(req);
+    if (!r) return tl::unexpected(r.error());
+    auto v = r->body.view();
+    const std::int64_t chunk_size = v.i64_or("size", -1);
+    const std::string_view sha = v.str_or("sha256", "");
+    if (size < 0) {
+      size = chunk_size;
+      expected = std::string(sha);
+    } else if (chunk_size != size || sha != expected) {
+      return inconsistent("names another size or hash than the first");
+    }
+    if (v.i64_or("offset", -1) != offset || offset != got) return inconsistent("is not at the offset asked for");
+    std::string_view bytes;
+    if (!r->data.empty()) bytes = std::string_view(static_cast<const char*>(r->data[0].data()), r->data[0].size());
+    if (bytes.empty() && got < size) return inconsistent("is empty before the end");
+    if (static_cast<std::int64_t>(bytes.size()) > size - got) return inconsistent("goes past the artifact's size");
+    // Ask for more before the slow part (hash, write), so the broker works meanwhile.
+    while (requested < size && in_flight.size() < kFetchWindow) {
+      if (auto st = ask(); !st) return tl::unexpected(st.error());
+    }
+    h.update(bytes);
+    if (auto st = write_all(fd, bytes, out); !st) return tl::unexpected(st.error());
+    got += static_cast<std::int64_t>(bytes.size());
+    if (sync == FileSync::kFsync && got - written_back >= kWritebackBytes) {
+      // Start the write-back now (it does not wait), so the fsync before the rename only waits
+      // for the tail instead of writing the whole file (sync_file_range(2)). A pipe (-o -)
+      // answers ESPIPE, which is fine.
+      (void)::sync_file_range(fd, written_back, got - written_back, SYNC_FILE_RANGE_WRITE);
+      written_back = got;
+    }
+  }
+  if (got != size) return inconsistent("stream ended early");
+  return expected;
+}
+
+}  // namespace
+
+int cmd_artifacts_get(Client& c, const std::string& id, const std::string& name, const std::string& out,
+                      FileSync sync) {
   const bool to_stdout = out == "-";
   std::string tmp = to_stdout ? "" : out + ".part";
   int fd = to_stdout ? STDOUT_FILENO : ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return fail(Error{ErrorCode::kIoError, "cannot create " + tmp + ": " + std::strerror(errno), {}});
+  auto abandon = [&](const Error& e) {
+    if (!to_stdout) {
+      ::close(fd);
+      ::unlink(tmp.c_str());
+    }
+    return fail(e);
+  };
   hash::Sha256 h;
-  std::int64_t offset = 0;
-  std::string expected;
-  bool eof = false;
-  while (!eof) {
-    auto r = c.call(msg::kFetch, [&](Writer& w) {
-      w.kv("task_id", id).kv("name", name).kv("offset", offset).kv("length", std::int64_t{1} << 20);
-    });
-    if (!r) {
-      if (!to_stdout) ::unlink(tmp.c_str());
-      return fail(r.error());
-    }
-    auto v = r->body.view();
-    expected = std::string(v.str_or("sha256", ""));
-    eof = v.bool_or("eof", true);
-    if (!r->data.empty()) {
-      std::string_view bytes(static_cast<const char*>(r->data[0].data()), r->data[0].size());
-      h.update(bytes);
-      std::size_t done = 0;
-      while (done < bytes.size()) {
-        ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) {
-          if (!to_stdout) ::unlink(tmp.c_str());
-          return fail(Error{ErrorCode::kIoError, "write " + out + ": " + std::strerror(errno), {}});
-        }
-        done += static_cast<std::size_t>(n);
-      }
-      offset += static_cast<std::int64_t>(bytes.size());
-    } else if (!eof) {
-      if (!to_stdout) {
-        ::close(fd);
-        ::unlink(tmp.c_str());
-      }
-      return fail(Error{ErrorCode::kProtocolError, "the broker sent an empty chunk before the end; retry", {}});
-    }
-  }
+  std::int64_t bytes = 0;
+  auto expected = fetch_into(c, id, name, fd, out, sync, h, bytes);
+  if (!expected) return abandon(expected.error());
   auto got = h.hex_digest();
-  if (got != expected) {
-    if (!to_stdout) ::unlink(tmp.c_str());
-    return fail(Error{ErrorCode::kHashMismatch, "downloaded " + name + " hashes to " + got + ", expected " + expected + "; retry", {}});
+  if (got != *expected) {
+    return abandon(Error{ErrorCode::kHashMismatch,
+                         "downloaded " + name + " hashes to " + got + ", expected " + *expected + "; retry", {}});
   }
   if (!to_stdout) {
-    if (::fsync(fd) != 0 || ::close(fd) != 0 || ::rename(tmp.c_str(), out.c_str()) != 0) {
+    // Like cp, curl and scp, the default leaves durability to the page cache: the rename still
+    // makes FILE appear only complete and verified (to other processes, and after a crash of
+    // this one); --fsync makes it survive a power loss too, at the disk's write speed.
+    if ((sync == FileSync::kFsync && ::fsync(fd) != 0) || ::close(fd) != 0 || ::rename(tmp.c_str(), out.c_str()) != 0) {
       return fail(Error{ErrorCode::kIoError, "cannot finish writing " + out + ": " + std::strerror(errno), {}});
     }
-    std::cerr << name << ": " << offset << " bytes, sha256 " << got << " -> " << out << "\n";
+    std::cerr << name << ": " << bytes << " bytes, sha256 " << got << " -> " << out << "\n";
   }
   return 0;
 }

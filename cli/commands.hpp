@@ -28,7 +28,10 @@ int cmd_tail(Client& c, const std::string& id, Format f, int interrupt_fd);
 int cmd_cancel(Client& c, const std::string& id);
 int cmd_retry(Client& c, const std::string& id);
 int cmd_artifacts_ls(Client& c, const std::string& id, Format f);
-int cmd_artifacts_get(Client& c, const std::string& id, const std::string& name, const std::string& out);
+// Whether `artifacts get -o FILE` fsyncs FILE before renaming it into place (--fsync).
+enum class FileSync { kNone, kFsync };
+int cmd_artifacts_get(Client& c, const std::string& id, const std::string& name, const std::string& out,
+                      FileSync sync = FileSync::kNone);
 int cmd_workers(Client& c, Format f);
 // Writes <base>.key (0600) and <base>.pub (0644) and prints the public key; 74 if a file exists.
 int cmd_keygen(const std::string& base);

@@ -74,6 +74,8 @@ int main(int argc, char** argv) {
   get->add_option("id", id, "task id")->required();
   get->add_option("name", name, "artifact id from the manifest")->required();
   get->add_option("-o,--output", out, "file to write (- for stdout)")->required();
+  bool fsync_out = false;
+  get->add_flag("--fsync", fsync_out, "fsync the file before renaming it into place (durable against power loss; waits for the disk)");
   auto* workers = app.add_subcommand("workers", "list connected workers and their plugins");
   workers->add_flag("--json", json, "machine-readable output");
 
@@ -112,7 +114,10 @@ int main(int argc, char** argv) {
   if (*cancel) return kbfleet::cli::cmd_cancel(client, id);
   if (*retry) return kbfleet::cli::cmd_retry(client, id);
   if (*ls) return kbfleet::cli::cmd_artifacts_ls(client, id, f);
-  if (*get) return kbfleet::cli::cmd_artifacts_get(client, id, name, out);
+  if (*get) {
+    return kbfleet::cli::cmd_artifacts_get(client, id, name, out,
+                                           fsync_out ? kbfleet::cli::FileSync::kFsync : kbfleet::cli::FileSync::kNone);
+  }
   if (*workers) return kbfleet::cli::cmd_workers(client, f);
   return kbfleet::cli::kExitUsage;
 }

@@ -388,6 +388,7 @@ void Worker::next_upload(TaskRun& run) {
   ActiveUpload up;
   up.artifact = std::move(run.to_upload.front());
   run.to_upload.pop_front();
+  if (up.artifact.meta.sha256.empty()) up.hasher.emplace();  // too large to hash first
   up.req = next_req_++;
   up.last_progress = Clock::now();
   req_to_task_[up.req] = run.task().task_id;
@@ -410,6 +411,7 @@ void Worker::pump_upload(TaskRun& run) {
     if (got != static_cast<ssize_t>(n)) {
       return finish_upload(run, Error{ErrorCode::kIoError, "artifact changed or unreadable while uploading", {}});
     }
+    if (up.hasher) up.hasher->update(chunk.data(), n);  // the bytes just read, while in cache
     Writer w;
     w.begin_map().kv("req", up.req).kv("upload_id", up.upload_id).kv("offset", up.sent).end_map();
     std::vector<zmq::message_t> data;
@@ -420,7 +422,13 @@ void Worker::pump_upload(TaskRun& run) {
   if (up.sent == size && up.acked == size && !up.ending) {
     up.ending = true;
     Writer w;
-    w.begin_map().kv("req", up.req).kv("upload_id", up.upload_id).end_map();
+    w.begin_map().kv("req", up.req).kv("upload_id", up.upload_id);
+    if (up.hasher) {
+      up.artifact.meta.sha256 = up.hasher->hex_digest();
+      up.hasher.reset();
+      w.kv("sha256", up.artifact.meta.sha256);
+    }
+    w.end_map();
     send(msg::kUploadEnd, w.take());
   }
 }

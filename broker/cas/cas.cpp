@@ -61,8 +61,11 @@ Status remove_stale_temps(const fs::path& tmp_dir) {
 
 class FileUpload final : public Cas::Upload {
  public:
-  FileUpload(fs::path temp, int fd, fs::path final_path, std::string sha256, std::int64_t size)
-      : temp_(std::move(temp)), fd_(fd), final_(std::move(final_path)), sha256_(std::move(sha256)), size_(size) {}
+  // `sha256` empty: the hash is declared to commit() (a sender that hashes while it sends).
+  // `stored`: the Cas's set of blobs it vouches for, kept up to date with Sync::kNone.
+  FileUpload(const Cas& cas, Cas::Sync sync, std::unordered_set<std::string>* stored, fs::path temp, int fd,
+             std::string sha256, std::int64_t size)
+      : cas_(cas), sync_(sync), stored_(stored), temp_(std::move(temp)), fd_(fd), sha256_(std::move(sha256)), size_(size) {}
   ~FileUpload() override { discard(); }
   FileUpload(const FileUpload&) = delete;
   FileUpload& operator=(const FileUpload&) = delete;
@@ -87,11 +90,27 @@ class FileUpload final : public Cas::Upload {
     }
     hasher_.update(bytes);
     received_ += static_cast<std::int64_t>(bytes.size());
+    if (sync_ == Cas::Sync::kFsync) start_writeback(/*at_least=*/kWritebackBytes);
     return {};
   }
 
-  Status commit() override {
+  Status commit(std::string_view declared) override {
     if (done_) return finished();
+    if (sha256_.empty()) {
+      if (!hash::is_sha256_hex(declared)) {
+        discard();
+        return make_error(ErrorCode::kInvalidArgument,
+                          "an upload begun without its hash must declare it when it ends (sha256: 64 lowercase hex)");
+      }
+      sha256_ = std::string(declared);
+    } else if (!declared.empty() && declared != sha256_) {
+      discard();
+      return make_error(ErrorCode::kHashMismatch,
+                        "artifact hash mismatch: declared " + sha256_ + " at the start and " +
+                            std::string(declared.substr(0, 80)) + " at the end",
+                        {{"declared", sha256_}});
+    }
+    final_ = cas_.path_of(sha256_);
     if (received_ != size_) {
       discard();
       return make_error(ErrorCode::kInvalidArgument, "artifact incomplete: declared " + std::to_string(size_) +
@@ -105,19 +124,34 @@ class FileUpload final : public Cas::Upload {
                         {{"declared", sha256_}, {"received", actual}});
     }
     struct stat st;
-    if (::stat(final_.c_str(), &st) == 0) {
+    const bool vouched = sync_ == Cas::Sync::kFsync || stored_->count(sha256_) > 0;
+    if (vouched && ::stat(final_.c_str(), &st) == 0) {
       discard();  // dedupe: identical content is already stored
       return {};
     }
-    return persist();
+    auto st_persist = persist();  // without fsync: replaces a file this Cas does not vouch for
+    if (st_persist && sync_ == Cas::Sync::kNone) stored_->insert(sha256_);
+    return st_persist;
   }
 
   std::int64_t received() const override { return received_; }
 
  private:
+  // Starts writing back the bytes appended since the last call, once there are `at_least` of
+  // them. Without it the page cache holds the whole artifact dirty (the kernel starts on its own
+  // only at dirty_background_ratio, gigabytes on a large machine, or after 30 s), and the fsync
+  // in persist() would then write all of it while the broker's loop waits. SYNC_FILE_RANGE_WRITE
+  // only queues the I/O (sync_file_range(2)); durability still comes from persist()'s fsync.
+  void start_writeback(std::int64_t at_least) {
+    if (received_ - writeback_from_ < at_least) return;
+    (void)::sync_file_range(fd_, writeback_from_, received_ - writeback_from_, SYNC_FILE_RANGE_WRITE);
+    writeback_from_ = received_;
+  }
+
   // Data before name: fsync the file, rename it, then fsync the directory holding the new name.
   Status persist() {
-    if (::fsync(fd_) != 0) {
+    const bool durable = sync_ == Cas::Sync::kFsync;
+    if (durable && ::fsync(fd_) != 0) {
       int err = errno;
       discard();
       return errno_error("fsync", temp_.native(), err);
@@ -140,6 +174,7 @@ class FileUpload final : public Cas::Upload {
       return errno_error("rename", temp_.native() + " -> " + final_.native(), err);
     }
     done_ = true;
+    if (!durable) return {};
     // From here the blob is complete and in place; a failed directory fsync only weakens
     // durability across a power loss, and is still reported.
     if (new_shard) {
@@ -158,19 +193,23 @@ class FileUpload final : public Cas::Upload {
     return make_error(ErrorCode::kInvalidArgument, "artifact upload already committed or abandoned");
   }
 
+  const Cas& cas_;  // outlives its uploads (the broker owns both)
+  Cas::Sync sync_;
+  std::unordered_set<std::string>* stored_;  // owned by the Cas
   fs::path temp_;
   int fd_;
-  fs::path final_;
+  fs::path final_;  // known at commit
   std::string sha256_;
   std::int64_t size_;
   std::int64_t received_ = 0;
+  std::int64_t writeback_from_ = 0;  // start of the bytes whose write-back is not started yet
   hash::Sha256 hasher_;
   bool done_ = false;  // the temp file no longer exists (renamed or removed)
 };
 
 }  // namespace
 
-Result<Cas> Cas::open(const fs::path& data_dir) {
+Result<Cas> Cas::open(const fs::path& data_dir, Sync sync) {
   std::error_code ec;
   fs::create_directories(data_dir, ec);
   if (ec) {
@@ -181,11 +220,12 @@ Result<Cas> Cas::open(const fs::path& data_dir) {
     if (auto s = make_dir(dir); !s) return tl::unexpected(s.error());
   }
   if (auto s = remove_stale_temps(root / "tmp"); !s) return tl::unexpected(s.error());
-  return Cas(std::move(root));
+  return Cas(std::move(root), sync);
 }
 
 bool Cas::contains(std::string_view sha256) const {
   if (!hash::is_sha256_hex(sha256)) return false;
+  if (sync_ == Sync::kNone && stored_->count(std::string(sha256)) == 0) return false;
   struct stat st;
   return ::stat(path_of(sha256).c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
@@ -196,7 +236,7 @@ fs::path Cas::path_of(std::string_view sha256) const {
 }
 
 Result<std::unique_ptr<Cas::Upload>> Cas::begin(std::string_view sha256, std::int64_t size) {
-  if (!hash::is_sha256_hex(sha256)) return invalid_sha(sha256);
+  if (!sha256.empty() && !hash::is_sha256_hex(sha256)) return invalid_sha(sha256);
   if (size < 0 || size > kMaxArtifactBytes) {
     return make_error(ErrorCode::kInvalidArgument, "artifact size " + std::to_string(size) +
                                                        " is out of range [0, " + std::to_string(kMaxArtifactBytes) +
@@ -205,14 +245,21 @@ Result<std::unique_ptr<Cas::Upload>> Cas::begin(std::string_view sha256, std::in
   std::string temp = (root_ / "tmp" / "upload-XXXXXX").native();
   int fd = ::mkostemp(temp.data(), O_CLOEXEC);
   if (fd < 0) return errno_error("mkostemp", temp, errno);
-  return std::make_unique<FileUpload>(fs::path(temp), fd, path_of(sha256), std::string(sha256), size);
+  return std::make_unique<FileUpload>(*this, sync_, stored_.get(), fs::path(temp), fd, std::string(sha256), size);
 }
 
 Result<std::string> Cas::read(std::string_view sha256, std::int64_t offset, std::int64_t length) const {
+  if (length < 0) return make_error(ErrorCode::kInvalidArgument, "artifact read needs offset >= 0 and length >= 0");
+  std::string out(static_cast<std::size_t>(std::min(length, kMaxReadBytes)), '\0');
+  auto got = read_into(sha256, offset, out);
+  if (!got) return tl::unexpected(got.error());
+  out.resize(*got);
+  return out;
+}
+
+Result<std::size_t> Cas::read_into(std::string_view sha256, std::int64_t offset, std::span<char> out) const {
   if (!hash::is_sha256_hex(sha256)) return invalid_sha(sha256);
-  if (offset < 0 || length < 0) {
-    return make_error(ErrorCode::kInvalidArgument, "artifact read needs offset >= 0 and length >= 0");
-  }
+  if (offset < 0) return make_error(ErrorCode::kInvalidArgument, "artifact read needs offset >= 0 and length >= 0");
   const fs::path path = path_of(sha256);
   // A fresh fd per read: the broker keeps no fds open between chunks of a fetch.
   int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
@@ -231,11 +278,11 @@ Result<std::string> Cas::read(std::string_view sha256, std::int64_t offset, std:
     return make_error(ErrorCode::kInvalidArgument, "artifact read at offset " + std::to_string(offset) +
                                                        " is beyond its size of " + std::to_string(st.st_size));
   }
-  std::int64_t want = std::min({length, kMaxReadBytes, static_cast<std::int64_t>(st.st_size) - offset});
-  std::string out(static_cast<std::size_t>(want), '\0');
+  const auto want = static_cast<std::size_t>(
+      std::min({static_cast<std::int64_t>(out.size()), kMaxReadBytes, static_cast<std::int64_t>(st.st_size) - offset}));
   std::size_t got = 0;
-  while (got < out.size()) {
-    ssize_t n = ::pread(fd, out.data() + got, out.size() - got, offset + static_cast<off_t>(got));
+  while (got < want) {
+    ssize_t n = ::pread(fd, out.data() + got, want - got, offset + static_cast<off_t>(got));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       int err = errno;
@@ -246,8 +293,7 @@ Result<std::string> Cas::read(std::string_view sha256, std::int64_t offset, std:
     got += static_cast<std::size_t>(n);
   }
   ::close(fd);
-  out.resize(got);
-  return out;
+  return got;
 }
 
 Result<std::int64_t> Cas::size_of(std::string_view sha256) const {

@@ -4,7 +4,8 @@
 //  - no symlink is followed anywhere in the path, and no /proc magic link;
 //  - only regular files are read: a directory, FIFO or device is refused without reading it, and
 //    a FIFO cannot block the worker;
-//  - the hash and size describe the bytes read through the returned fd.
+//  - the hash and size describe the bytes read through the returned fd (for a file hashed while
+//    sending, the uploader hashes exactly the bytes it sends).
 // Not guaranteed here: a hard link in the workspace to a file outside it is a file of the
 // workspace (openat2 cannot tell); the sandbox's mount namespace (issue #4) keeps outside files
 // out of the handler's reach so it cannot create such links.
@@ -99,7 +100,7 @@ Result<posix::Fd> open_beneath(int dir_fd, std::string_view relative_path, int f
 }
 
 Result<CollectedArtifact> collect_artifact(int workspace_fd, const manifest::ArtifactDecl& decl,
-                                           std::string_view task_id) {
+                                           std::string_view task_id, std::int64_t hash_first_max) {
   const std::string path = manifest::expand_artifact_path(decl, task_id);
 
   // Look before opening for reading: an O_PATH fd opens nothing, so a FIFO or device in the
@@ -122,18 +123,22 @@ Result<CollectedArtifact> collect_artifact(int workspace_fd, const manifest::Art
   const int fl = ::fcntl(fd->get(), F_GETFL);
   if (fl < 0 || ::fcntl(fd->get(), F_SETFL, fl & ~O_NONBLOCK) != 0) return errno_error("fcntl", path, errno);
 
-  auto digest = hash_fd(fd->get(), path);
-  if (!digest) return tl::unexpected(digest.error());
-  if (digest->size != st->st_size) {
-    return make_error(ErrorCode::kIoError, "artifact " + in_quotes(decl.id) + " at " + path + " changed while being hashed",
-                      {{"artifact", decl.id}, {"path", path}});
+  Digest digest{static_cast<std::int64_t>(st->st_size), ""};
+  if (digest.size <= hash_first_max) {
+    auto hashed = hash_fd(fd->get(), path);
+    if (!hashed) return tl::unexpected(hashed.error());
+    if (hashed->size != st->st_size) {
+      return make_error(ErrorCode::kIoError, "artifact " + in_quotes(decl.id) + " at " + path + " changed while being hashed",
+                        {{"artifact", decl.id}, {"path", path}});
+    }
+    digest = std::move(*hashed);
   }
 
   CollectedArtifact out;
   out.meta.name = decl.id;
   out.meta.path = path;
-  out.meta.size = digest->size;
-  out.meta.sha256 = std::move(digest->sha256);
+  out.meta.size = digest.size;
+  out.meta.sha256 = std::move(digest.sha256);
   out.meta.content_type = decl.content_type.empty() ? std::string(kDefaultContentType) : decl.content_type;
   out.fd = std::move(*fd);
   return out;

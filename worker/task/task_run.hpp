@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "common/hash/sha256.hpp"
 #include "common/manifest/manifest.hpp"
 #include "common/posix/fd.hpp"
 #include "common/protocol/messages.hpp"
@@ -33,6 +34,9 @@ struct ActiveUpload {
   std::int64_t chunk_bytes = 256 << 10;
   std::int64_t window = 4;
   bool ending = false;       // upload_end sent
+  // Set when the artifact was collected without its hash: every chunk is hashed as it is read
+  // for sending and the digest goes in upload_end.
+  std::optional<hash::Sha256> hasher;
   Clock::time_point last_progress;
 };
 

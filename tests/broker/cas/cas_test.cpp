@@ -233,9 +233,17 @@ TEST_CASE("hash strings that are not 64 lowercase hex are refused everywhere", "
     CAPTURE(sha);
     CHECK_FALSE(cas.contains(sha));
     CHECK(cas.path_of(sha).empty());
-    auto up = cas.begin(sha, 1);
-    REQUIRE_FALSE(up);
-    CHECK(up.error().code == ErrorCode::kInvalidArgument);
+    if (!sha.empty()) {  // empty: the hash is declared at commit (next test cases)
+      auto up = cas.begin(sha, 1);
+      REQUIRE_FALSE(up);
+      CHECK(up.error().code == ErrorCode::kInvalidArgument);
+    }
+    auto declared_late = cas.begin("", 1);
+    REQUIRE(declared_late);
+    REQUIRE((*declared_late)->append(0, "x"));
+    auto committed = (*declared_late)->commit(sha);
+    REQUIRE_FALSE(committed);
+    CHECK(committed.error().code == ErrorCode::kInvalidArgument);
     auto r = cas.read(sha, 0, 10);
     REQUIRE_FALSE(r);
     CHECK(r.error().code == ErrorCode::kInvalidArgument);
@@ -306,4 +314,115 @@ TEST_CASE("an empty artifact can be stored and read", "[broker][cas]") {
   auto r = cas.read(sha, 0, 10);
   REQUIRE(r);
   CHECK(r->empty());
+}
+
+TEST_CASE("an upload begun without its hash is stored under the hash declared when it ends", "[broker][cas]") {
+  TempDir dir;
+  Cas cas = open_store(dir.path());
+  // Larger than kWritebackBytes, so write-back is started during the upload.
+  const std::string data = pattern(static_cast<std::size_t>(kbfleet::broker::kWritebackBytes) + 3 * (1 << 20) + 17);
+  const std::string sha = kbfleet::hash::sha256_hex(data);
+  auto up = cas.begin("", static_cast<std::int64_t>(data.size()));
+  REQUIRE(up);
+  for (std::size_t off = 0; off < data.size(); off += 1 << 20) {
+    REQUIRE((*up)->append(static_cast<std::int64_t>(off), std::string_view(data).substr(off, 1 << 20)));
+  }
+  REQUIRE((*up)->commit(sha));
+  CHECK(cas.contains(sha));
+  CHECK(count_entries(dir.path() / "cas" / "tmp") == 0);
+  auto back = cas.read(sha, 0, kbfleet::broker::kMaxReadBytes);
+  REQUIRE(back);
+  CHECK(*back == data.substr(0, static_cast<std::size_t>(kbfleet::broker::kMaxReadBytes)));
+}
+
+TEST_CASE("a hash declared at the end that the bytes do not have, or that differs from the first, leaves nothing behind",
+          "[broker][cas]") {
+  TempDir dir;
+  Cas cas = open_store(dir.path());
+  const std::string data = pattern(5000);
+  const std::string sha = kbfleet::hash::sha256_hex(data);
+  const std::string other = kbfleet::hash::sha256_hex("other");
+  SECTION("begun without a hash, ended with the wrong one") {
+    auto up = cas.begin("", 5000);
+    REQUIRE(up);
+    REQUIRE((*up)->append(0, data));
+    auto st = (*up)->commit(other);
+    REQUIRE_FALSE(st);
+    CHECK(st.error().code == ErrorCode::kHashMismatch);
+    CHECK(st.error().message.find(other) != std::string::npos);
+    CHECK_FALSE(cas.contains(other));
+  }
+  SECTION("begun without a hash, ended without one") {
+    auto up = cas.begin("", 5000);
+    REQUIRE(up);
+    REQUIRE((*up)->append(0, data));
+    auto st = (*up)->commit();
+    REQUIRE_FALSE(st);
+    CHECK(st.error().code == ErrorCode::kInvalidArgument);
+    CHECK(st.error().message.find("must declare it") != std::string::npos);
+  }
+  SECTION("begun with one hash, ended with another") {
+    auto up = cas.begin(sha, 5000);
+    REQUIRE(up);
+    REQUIRE((*up)->append(0, data));
+    auto st = (*up)->commit(other);
+    REQUIRE_FALSE(st);
+    CHECK(st.error().code == ErrorCode::kHashMismatch);
+  }
+  CHECK_FALSE(cas.contains(sha));
+  CHECK(count_entries(dir.path() / "cas" / "tmp") == 0);
+}
+
+TEST_CASE("read_into fills the caller's buffer, at most 4 MiB and never past the end", "[broker][cas]") {
+  TempDir dir;
+  Cas cas = open_store(dir.path());
+  const std::string data = pattern(10'000);
+  const std::string sha = kbfleet::hash::sha256_hex(data);
+  REQUIRE(put(cas, data, 4096, sha));
+  std::string buf(4000, '\0');
+  auto got = cas.read_into(sha, 9000, buf);
+  REQUIRE(got);
+  CHECK(*got == 1000);
+  CHECK(buf.substr(0, 1000) == data.substr(9000));
+  got = cas.read_into(sha, 0, buf);
+  REQUIRE(got);
+  CHECK(*got == 4000);
+  CHECK(buf == data.substr(0, 4000));
+  got = cas.read_into(sha, 10'000, buf);
+  REQUIRE(got);
+  CHECK(*got == 0);
+  auto past = cas.read_into(sha, 10'001, buf);
+  REQUIRE_FALSE(past);
+  CHECK(past.error().code == ErrorCode::kInvalidArgument);
+  auto missing = cas.read_into(kbfleet::hash::sha256_hex("absent"), 0, buf);
+  REQUIRE_FALSE(missing);
+  CHECK(missing.error().code == ErrorCode::kArtifactNotFound);
+}
+
+TEST_CASE("without fsync the store vouches only for blobs stored since it was opened, and replaces others",
+          "[broker][cas]") {
+  TempDir dir;
+  const std::string data = pattern(70'000);
+  const std::string sha = kbfleet::hash::sha256_hex(data);
+  {
+    auto cas = Cas::open(dir.path(), Cas::Sync::kNone);
+    REQUIRE(cas);
+    REQUIRE(put(*cas, data, 4096, sha));
+    CHECK(cas->contains(sha));
+  }
+  // A crash of the machine may have torn a blob that was never fsynced: here, its tail is lost.
+  const fs::path blob = dir.path() / "cas" / "sha256" / sha.substr(0, 2) / sha;
+  fs::resize_file(blob, 1000);
+  auto cas = Cas::open(dir.path(), Cas::Sync::kNone);
+  REQUIRE(cas);
+  CHECK_FALSE(cas->contains(sha));  // so a worker uploads it again instead of reusing it
+  REQUIRE(put(*cas, data, 4096, sha));
+  CHECK(cas->contains(sha));
+  CHECK(fs::file_size(blob) == data.size());
+  auto back = cas->read(sha, 0, 100'000);
+  REQUIRE(back);
+  CHECK(*back == data);
+  SECTION("a store opened with fsync trusts what it finds") {
+    CHECK(open_store(dir.path()).contains(sha));
+  }
 }

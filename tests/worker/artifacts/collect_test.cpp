@@ -96,6 +96,24 @@ TEST_CASE("a regular file is collected with its size, SHA-256 and an fd at offse
   CHECK(read_all(got->fd.get()) == content);
 }
 
+TEST_CASE("a file over the hash-first limit is collected with its size and no hash, for the uploader to hash", "[worker][artifacts]") {
+  Workspace w;
+  const std::string content(300'000, 'k');
+  Workspace::write(w.ws() / "out" / "report.txt", content);
+  SECTION("over the limit: no hash, the fd still at offset 0") {
+    auto got = collect_artifact(w.fd(), decl("out/report.txt"), "7", /*hash_first_max=*/299'999);
+    REQUIRE(got);
+    CHECK(got->meta.size == static_cast<std::int64_t>(content.size()));
+    CHECK(got->meta.sha256.empty());
+    CHECK(read_all(got->fd.get()) == content);
+  }
+  SECTION("exactly at the limit: hashed") {
+    auto got = collect_artifact(w.fd(), decl("out/report.txt"), "7", /*hash_first_max=*/300'000);
+    REQUIRE(got);
+    CHECK(got->meta.sha256 == kbfleet::hash::sha256_hex(content));
+  }
+}
+
 TEST_CASE("an empty file is a valid artifact", "[worker][artifacts]") {
   Workspace w;
   Workspace::write(w.ws() / "out" / "empty", "");
