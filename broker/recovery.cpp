@@ -43,6 +43,7 @@ TaskRecord record_of(const Task& t, bool with_request) {
   r.max_attempts = t.max_attempts;
   r.retry_of = t.retry_of;
   r.tenant = t.tenant;
+  r.row = t.journal_row;
   r.cancel_requested = t.cancel_requested;
   if (t.outcome) {
     Writer o;
@@ -123,6 +124,7 @@ void Broker::restore_task(TaskRecord&& r, std::vector<Task*>& finished) {
   t.max_attempts = r.max_attempts;
   t.retry_of = r.retry_of;
   t.tenant = r.tenant;
+  t.journal_row = r.row;
   t.cancel_requested = r.cancel_requested;
   t.artifacts = artifacts_of(r.artifacts);
   if (secure()) {
@@ -216,10 +218,13 @@ void Broker::commit_turn() {
     for (const auto& id : dirty_) {
       if (turn_failed_) break;
       if (Task* t = tasks_.find(id)) {
-        const bool created = created_this_turn_.count(id) > 0;
-        auto st = created ? journal_->insert(record_of(*t, /*with_request=*/true))
-                          : journal_->update(record_of(*t, /*with_request=*/false));
-        if (!st) on_journal_failure(st.error());
+        if (created_this_turn_.count(id) > 0) {
+          auto row = journal_->insert(record_of(*t, /*with_request=*/true));
+          if (row) t->journal_row = *row;
+          if (!row) on_journal_failure(row.error());
+        } else if (auto st = journal_->update(record_of(*t, /*with_request=*/false)); !st) {
+          on_journal_failure(st.error());
+        }
       }
     }
     const std::size_t records = journal_->pending_records();
@@ -306,6 +311,10 @@ void Broker::expire_orphans(Clock::time_point now) {
 
 void Broker::compact_journal() {
   if (!journal_ || journal_error_) return;
+  if (auto st = journal_->checkpoint_passive(); !st) {
+    // Not fatal: the WAL keeps the data; the next tick tries again.
+    spdlog::warn("journal checkpoint failed path={} error=\"{}\"", journal_->path(), st.error().message);
+  }
   auto n = journal_->compact(protocol::now_ms() - options_.retention_ms, kCompactBatch);
   if (!n) return on_journal_failure(n.error());
   if (*n > 0) {

@@ -5,14 +5,19 @@
 namespace kbfleet::broker {
 namespace {
 
-// 2: the `tenant` column (issue #7); a version-1 journal is migrated in place at open.
-constexpr int kSchemaVersion = 2;
+// 2: the `tenant` column (issue #7). 3: `id` is no longer a primary key: rows are updated by
+// rowid, which the broker keeps per task, so a commit dirties no page of a random-keyed index
+// (ids are 128 random bits; unique by construction). Older journals are migrated at open.
+constexpr int kSchemaVersion = 3;
 
+constexpr const char* kColumns =
+    "id, request, idempotency_key, state, attempt, worker, worker_name, version, submitted_ms, started_ms, "
+    "finished_ms, next_seq, max_attempts, retry_of, cancel_requested, outcome, artifacts, tenant";
 // One row per task. `rowid` keeps insertion order, which recovery uses to requeue tasks in their
 // original submission order. The partial index makes compaction a range scan over finished tasks.
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS tasks (
-  id TEXT PRIMARY KEY NOT NULL,
+  id TEXT NOT NULL,
   request BLOB NOT NULL,
   idempotency_key TEXT NOT NULL,
   state TEXT NOT NULL,
@@ -40,12 +45,13 @@ constexpr const char* kInsert =
 constexpr const char* kUpdate =
     "UPDATE tasks SET state = ?4, attempt = ?5, worker = ?6, worker_name = ?7, version = ?8, started_ms = ?10, "
     "finished_ms = ?11, next_seq = ?12, max_attempts = ?13, retry_of = ?14, cancel_requested = ?15, outcome = ?16, "
-    "artifacts = ?17 WHERE id = ?1 AND tenant = ?18";
+    "artifacts = ?17 WHERE rowid = ?19 AND id = ?1 AND tenant = ?18";
 constexpr const char* kCompact =
     "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE finished_ms > 0 AND finished_ms <= ?1 LIMIT ?2)";
 constexpr const char* kLoad =
     "SELECT id, request, idempotency_key, state, attempt, worker, worker_name, version, submitted_ms, started_ms, "
-    "finished_ms, next_seq, max_attempts, retry_of, cancel_requested, outcome, artifacts, tenant FROM tasks ORDER BY rowid";
+    "finished_ms, next_seq, max_attempts, retry_of, cancel_requested, outcome, artifacts, tenant, rowid FROM tasks "
+    "ORDER BY rowid";
 
 void bind_text(sqlite3_stmt* s, int i, const std::string& v) {
   sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
@@ -54,7 +60,8 @@ void bind_blob(sqlite3_stmt* s, int i, const std::string& v) {
   sqlite3_bind_blob(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
 }
 
-// Binds every column; kUpdate uses the same parameter numbers and ignores ?2, ?3, ?9.
+// Binds every column; kUpdate uses the same parameter numbers and ignores ?2, ?3, ?9; kInsert
+// ignores ?19 (the row).
 void bind_record(sqlite3_stmt* s, const TaskRecord& r) {
   bind_text(s, 1, r.id);
   bind_blob(s, 2, r.request);
@@ -74,6 +81,7 @@ void bind_record(sqlite3_stmt* s, const TaskRecord& r) {
   bind_blob(s, 16, r.outcome);
   bind_blob(s, 17, r.artifacts);
   bind_text(s, 18, r.tenant);
+  sqlite3_bind_int64(s, 19, r.row);
 }
 
 std::string column_bytes(sqlite3_stmt* s, int i) {
@@ -131,8 +139,10 @@ Result<std::unique_ptr<Journal>> Journal::open(const Options& options) {
   // against a process crash; FULL also fsyncs the WAL on every commit.
   const char* sync = options.durability == Durability::kFsync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL";
   if (auto st = j->exec(sync); !st) return tl::unexpected(st.error());
-  // Bound the WAL: checkpoint every ~4 MiB of pages and shrink the file back to 64 MiB at most.
-  if (auto st = j->exec("PRAGMA wal_autocheckpoint = 1000; PRAGMA journal_size_limit = 67108864"); !st) {
+  // No automatic checkpoint after the commit that crosses N pages: the broker checkpoints on its
+  // once-a-second timer (checkpoint_passive), so a page rewritten by many commits in between is
+  // copied into the database once. The WAL shrinks back to 64 MiB at most.
+  if (auto st = j->exec("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864"); !st) {
     return tl::unexpected(st.error());
   }
   if (options.max_pages > 0) {
@@ -152,6 +162,17 @@ Result<std::unique_ptr<Journal>> Journal::open(const Options& options) {
   if (version == 1) {
     // Tasks of a version-1 journal predate tenants: they belong to the implicit tenant.
     if (auto st = j->exec("ALTER TABLE tasks ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default'"); !st) {
+      return tl::unexpected(st.error());
+    }
+  }
+  if (version == 1 || version == 2) {
+    // Rebuild without the primary key on id (rowids, and with them submission order, kept).
+    const std::string cols = kColumns;
+    const std::string sql = "BEGIN IMMEDIATE; ALTER TABLE tasks RENAME TO tasks_old; DROP INDEX IF EXISTS tasks_finished; " +
+                            std::string(kSchema) + "INSERT INTO tasks (rowid, " + cols + ") SELECT rowid, " + cols +
+                            " FROM tasks_old ORDER BY rowid; DROP TABLE tasks_old; COMMIT;";
+    if (auto st = j->exec(sql.c_str()); !st) {
+      (void)j->exec("ROLLBACK");
       return tl::unexpected(st.error());
     }
   }
@@ -213,18 +234,21 @@ Status Journal::begin_if_needed() {
   return {};
 }
 
-Status Journal::insert(const TaskRecord& r) {
-  if (auto st = begin_if_needed(); !st) return st;
+Result<std::int64_t> Journal::insert(const TaskRecord& r) {
+  if (auto st = begin_if_needed(); !st) return tl::unexpected(st.error());
   bind_record(insert_, r);
-  if (step_once(insert_) != SQLITE_DONE) return failed("insert task " + r.id);
+  if (step_once(insert_) != SQLITE_DONE) return tl::unexpected(failed("insert task " + r.id).error());
   ++pending_;
-  return {};
+  return sqlite3_last_insert_rowid(db_);
 }
 
 Status Journal::update(const TaskRecord& r) {
   if (auto st = begin_if_needed(); !st) return st;
   bind_record(update_, r);
   if (step_once(update_) != SQLITE_DONE) return failed("update task " + r.id);
+  if (sqlite3_changes(db_) != 1) {
+    return make_error(ErrorCode::kInternal, "journal " + path_ + ": task " + r.id + " has no row " + std::to_string(r.row));
+  }
   ++pending_;
   return {};
 }
@@ -283,10 +307,19 @@ Status Journal::load(const std::function<void(TaskRecord&&)>& fn) {
     r.outcome = column_bytes(s, 15);
     r.artifacts = column_bytes(s, 16);
     r.tenant = column_bytes(s, 17);
+    r.row = sqlite3_column_int64(s, 18);
     fn(std::move(r));
   }
   sqlite3_finalize(s);
   if (rc != SQLITE_DONE) return tl::unexpected(error("load"));
+  return {};
+}
+
+Status Journal::checkpoint_passive() {
+  if (in_transaction_) return {};  // never inside a turn's transaction
+  if (sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr) != SQLITE_OK) {
+    return tl::unexpected(error("checkpoint"));
+  }
   return {};
 }
 

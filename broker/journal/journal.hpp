@@ -49,6 +49,7 @@ struct TaskRecord {
   std::string outcome;
   std::string artifacts;
   std::string tenant = "default";  // the tenant that submitted it (issue #7)
+  std::int64_t row = 0;  // its journal row: returned by insert(), filled by load(), used by update()
 };
 
 class Journal {
@@ -67,9 +68,11 @@ class Journal {
   Journal(const Journal&) = delete;
   Journal& operator=(const Journal&) = delete;
 
-  // Writes into the open transaction (begun on the first write after a commit). IO_ERROR.
-  [[nodiscard]] Status insert(const TaskRecord& r);
-  // Rewrites the mutable fields (everything but id, request, submitted_ms, idempotency_key).
+  // Writes into the open transaction (begun on the first write after a commit); returns the
+  // row, which update() needs. IO_ERROR.
+  [[nodiscard]] Result<std::int64_t> insert(const TaskRecord& r);
+  // Rewrites the mutable fields (everything but id, request, submitted_ms, idempotency_key) of
+  // row `r.row`, which must hold task `r.id`. IO_ERROR; INTERNAL if it does not.
   [[nodiscard]] Status update(const TaskRecord& r);
   // Deletes at most `limit` tasks finished at or before `finished_before_ms`; returns how many.
   [[nodiscard]] Result<std::size_t> compact(std::int64_t finished_before_ms, std::size_t limit);
@@ -82,8 +85,11 @@ class Journal {
 
   // Calls fn for every journalled task in insertion (= submission) order. IO_ERROR.
   [[nodiscard]] Status load(const std::function<void(TaskRecord&&)>& fn);
-  // Copies the WAL into the database and truncates it (at shutdown; auto-checkpoints otherwise).
+  // Copies the WAL into the database and truncates it (at shutdown).
   [[nodiscard]] Status checkpoint();
+  // Copies what it can of the WAL into the database without waiting (the broker's timer, once a
+  // second; there is no automatic checkpoint). A no-op inside an open transaction.
+  [[nodiscard]] Status checkpoint_passive();
 
   Durability durability() const { return durability_; }
   const std::string& path() const { return path_; }

@@ -63,6 +63,7 @@ struct Task {
   bool orphaned = false;
   std::int64_t max_attempts = 1;  // attempts allowed when workers are lost
   std::string retry_of;           // the dead-lettered task this one resubmits
+  std::int64_t journal_row = 0;   // its row in the journal once inserted (Journal::update)
   std::unique_ptr<protocol::TaskOutcome> outcome;  // set once finished
   std::vector<protocol::ArtifactMeta> artifacts;
 

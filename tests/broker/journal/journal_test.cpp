@@ -68,8 +68,10 @@ TEST_CASE("committed records are read back in submission order after reopening",
 TEST_CASE("update rewrites a task's state, attempt, worker, outcome and artifacts", "[broker][journal]") {
   TempDir dir;
   auto j = open_journal(dir.path);
-  REQUIRE(j->insert(record(1)).has_value());
+  auto row = j->insert(record(1));
+  REQUIRE(row.has_value());
   TaskRecord r = record(1);
+  r.row = *row;
   r.state = "succeeded";
   r.attempt = 2;
   r.worker = "w0";
@@ -101,16 +103,20 @@ TEST_CASE("update rewrites a task's state, attempt, worker, outcome and artifact
   CHECK(got.outcome == r.outcome);
   CHECK(got.artifacts == r.artifacts);
   CHECK(got.request == record(1).request);  // the request is written once, at insert
+  r.row = *row + 1;  // rows are found by rowid; one that holds another task (or none) is an error
+  CHECK_FALSE(j->update(r).has_value());
 }
 
 TEST_CASE("writes not yet committed are lost when the journal closes, as in a crash", "[broker][journal]") {
   TempDir dir;
   {
     auto j = open_journal(dir.path);
-    REQUIRE(j->insert(record(1)).has_value());
+    auto row = j->insert(record(1));
+    REQUIRE(row.has_value());
     REQUIRE(j->commit().has_value());
     REQUIRE(j->insert(record(2)).has_value());
     TaskRecord done = record(1, "succeeded");
+    done.row = *row;
     done.finished_ms = 10;
     REQUIRE(j->update(done).has_value());
   }  // closed without commit
@@ -193,8 +199,8 @@ TEST_CASE("a full disk is an IO_ERROR that loses only the uncommitted batch", "[
     big.request.assign(64 << 10, 'x');
     for (int i = 1; i < 100 && st; ++i) {
       big.id = "big-" + std::to_string(i);
-      st = j->insert(big);
-      if (st) st = j->commit();
+      auto row = j->insert(big);
+      st = row ? j->commit() : Status(tl::unexpected(row.error()));
     }
     REQUIRE_FALSE(st.has_value());
     CHECK(st.error().code == ErrorCode::kIoError);
