@@ -489,11 +489,7 @@ void Worker::report(TaskRun& run) {
   metrics_.finished.increment(run.outcome.state, run.outcome.error_code);
   spdlog::debug("task reported task={} state={}", run.task().task_id, run.outcome.state);
   run.workspace_fd.reset();
-  if (!run.workspace.empty()) {  // built-in tasks have none
-    unmount_workspace(run.workspace);
-    std::error_code ec;
-    std::filesystem::remove_all(run.workspace, ec);
-  }
+  if (!run.workspace.empty()) retire_workspace(run.workspace);  // built-in tasks have none
   metrics_.busy.Set(static_cast<double>(busy_slots()));
 }
 

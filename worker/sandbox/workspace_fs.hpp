@@ -18,4 +18,10 @@ namespace kbfleet::worker {
 // Detaches a workspace mount at `dir`, if there is one (lazy: an open fd does not block it).
 void unmount_workspace(const std::filesystem::path& dir);
 
+// Detaches and removes a finished task's workspace on a background thread. Detaching a mount
+// waits for an RCU grace period, milliseconds on a loaded machine, which in the worker's loop
+// delayed the next task (docs/performance.md, end to end). Inline if no thread can be started.
+// Thread-safe; paths are unique per task attempt, so nothing races with a new workspace.
+void retire_workspace(std::filesystem::path dir);
+
 }  // namespace kbfleet::worker
