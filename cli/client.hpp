@@ -33,13 +33,8 @@ class Client {
   // timeout is BROKER_UNREACHABLE with a message saying how to point at the right broker.
   template <typename Fn>
   [[nodiscard]] Result<Reply> call(std::string_view type, Fn&& fn) {
-    protocol::Writer w;
-    w.begin_map();
-    std::int64_t req = next_req_++;
-    w.kv("req", req);
-    fn(w);
-    w.end_map();
-    return exchange(type, req, w.take());
+    const std::int64_t req = next_req_++;
+    return exchange(type, req, request_body(req, fn));
   }
   // Pipelining: start() sends a request like call() and returns its req at once; finish(req)
   // waits for that reply. Finish requests in the order they were started (the broker answers
@@ -47,13 +42,8 @@ class Client {
   // Errors as call().
   template <typename Fn>
   [[nodiscard]] Result<std::int64_t> start(std::string_view type, Fn&& fn) {
-    protocol::Writer w;
-    w.begin_map();
-    std::int64_t req = next_req_++;
-    w.kv("req", req);
-    fn(w);
-    w.end_map();
-    if (auto st = send_request(type, w.take()); !st) return tl::unexpected(st.error());
+    const std::int64_t req = next_req_++;
+    if (auto st = send_request(type, request_body(req, fn)); !st) return tl::unexpected(st.error());
     return req;
   }
   [[nodiscard]] Result<Reply> finish(std::int64_t req);
@@ -67,6 +57,15 @@ class Client {
   Error unreachable() const;
 
  private:
+  // {req, ...what fn writes}: the body of every request.
+  template <typename Fn>
+  static std::string request_body(std::int64_t req, Fn& fn) {
+    protocol::Writer w;
+    w.begin_map().kv("req", req);
+    fn(w);
+    w.end_map();
+    return w.take();
+  }
   [[nodiscard]] Result<Reply> exchange(std::string_view type, std::int64_t req, std::string body);
   [[nodiscard]] Status send_request(std::string_view type, std::string body);
   [[nodiscard]] Status connect();

@@ -30,6 +30,13 @@ double self_cpu_s() {
          static_cast<double>(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 }
 
+// Drops the entries (task -> sent at) older than kLostAfter; returns how many: those tasks never
+// completed and count as lost.
+template <typename Map>
+std::int64_t forget_lost(Map& sent, Clock::time_point now) {
+  return static_cast<std::int64_t>(std::erase_if(sent, [&](const auto& kv) { return now - kv.second > kLostAfter; }));
+}
+
 double percentile(std::vector<double>& v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -223,15 +230,9 @@ LoadResult run_kbfleet_load(const std::string& router, const std::string& events
       for (auto it = early_done.begin(); it != early_done.end();) {  // tasks not ours (--queued ones)
         it = recv_at - it->second > kLostAfter ? early_done.erase(it) : std::next(it);
       }
-      for (auto it = by_task.begin(); it != by_task.end();) {
-        if (recv_at - it->second > kLostAfter) {
-          ++lost;
-          --in_flight;
-          it = by_task.erase(it);
-        } else {
-          ++it;
-        }
-      }
+      const auto n = forget_lost(by_task, recv_at);
+      lost += n;
+      in_flight -= n;
     }
   }
   auto r = meter.result();
@@ -286,15 +287,9 @@ LoadResult run_baseline_load(const std::string& frontend, const LoadSpec& spec) 
     }
     if (recv_at - last_sweep > std::chrono::seconds(1)) {
       last_sweep = recv_at;
-      for (auto it = sent_at.begin(); it != sent_at.end();) {
-        if (recv_at - it->second > kLostAfter) {
-          ++lost;
-          --in_flight;
-          it = sent_at.erase(it);
-        } else {
-          ++it;
-        }
-      }
+      const auto n = forget_lost(sent_at, recv_at);
+      lost += n;
+      in_flight -= n;
     }
   }
   auto r = meter.result();

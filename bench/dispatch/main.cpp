@@ -123,6 +123,28 @@ long long ask(zmq::socket_t& dealer, std::string_view type, const std::string& k
   return -1;
 }
 
+// CPU seconds of the broker and of all workers over the measured interval, read by the load
+// generator's start/end hooks. Lives as long as the load run it is attached to.
+class CpuMeter {
+ public:
+  CpuMeter(const Child& broker, const std::vector<Child>& workers, LoadSpec& spec) : broker_(broker), workers_(workers) {
+    spec.on_measure_start = [this] { read(b0_, w0_); };
+    spec.on_measure_end = [this] { read(b1_, w1_); };
+  }
+  double broker_s() const { return b1_ - b0_; }
+  double workers_s() const { return w1_ - w0_; }
+
+ private:
+  void read(double& b, double& w) const {
+    b = cpu_seconds(broker_.pid());
+    w = 0;
+    for (const auto& c : workers_) w += cpu_seconds(c.pid());
+  }
+  const Child& broker_;
+  const std::vector<Child>& workers_;
+  double b0_ = 0, b1_ = 0, w0_ = 0, w1_ = 0;
+};
+
 bool wait_for_workers(const std::string& router, int n) {
   zmq::context_t ctx(1);
   zmq::socket_t d(ctx, zmq::socket_type::dealer);
@@ -191,17 +213,9 @@ int run_baseline(const Options& o, LoadSpec spec) {
     const int credits = o.credits;
     workers.push_back(spawn_function([backend, credits] { return run_baseline_worker(backend, credits); }));
   }
-  double b0 = 0, b1 = 0, w0 = 0, w1 = 0;
-  spec.on_measure_start = [&] {
-    b0 = cpu_seconds(broker.pid());
-    for (auto& w : workers) w0 += cpu_seconds(w.pid());
-  };
-  spec.on_measure_end = [&] {
-    b1 = cpu_seconds(broker.pid());
-    for (auto& w : workers) w1 += cpu_seconds(w.pid());
-  };
+  CpuMeter cpu(broker, workers, spec);
   auto r = run_baseline_load(ep["frontend"], spec);
-  print_result(o, r, b1 - b0, w1 - w0, rss_bytes(broker.pid()), 0);
+  print_result(o, r, cpu.broker_s(), cpu.workers_s(), rss_bytes(broker.pid()), 0);
   return r.completed > 0 ? 0 : 1;
 }
 
@@ -255,17 +269,9 @@ int run_kbfleet(const Options& o, LoadSpec spec) {
       fs::remove_all(scratch, ec);
       return r.complete ? 0 : 1;
     }
-    double b0 = 0, b1 = 0, w0 = 0, w1 = 0;
-    spec.on_measure_start = [&] {
-      b0 = cpu_seconds(broker.pid());
-      for (auto& w : workers) w0 += cpu_seconds(w.pid());
-    };
-    spec.on_measure_end = [&] {
-      b1 = cpu_seconds(broker.pid());
-      for (auto& w : workers) w1 += cpu_seconds(w.pid());
-    };
+    CpuMeter cpu(broker, workers, spec);
     auto r = run_kbfleet_load(ep["bind"], ep["events"], spec);
-    print_result(o, r, b1 - b0, w1 - w0, rss_bytes(broker.pid()), queued_bytes);
+    print_result(o, r, cpu.broker_s(), cpu.workers_s(), rss_bytes(broker.pid()), queued_bytes);
     rc = r.completed > 0 ? 0 : 1;
     workers.clear();
   }
