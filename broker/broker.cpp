@@ -250,14 +250,13 @@ void Broker::coalesce_outbox() {
   // (type, peer) -> index of the message that carries the batch. Moving a later assignment or
   // acknowledgement forward to the first one's place never reorders what a worker depends on:
   // a cancel for a task still follows its assignment.
-  batch_heads_.clear();
+  for (auto& heads : batch_heads_) heads.clear();
   for (std::size_t i = 0; i < outbox_.size(); ++i) {
     Outgoing& o = outbox_[i];
     if (o.publish || (o.type != msg::kTask && o.type != msg::kResultAck)) continue;
-    std::string key = o.type;
-    key.push_back('\0');
-    key += o.peer;
-    auto [it, fresh] = batch_heads_.try_emplace(std::move(key), i);
+    // Keys view the peers of outbox_, which does not change while this runs.
+    auto& heads = batch_heads_[o.type == msg::kTask ? 0 : 1];
+    auto [it, fresh] = heads.try_emplace(std::string_view(o.peer), i);
     if (fresh) continue;
     Outgoing& head = outbox_[it->second];
     if (head.batch.size() + 1 >= protocol::kMaxItemsPerBatch) {
@@ -307,14 +306,14 @@ void Broker::reply_error(const std::string& peer, std::int64_t req, const Error&
 }
 
 void Broker::emit(Task& t, std::string_view type, std::string data_msgpack) {
-  std::string body = tasks_.append_event(t, type, std::move(data_msgpack), protocol::now_ms());
+  const std::string& body = tasks_.append_event(t, type, data_msgpack, protocol::now_ms());
   mark_dirty(t);  // every transition emits an event: the task's row is rewritten at commit
   auto send_on = [&](std::string topic) {
     Outgoing out;
     out.publish = true;
     out.peer = std::move(topic);
     out.body = body;
-    out.task_id = t.id;
+    out.task_id = rollback_id(t);
     send_or_hold(std::move(out));
   };
   send_on(protocol::task_topic(t.id));

@@ -147,6 +147,9 @@ class Broker {
   std::optional<std::string> admit(Task& t, const transport::Incoming& in);
   void acknowledge_created(const std::string& peer, std::int64_t req, const Task& t, std::string type, std::string body);
   void mark_dirty(const Task& t);
+  // What an Outgoing about `t` records as its task_id: the id while the task's creation could
+  // still be rolled back this turn, else empty (no copy of the id per message).
+  std::string rollback_id(const Task& t) const;
   // End of a loop turn: write dirty tasks, commit, then send what was held.
   void commit_turn();
   void on_journal_failure(const Error& e);
@@ -234,7 +237,8 @@ class Broker {
   Clock::time_point next_heartbeat_;
   std::unique_ptr<Journal> journal_;  // null with --durability none
   std::vector<Outgoing> outbox_;
-  std::unordered_map<std::string, std::size_t> batch_heads_;  // coalesce_outbox's scratch
+  // coalesce_outbox's scratch: peer -> index of its batch head, for `task` [0] and `result_ack` [1]
+  std::unordered_map<std::string_view, std::size_t> batch_heads_[2];
   std::vector<std::string> dirty_;  // tasks to rewrite in the journal at the end of this turn
   std::unordered_set<std::string> dirty_set_;
   bool turn_failed_ = false;             // a journal write failed during this turn

@@ -111,7 +111,7 @@ std::optional<std::string> Broker::admit(Task& t, const transport::Incoming& in)
   count_queued(t, +1);
   metrics_.submitted.Increment();
   std::string key = queue_key(t.request.plugin, t.request.version);
-  queue_.push(key, t.request.priority, t.id, t.tenant);
+  queue_.push(key, t.request.priority, t.key, t.tenant);
   return key;
 }
 

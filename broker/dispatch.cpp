@@ -55,7 +55,7 @@ void Broker::dispatch_key(const std::string& key) {
 
 void Broker::dispatch_worker(WorkerInfo& w) {
   if (stopping_) return;  // queued tasks stay in the journal for the next broker
-  auto alive = [this](const std::string& id) {
+  auto alive = [this](const TaskKey& id) {
     const Task* t = tasks_.find(id);
     return t != nullptr && t->state == state::kQueued;
   };
@@ -88,24 +88,17 @@ void Broker::start_task(WorkerInfo& w, Task& t) {
   workers_.assign(w, t.id);
   metrics_.queue_wait.Observe(seconds_between(t.queued_at, t.started_at));
 
-  protocol::TaskAssignment a;
-  a.task_id = t.id;
-  a.attempt = t.attempt;
-  a.plugin = t.request.plugin;
-  a.version = t.version;
-  a.handler = t.request.handler;
-  a.input = t.request.input;
-  a.env = t.request.env;
-  a.timeout_ms = t.request.timeout_ms;
   Writer body;
   body.begin_map();
-  a.encode(body);
+  protocol::TaskAssignmentRef{t.id, t.attempt, t.request.plugin, t.version, t.request.handler, t.request.input,
+                              t.request.env, t.request.timeout_ms}
+      .encode(body);
   body.end_map();
   Outgoing out;
   out.peer = w.routing_id;
   out.type = std::string(msg::kTask);
   out.body = body.take();
-  out.task_id = t.id;
+  out.task_id = rollback_id(t);
   send_or_hold(std::move(out));
   emit(t, protocol::event::kStarted,
        Writer().begin_map().kv("worker", w.ready.worker_id).kv("attempt", t.attempt).kv("version", t.version).end_map().take());
@@ -202,7 +195,7 @@ void Broker::requeue_due_retries(Clock::time_point now) {
     t->queued_at = now;
     count_queued(*t, +1);
     const std::string key = queue_key(t->request.plugin, t->request.version);
-    queue_.push(key, t->request.priority, t->id, t->tenant);
+    queue_.push(key, t->request.priority, t->key, t->tenant);
     dispatch_key(key);
   }
 }
@@ -221,7 +214,7 @@ void Broker::fail_tasks_without_capable_worker(Clock::time_point now) {
     since.emplace(key, from);
     if (now - from < limit) continue;
     const auto cutoff = now - limit;  // a task waits from max(its queued_at, from)
-    auto taken = queue_.take_if(key, [&](const std::string& id) {
+    auto taken = queue_.take_if(key, [&](const TaskKey& id) {
       const Task* t = tasks_.find(id);
       return t == nullptr || t->state != state::kQueued || t->queued_at <= cutoff;  // stale entries go too
     });

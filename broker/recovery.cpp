@@ -169,7 +169,7 @@ void Broker::restore_task(TaskRecord&& r, std::vector<Task*>& finished) {
   t.state = std::string(state::kQueued);
   t.worker.clear();
   count_queued(t, +1);
-  queue_.push(queue_key(t.request.plugin, t.request.version), t.request.priority, t.id, t.tenant);
+  queue_.push(queue_key(t.request.plugin, t.request.version), t.request.priority, t.key, t.tenant);
 }
 
 Status Broker::journal_insert(const Task& t) {
@@ -187,10 +187,15 @@ void Broker::acknowledge_created(const std::string& peer, std::int64_t req, cons
   out.peer = peer;
   out.type = std::move(type);
   out.body = std::move(body);
-  out.task_id = t.id;
+  out.task_id = rollback_id(t);
   out.ack = true;
   out.req = req;
   send_or_hold(std::move(out));
+}
+
+std::string Broker::rollback_id(const Task& t) const {
+  // Only a task not yet in the journal (journal_row 0) can be rolled back at this turn's commit.
+  return journal_ && t.journal_row == 0 ? t.id : std::string();
 }
 
 void Broker::mark_dirty(const Task& t) {

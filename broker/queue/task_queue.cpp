@@ -11,26 +11,25 @@ std::string queue_key(std::string_view plugin, std::string_view version) {
   return key;
 }
 
-void TaskQueue::push(const std::string& key, std::int64_t priority, const std::string& task_id,
-                     const std::string& tenant) {
+void TaskQueue::push(const std::string& key, std::int64_t priority, const TaskKey& task, const std::string& tenant) {
   auto& tq = tenants_[tenant];
   if (tq.size == 0) ring_.push_back(tenant);
-  tq.by_key[key].push(priority, next_order_++, task_id);
+  tq.by_key[key].push(priority, next_order_++, task);
   ++tq.size;
   ++key_sizes_[key];
   ++size_;
 }
 
-std::vector<std::string> TaskQueue::Levels::take_if(const std::function<bool(const std::string&)>& take) {
-  std::vector<std::string> taken;
+std::vector<TaskKey> TaskQueue::Levels::take_if(const Alive& take) {
+  std::vector<TaskKey> taken;
   for (auto level = levels_.begin(); level != levels_.end();) {
     auto& fifo = level->second;
-    std::deque<std::pair<std::uint64_t, std::string>> kept;
-    for (auto& entry : fifo) {
+    std::deque<std::pair<std::uint64_t, TaskKey>> kept;
+    for (const auto& entry : fifo) {
       if (take(entry.second)) {
-        taken.push_back(std::move(entry.second));
+        taken.push_back(entry.second);
       } else {
-        kept.push_back(std::move(entry));
+        kept.push_back(entry);
       }
     }
     fifo = std::move(kept);
@@ -58,15 +57,14 @@ void TaskQueue::removed(const std::string& tenant, const std::string& key, std::
 
 bool TaskQueue::empty_for(const std::string& key) const { return key_sizes_.count(key) == 0; }
 
-std::vector<std::string> TaskQueue::take_if(const std::string& key,
-                                            const std::function<bool(const std::string&)>& take) {
-  std::vector<std::string> taken;
+std::vector<TaskKey> TaskQueue::take_if(const std::string& key, const Alive& take) {
+  std::vector<TaskKey> taken;
   std::vector<std::pair<std::string, std::size_t>> counts;
   for (auto& [tenant, tq] : tenants_) {
     auto it = tq.by_key.find(key);
     if (it == tq.by_key.end()) continue;
     std::size_t before = taken.size();
-    for (auto& id : it->second.take_if(take)) taken.push_back(std::move(id));
+    for (const auto& task : it->second.take_if(take)) taken.push_back(task);
     counts.emplace_back(tenant, taken.size() - before);
   }
   for (const auto& [tenant, n] : counts) removed(tenant, key, n);
@@ -79,9 +77,8 @@ std::vector<std::string> TaskQueue::keys() const {
   return out;
 }
 
-std::optional<std::string> TaskQueue::pop_best(const std::vector<std::string>& keys,
-                                               const std::function<bool(const std::string&)>& alive,
-                                               const std::function<bool(const std::string&)>& eligible) {
+std::optional<TaskKey> TaskQueue::pop_best(const std::vector<std::string>& keys, const Alive& alive,
+                                           const std::function<bool(const std::string&)>& eligible) {
   // Copy: discarding stale entries may drop tenants from the ring while it is walked.
   const std::vector<std::string> order(ring_.begin(), ring_.end());
   for (const auto& tenant : order) {
@@ -95,7 +92,7 @@ std::optional<std::string> TaskQueue::pop_best(const std::vector<std::string>& k
       if (it == t->second.by_key.end()) continue;
       auto& q = it->second;
       std::size_t stale = 0;
-      while (!q.empty() && !alive(*q.top().task_id)) {
+      while (!q.empty() && !alive(*q.top().task)) {
         q.pop();
         ++stale;
       }
@@ -120,7 +117,7 @@ std::optional<std::string> TaskQueue::pop_best(const std::vector<std::string>& k
       }
       continue;
     }
-    std::string id = *best->top().task_id;
+    const TaskKey task = *best->top().task;
     best->pop();
     const std::string key = *best_key;
     removed(tenant, key, 1);
@@ -130,7 +127,7 @@ std::optional<std::string> TaskQueue::pop_best(const std::vector<std::string>& k
       ring_.erase(pos);
       ring_.push_back(tenant);
     }
-    return id;
+    return task;
   }
   return std::nullopt;
 }

@@ -18,6 +18,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "broker/tasks/task_key.hpp"
+
 namespace kbfleet::broker {
 
 std::string queue_key(std::string_view plugin, std::string_view version);
@@ -26,15 +28,15 @@ inline constexpr const char* kDefaultTenant = "default";
 
 class TaskQueue {
  public:
-  void push(const std::string& key, std::int64_t priority, const std::string& task_id,
+  using Alive = std::function<bool(const TaskKey&)>;
+  void push(const std::string& key, std::int64_t priority, const TaskKey& task,
             const std::string& tenant = kDefaultTenant);
-  // The next task among `keys` for which `alive(task_id)` holds, from the least recently served
+  // The next task among `keys` for which `alive(task)` holds, from the least recently served
   // tenant for which `eligible(tenant)` holds (null = every tenant); stale heads are discarded.
-  std::optional<std::string> pop_best(const std::vector<std::string>& keys,
-                                      const std::function<bool(const std::string&)>& alive,
-                                      const std::function<bool(const std::string&)>& eligible = nullptr);
-  // Removes and returns the ids of `key` for which `take(task_id)` holds (O(n) for that key).
-  std::vector<std::string> take_if(const std::string& key, const std::function<bool(const std::string&)>& take);
+  std::optional<TaskKey> pop_best(const std::vector<std::string>& keys, const Alive& alive,
+                                  const std::function<bool(const std::string&)>& eligible = nullptr);
+  // Removes and returns the tasks of `key` for which `take(task)` holds (O(n) for that key).
+  std::vector<TaskKey> take_if(const std::string& key, const Alive& take);
   // Keys holding at least one entry (possibly a not yet discarded cancelled one).
   std::vector<std::string> keys() const;
   std::size_t size() const { return size_; }  // includes not yet discarded cancelled entries
@@ -44,7 +46,7 @@ class TaskQueue {
   struct Entry {
     std::int64_t priority;
     std::uint64_t order;
-    const std::string* task_id;
+    const TaskKey* task;
     bool operator<(const Entry& o) const {  // "runs later than": lower priority, then newer
       if (priority != o.priority) return priority < o.priority;
       return order > o.order;
@@ -59,19 +61,20 @@ class TaskQueue {
       const auto& [priority, fifo] = *levels_.begin();
       return Entry{priority, fifo.front().first, &fifo.front().second};
     }
-    void push(std::int64_t priority, std::uint64_t order, const std::string& task_id) {
-      levels_[priority].emplace_back(order, task_id);
+    void push(std::int64_t priority, std::uint64_t order, const TaskKey& task) {
+      levels_[priority].emplace_back(order, task);
     }
     void pop() {
       auto level = levels_.begin();
       level->second.pop_front();
       if (level->second.empty()) levels_.erase(level);
     }
-    // Removes the ids for which `take` holds, in queue order; returns them.
-    std::vector<std::string> take_if(const std::function<bool(const std::string&)>& take);
+    // Removes the tasks for which `take` holds, in queue order; returns them.
+    std::vector<TaskKey> take_if(const Alive& take);
 
    private:
-    std::map<std::int64_t, std::deque<std::pair<std::uint64_t, std::string>>, std::greater<>> levels_;
+    // 24 bytes per queued task: submission order and the task's key, nothing on the heap.
+    std::map<std::int64_t, std::deque<std::pair<std::uint64_t, TaskKey>>, std::greater<>> levels_;
   };
   struct TenantQueues {
     std::unordered_map<std::string, Levels> by_key;

@@ -11,12 +11,12 @@
 #include <unordered_map>
 #include <vector>
 
+#include "broker/tasks/task_key.hpp"
 #include "common/protocol/messages.hpp"
 
 namespace kbfleet::broker {
 
-// 128 random bits as 32 lowercase hex characters (getrandom, drawn 4 KiB at a time: one system
-// call per 256 ids instead of one per id).
+// 128 random bits as 32 lowercase hex characters (new_task_key()).
 std::string new_task_id();
 bool valid_task_id(std::string_view id);
 
@@ -47,7 +47,8 @@ class EventBacklog {
 // Kept small: every queued task and every finished one within --retention-ms is one of these
 // (docs/performance.md, memory per task). The outcome is allocated when the task finishes.
 struct Task {
-  std::string id;
+  std::string id;  // the hex form of `key`, as every message shows it
+  TaskKey key;
   std::string tenant = "default";  // who submitted it; only that tenant (and admins) may see it
   protocol::SubmitRequest request;
   std::string state{protocol::state::kQueued};
@@ -74,12 +75,6 @@ struct Task {
   std::size_t backlog_bytes = 0;
 };
 
-// Lets the maps below be searched with a string_view (no std::string built per lookup).
-struct IdHash {
-  using is_transparent = void;
-  std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
-};
-
 class TaskStore {
  public:
   explicit TaskStore(std::size_t backlog_limit_bytes) : backlog_limit_(backlog_limit_bytes) {}
@@ -88,12 +83,14 @@ class TaskStore {
   // Re-creates a task read from the journal with its original id (recovery at start).
   Task& restore(const std::string& id, protocol::SubmitRequest request);
   // Forgets a task that was never acknowledged (its journal write failed).
-  void erase(const std::string& id);
-  Task* find(std::string_view id);
+  void erase(std::string_view id);
+  Task* find(std::string_view id);  // null for an unknown or malformed id
+  Task* find(const TaskKey& key);
   Task* find_by_idempotency_key(const std::string& key);
 
-  // Numbers, encodes and records an event; returns the encoded body (to publish).
-  std::string append_event(Task& t, std::string_view type, std::string data_msgpack, std::int64_t ts_ms);
+  // Numbers, encodes and records an event; returns the encoded body (to publish), valid until the
+  // task's next event.
+  const std::string& append_event(Task& t, std::string_view type, std::string_view data_msgpack, std::int64_t ts_ms);
 
   // Records the finish time; tasks must be marked in finish order (recovery sorts them).
   void mark_finished(Task& t, std::int64_t now_ms);
@@ -105,9 +102,9 @@ class TaskStore {
 
  private:
   std::size_t backlog_limit_;
-  std::unordered_map<std::string, Task, IdHash, std::equal_to<>> tasks_;
-  std::unordered_map<std::string, std::string, IdHash, std::equal_to<>> by_idempotency_key_;
-  std::deque<std::pair<std::int64_t, std::string>> finished_order_;
+  std::unordered_map<TaskKey, Task, TaskKeyHash> tasks_;
+  std::unordered_map<std::string, TaskKey> by_idempotency_key_;
+  std::deque<std::pair<std::int64_t, TaskKey>> finished_order_;
 };
 
 }  // namespace kbfleet::broker

@@ -58,6 +58,10 @@ Result<SubmitRequest> SubmitRequest::decode(const MapView& m) {
 // ---- TaskAssignment --------------------------------------------------------------------------
 
 void TaskAssignment::encode(Writer& w) const {
+  TaskAssignmentRef{task_id, attempt, plugin, version, handler, input, env, timeout_ms}.encode(w);
+}
+
+void TaskAssignmentRef::encode(Writer& w) const {
   w.kv("task_id", task_id).kv("attempt", attempt).kv("plugin", plugin).kv("version", version);
   w.kv("handler", handler);
   w.key("input").raw(input);
@@ -215,7 +219,9 @@ Result<WorkerReady> WorkerReady::decode(const MapView& m) {
 
 // ---- Event -----------------------------------------------------------------------------------
 
-void Event::encode(Writer& w) const {
+void Event::encode(Writer& w) const { EventRef{task_id, seq, type, ts_ms, plugin, attempt, data}.encode(w); }
+
+void EventRef::encode(Writer& w) const {
   w.kv("task_id", task_id).kv("seq", seq).kv("type", type).kv("ts_ms", ts_ms);
   w.kv("plugin", plugin).kv("attempt", attempt);
   w.key("data").raw(data);

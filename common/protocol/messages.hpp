@@ -126,6 +126,17 @@ struct TaskAssignment {
   static Result<TaskAssignment> decode(const MapView& m);
 };
 
+// The same wire form from borrowed fields: the broker encodes an assignment straight from its
+// task record, without copying the request (input, env) into a TaskAssignment first.
+struct TaskAssignmentRef {
+  std::string_view task_id;
+  std::int64_t attempt = 1;
+  std::string_view plugin, version, handler, input;
+  const std::map<std::string, std::string>& env;
+  std::int64_t timeout_ms = 0;
+  void encode(Writer& w) const;
+};
+
 struct ArtifactMeta {
   std::string name;  // the manifest's artifact id
   std::string path;  // relative to the workspace
@@ -197,6 +208,18 @@ struct Event {
   std::string data;  // msgpack bytes of a map
   void encode(Writer& w) const;
   static Result<Event> decode(const MapView& m);
+};
+
+// The same wire form from borrowed fields (the broker numbers and encodes each event once).
+struct EventRef {
+  std::string_view task_id;
+  std::int64_t seq = 0;
+  std::string_view type;
+  std::int64_t ts_ms = 0;
+  std::string_view plugin;
+  std::int64_t attempt = 1;
+  std::string_view data;
+  void encode(Writer& w) const;
 };
 
 // Error reply body: {req, code, message, details}.

@@ -100,6 +100,7 @@ class Writer {
 
   // The encoded bytes; all containers must be closed.
   std::string take();
+  std::size_t size() const { return buf_.size(); }  // bytes written so far
 
  private:
   void count_value();

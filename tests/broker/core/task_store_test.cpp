@@ -56,6 +56,32 @@ TEST_CASE("valid_task_id accepts only 32 lowercase hex characters", "[broker][ta
   CHECK_FALSE(valid_task_id("../../../../../../../etc/passwd.."));
 }
 
+TEST_CASE("a task id and its 128-bit key convert both ways", "[broker][tasks]") {
+  for (int i = 0; i < 100; ++i) {
+    const TaskKey key = new_task_key();
+    const std::string id = to_hex(key);
+    CHECK(valid_task_id(id));
+    CHECK(parse_task_key(id) == key);
+  }
+  CHECK(to_hex(TaskKey{0x0123456789abcdefULL, 0xfedcba9876543210ULL}) == "0123456789abcdeffedcba9876543210");
+  CHECK(parse_task_key("0123456789abcdeffedcba9876543210") == TaskKey{0x0123456789abcdefULL, 0xfedcba9876543210ULL});
+  CHECK_FALSE(parse_task_key("0123456789ABCDEFfedcba9876543210"));
+  CHECK_FALSE(parse_task_key("0123456789abcdeffedcba987654321"));
+}
+
+TEST_CASE("an unknown or malformed id finds nothing", "[broker][tasks]") {
+  TaskStore store(1 << 20);
+  Task& t = store.create(request(), 1000);
+  CHECK(store.find(t.id) == &t);
+  CHECK(store.find(t.key) == &t);
+  CHECK(store.find(new_task_id()) == nullptr);
+  CHECK(store.find("") == nullptr);
+  CHECK(store.find(t.id.substr(1)) == nullptr);
+  CHECK(store.find("../../../../../../../etc/passwd..") == nullptr);
+  store.erase("not an id");  // a no-op, not a crash
+  CHECK(store.size() == 1);
+}
+
 TEST_CASE("a created task is queued, findable and counted by state", "[broker][tasks]") {
   TaskStore store(1 << 20);
   Task& t = store.create(request(), 1234);
