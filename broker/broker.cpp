@@ -223,8 +223,7 @@ void Broker::on_timers() {
   for (const auto& [id, w] : workers_.all()) transport::send_message(router_, id, msg::kHeartbeat, heartbeat);
   auto deadline = now - std::chrono::milliseconds(options_.heartbeat_ms * options_.liveness);
   for (const auto& id : workers_.silent_since(deadline)) worker_lost(id, "missed heartbeats");
-  tasks_.expire(protocol::now_ms(), options_.retention_ms);
-  compact_journal();
+  compact_journal(expire_finished());
   if (journal_error_ && dirty_.empty()) {
     // Half-open: accept submissions again for a turn; if the journal still fails, their
     // submitters get IO_ERROR (nothing was acknowledged) and the error is set again.
@@ -320,6 +319,10 @@ void Broker::emit(Task& t, std::string_view type, std::string data_msgpack) {
   if (secure()) send_on(tenant_topic(t.tenant));  // a tenant's subscribers see all of its tasks
   if (plugin_subscribers_ > 0) send_on(protocol::plugin_topic(t.request.plugin));
   metrics_.events_published.Increment();
+}
+
+std::size_t Broker::expire_finished() {
+  return tasks_.expire(protocol::now_ms(), options_.retention_ms, static_cast<std::size_t>(options_.retention_max_tasks));
 }
 
 void Broker::update_gauges() {

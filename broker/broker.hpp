@@ -39,6 +39,9 @@ struct BrokerOptions {
   std::int64_t heartbeat_ms = 1000;
   std::int64_t liveness = 5;  // heartbeats a worker may miss before it is declared lost
   std::int64_t retention_ms = 3600 * 1000;
+  // At most this many finished tasks are kept (memory and journal), the oldest forgotten first:
+  // at sustained throughput the retention time alone would let both grow without bound.
+  std::int64_t retention_max_tasks = 1000000;
   std::int64_t max_queued = 100000;
   std::int64_t backlog_bytes = 16 << 20;  // per task
   std::int64_t retry_backoff_ms = 500;    // first retry delay after a lost worker; doubles per attempt
@@ -154,7 +157,11 @@ class Broker {
   void commit_turn();
   void on_journal_failure(const Error& e);
   void expire_orphans(Clock::time_point now);
-  void compact_journal();
+  // Deletes the journal rows of finished tasks the store no longer keeps; `forgotten` = how many
+  // it forgot this tick.
+  void compact_journal(std::size_t forgotten);
+  // Forgets finished tasks past --retention-ms or beyond --retention-max-tasks; returns how many.
+  std::size_t expire_finished();
 
   // client_api.cpp
   void on_info(transport::Incoming& in);

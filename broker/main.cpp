@@ -39,6 +39,7 @@ int main(int argc, char** argv) {
   app.add_option("--heartbeat-ms", opt.heartbeat_ms, "heartbeat interval to workers")->check(CLI::Range(10, 60000))->capture_default_str();
   app.add_option("--liveness", opt.liveness, "missed heartbeats before a worker is declared lost")->check(CLI::Range(2, 100))->capture_default_str();
   app.add_option("--retention-ms", opt.retention_ms, "how long finished tasks and their events are kept")->check(CLI::Range(std::int64_t{0}, std::int64_t{30} * 24 * 3600 * 1000))->capture_default_str();
+  app.add_option("--retention-max-tasks", opt.retention_max_tasks, "finished tasks kept at most (the oldest are forgotten first, before --retention-ms)")->check(CLI::Range(std::int64_t{1}, std::int64_t{1000000000}))->capture_default_str();
   app.add_option("--max-queued", opt.max_queued, "queued tasks beyond which submissions get QUEUE_FULL")->check(CLI::Range(1, 100000000))->capture_default_str();
   app.add_option("--backlog-bytes", opt.backlog_bytes, "per-task event backlog kept for replay")->check(CLI::Range(std::int64_t{1024}, std::int64_t{1} << 32))->capture_default_str();
   app.add_option("--retry-backoff-ms", opt.retry_backoff_ms, "first retry delay after a lost worker (doubles per attempt, +-20% jitter)")->check(CLI::Range(std::int64_t{0}, std::int64_t{600000}))->capture_default_str();

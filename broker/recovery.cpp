@@ -14,7 +14,8 @@ namespace state = protocol::state;
 
 namespace {
 
-constexpr std::size_t kCompactBatch = 2000;  // journal rows deleted per timer tick at most
+// Journal rows deleted per timer tick, plus as many as the store forgot in that tick.
+constexpr std::size_t kCompactBatch = 2000;
 // Floor of the default re-attach grace: a worker re-sends an unacknowledged result every 2 s
 // (kResultResend in worker/worker.cpp) and does not list a task whose result is pending in its
 // `ready`, so a shorter grace would retry tasks whose result is on its way.
@@ -99,7 +100,7 @@ Status Broker::recover() {
   spdlog::info("journal recovered path={} durability={} records={} queued={} running={} finished={} reattach_wait={}",
                journal_->path(), durability_name(options_.durability), records, queued_, orphans_.size(),
                finished.size(), orphans_.empty() ? "none" : "pending");
-  tasks_.expire(protocol::now_ms(), options_.retention_ms);
+  expire_finished();
   return {};
 }
 
@@ -314,13 +315,15 @@ void Broker::expire_orphans(Clock::time_point now) {
   update_gauges();
 }
 
-void Broker::compact_journal() {
+void Broker::compact_journal(std::size_t forgotten) {
   if (!journal_ || journal_error_) return;
   if (auto st = journal_->checkpoint_passive(); !st) {
     // Not fatal: the WAL keeps the data; the next tick tries again.
     spdlog::warn("journal checkpoint failed path={} error=\"{}\"", journal_->path(), st.error().message);
   }
-  auto n = journal_->compact(protocol::now_ms() - options_.retention_ms, kCompactBatch);
+  // The rows of tasks the store has forgotten (after their retention time, or beyond
+  // --retention-max-tasks), at least as many per tick as were forgotten, so deletion keeps pace.
+  auto n = journal_->compact(tasks_.forgotten_through_ms(protocol::now_ms()), kCompactBatch + forgotten);
   if (!n) return on_journal_failure(n.error());
   if (*n > 0) {
     metrics_.journal_compacted.Increment(static_cast<double>(*n));

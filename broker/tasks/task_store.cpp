@@ -81,9 +81,10 @@ void TaskStore::mark_finished(Task& t, std::int64_t now_ms) {
   finished_order_.emplace_back(now_ms, t.key);
 }
 
-std::size_t TaskStore::expire(std::int64_t now_ms, std::int64_t retention_ms) {
+std::size_t TaskStore::expire(std::int64_t now_ms, std::int64_t retention_ms, std::size_t max_finished) {
   std::size_t n = 0;
-  while (!finished_order_.empty() && finished_order_.front().first + retention_ms <= now_ms) {
+  while (!finished_order_.empty() &&
+         (finished_order_.front().first + retention_ms <= now_ms || finished_order_.size() > max_finished)) {
     auto it = tasks_.find(finished_order_.front().second);
     if (it != tasks_.end()) {
       if (!it->second.request.idempotency_key.empty()) by_idempotency_key_.erase(it->second.request.idempotency_key);
@@ -93,6 +94,10 @@ std::size_t TaskStore::expire(std::int64_t now_ms, std::int64_t retention_ms) {
     finished_order_.pop_front();
   }
   return n;
+}
+
+std::int64_t TaskStore::forgotten_through_ms(std::int64_t now_ms) const {
+  return finished_order_.empty() ? now_ms : finished_order_.front().first - 1;
 }
 
 std::size_t TaskStore::count_in_state(std::string_view state) const {

@@ -94,8 +94,12 @@ class TaskStore {
 
   // Records the finish time; tasks must be marked in finish order (recovery sorts them).
   void mark_finished(Task& t, std::int64_t now_ms);
-  // Forgets tasks finished before now - retention; returns how many.
-  std::size_t expire(std::int64_t now_ms, std::int64_t retention_ms);
+  // Forgets tasks finished before now - retention, and the oldest beyond `max_finished` finished
+  // tasks; returns how many.
+  std::size_t expire(std::int64_t now_ms, std::int64_t retention_ms, std::size_t max_finished = SIZE_MAX);
+  // Every finished task with a finish time up to this has been forgotten (what the journal may
+  // delete); `now_ms` when no finished task is kept.
+  std::int64_t forgotten_through_ms(std::int64_t now_ms) const;
 
   std::size_t size() const { return tasks_.size(); }
   std::size_t count_in_state(std::string_view state) const;

@@ -123,3 +123,29 @@ TEST_CASE("SIGTERM makes the broker flush its journal and exit 0, and the next b
   CHECK(status_of(fleet, id)["state"] == "queued");
   CHECK(read_file(fleet.dir + "/broker.log").find("journal recovered") != std::string::npos);
 }
+
+TEST_CASE("the broker keeps at most --retention-max-tasks finished tasks, in memory and in the journal",
+          "[integration][journal]") {
+  FleetOptions options(1, 1, {});
+  options.broker_args = {"--retention-max-tasks", "3"};
+  Fleet fleet(options);
+  REQUIRE(fleet.wait_for_workers(1));
+  std::vector<std::string> ids;
+  for (int i = 0; i < 6; ++i) {
+    auto r = fleet.cli({"submit", "hello", "greet", "--input", R"({"name":"r)" + std::to_string(i) + R"("})"});
+    REQUIRE(r.exit_code == 0);
+    ids.push_back(trim(r.out));
+    REQUIRE(fleet.wait_for_terminal(ids.back()) == "succeeded");  // one at a time: finish order is known
+  }
+  auto unknown = [&](const std::string& id) { return fleet.cli({"status", id, "--json"}, 20s).exit_code != 0; };
+  // Forgotten on the broker's timer tick (--heartbeat-ms), well inside --retention-ms.
+  REQUIRE(eventually([&] { return unknown(ids[0]) && unknown(ids[1]) && unknown(ids[2]); }, 20s));
+  for (int i = 3; i < 6; ++i) CHECK(status_of(fleet, ids[i])["state"] == "succeeded");
+  CHECK(scrape_metric(fleet.broker_metrics, "kbfleet_broker_journal_compacted_total") == 3);
+
+  // Their rows left the journal with them: the next broker recovers the three newest only.
+  crash_and_restart(fleet);
+  CHECK(read_file(fleet.dir + "/broker.log").find("queued=0 running=0 finished=3 ") != std::string::npos);
+  for (int i = 0; i < 3; ++i) CHECK(unknown(ids[i]));
+  for (int i = 3; i < 6; ++i) CHECK(status_of(fleet, ids[i])["state"] == "succeeded");
+}

@@ -4,6 +4,7 @@
 
 #include <set>
 #include <string>
+#include <vector>
 
 #include "broker/tasks/task_store.hpp"
 
@@ -183,6 +184,32 @@ TEST_CASE("finished tasks expire after the retention time, in finish order", "[b
   CHECK(store.find(b_id) == nullptr);
   CHECK(store.find(running_id) != nullptr);  // never finished, never expires
   CHECK(store.expire(1000000, 1000) == 0);
+  CHECK(store.size() == 1);
+}
+
+TEST_CASE("beyond the maximum count, the oldest finished tasks are forgotten first", "[broker][tasks]") {
+  TaskStore store(1 << 20);
+  std::vector<std::string> ids;
+  for (int i = 0; i < 5; ++i) {
+    Task& t = store.create(request("hello", "key-" + std::to_string(i)), 0);
+    ids.push_back(t.id);
+    store.mark_finished(t, 1000 + i);
+  }
+  const std::string queued_id = store.create(request(), 0).id;  // never finished: never forgotten
+  CHECK(store.forgotten_through_ms(50000) == 999);
+
+  CHECK(store.expire(2000, 3600000, 2) == 3);  // well inside the retention time
+  CHECK(store.find(ids[0]) == nullptr);
+  CHECK(store.find(ids[2]) == nullptr);
+  CHECK(store.find_by_idempotency_key("key-2") == nullptr);
+  CHECK(store.find(ids[3]) != nullptr);
+  CHECK(store.find(ids[4]) != nullptr);
+  CHECK(store.find(queued_id) != nullptr);
+  CHECK(store.forgotten_through_ms(50000) == 1002);  // the journal may delete rows up to here
+
+  CHECK(store.expire(2000, 3600000, 2) == 0);
+  CHECK(store.expire(1000000, 1000, 2) == 2);  // then the retention time takes the rest
+  CHECK(store.forgotten_through_ms(50000) == 50000);
   CHECK(store.size() == 1);
 }
 
