@@ -48,16 +48,16 @@ struct Start {
   int exec_errno;
 };
 
-// The handler's side, between clone and execve: default dispositions (those init set to its no-op
-// would otherwise stay until execve) and mask, then the handler. Syscalls only.
+// The handler's side, between clone and execve: an empty mask, then the handler. No reset of
+// dispositions: every one is init's no-op handler, which execve turns back into SIG_DFL (none
+// is SIG_IGN, which would survive it). The worker signals the process group, so a signal that
+// lands in the instant between the unblock and execve (and runs the no-op here) is pending for
+// init as well, which forwards it once the handler has started. Syscalls only.
 int run_handler(void* arg) {
   auto* start = static_cast<Start*>(arg);
   ::close(kStatusFd);  // O_CLOEXEC too; closed first so no error path leaves it to the handler
   sigset_t none;
   sigemptyset(&none);
-  struct sigaction dfl {};
-  dfl.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
   ::execve(start->argv[0], start->argv, start->envp);
   start->exec_errno = errno;
