@@ -69,8 +69,8 @@ alignas(16) char handler_stack[64 * 1024];
 
 // Starts the handler as our child. CLONE_VM | CLONE_VFORK, as posix_spawn does: no copy of our
 // page tables for a child that execs at once, no pipe to learn whether the exec worked, and we
-// resume only after it did (or failed). Returns its pid, or -1 with errno (fork failed) or with
-// *exec_errno set (execve failed; the child is then a zombie, reaped by the caller's loop).
+// resume only after it did (or failed). Returns its pid, or -1 with errno (clone failed); a
+// failed execve sets *exec_errno (the child has then exited 127, and dies with init).
 pid_t start_handler(char** argv, char** envp, int* exec_errno) {
   Start start{argv, envp, 0};
   pid_t pid = ::clone(run_handler, handler_stack + sizeof handler_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
