@@ -38,15 +38,23 @@ double percentile(std::vector<double> v, double p) {
   return v[static_cast<std::size_t>(p * static_cast<double>(v.size() - 1))];
 }
 
+// One row: `prepare` (untimed, may be empty) then `spawn` (timed).
+struct Case {
+  std::string name;
+  std::function<void()> prepare;
+  std::function<bool()> spawn;
+};
+
 // Runs every case once per round, `runs` rounds (plus a tenth as warm-up), so that a machine
 // getting slower or faster during the run shifts every row alike instead of biasing the later ones.
-std::vector<Row> measure(int runs, const std::vector<std::pair<std::string, std::function<bool()>>>& cases) {
+std::vector<Row> measure(int runs, const std::vector<Case>& cases) {
   std::vector<std::vector<double>> us(cases.size());
   for (int i = 0; i < runs + runs / 10; ++i) {
     for (std::size_t c = 0; c < cases.size(); ++c) {
+      if (cases[c].prepare) cases[c].prepare();
       auto t0 = Clock::now();
-      if (!cases[c].second()) {
-        std::fprintf(stderr, "%s: spawn failed\n", cases[c].first.c_str());
+      if (!cases[c].spawn()) {
+        std::fprintf(stderr, "%s: spawn failed\n", cases[c].name.c_str());
         std::exit(1);
       }
       if (i >= runs / 10) us[c].push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
@@ -54,7 +62,7 @@ std::vector<Row> measure(int runs, const std::vector<std::pair<std::string, std:
   }
   std::vector<Row> rows;
   for (std::size_t c = 0; c < cases.size(); ++c) {
-    rows.push_back({cases[c].first, percentile(us[c], 0.5), percentile(us[c], 0.99)});
+    rows.push_back({cases[c].name, percentile(us[c], 0.5), percentile(us[c], 0.99)});
   }
   return rows;
 }
@@ -142,11 +150,11 @@ int main(int argc, char** argv) {
     spec.isolation = isolation(have, want, dir / "root", dir / "plugin", ws);
     return spec;
   };
-  struct Case {
+  struct Layered {
     const char* name;
     Layers layers;
   };
-  const std::vector<Case> cases{
+  const std::vector<Layered> cases{
       {"launcher, no layers (clone+exec)", {}},
       {"+ mnt/pid/ipc/uts ns, new root, init", {false, true, false, false}},
       {"+ userns (slot uid)", {false, true, true, false}},
@@ -156,19 +164,22 @@ int main(int argc, char** argv) {
 
   std::vector<LaunchSpec> specs;
   for (const auto& c : cases) specs.push_back(spec_for(c.layers));
-  std::vector<std::pair<std::string, std::function<bool()>>> small{{"bare fork+exec", [&] { return bare(exe); }}};
+  // A fresh Isolation before each spawn, untimed, as the worker makes one per task
+  // (worker/task/prepare.cpp): the child adds the rules of its fresh mounts to the Landlock
+  // ruleset, so one ruleset reused for every spawn would grow by three rules each time.
+  auto renew = [&](std::size_t i) { return [&, i] { specs[i].isolation = isolation(have, cases[i].layers, dir / "root", dir / "plugin", ws); }; };
+  std::vector<Case> small{{"bare fork+exec", {}, [&] { return bare(exe); }}};
   for (std::size_t i = 0; i < cases.size(); ++i) {
-    small.emplace_back(cases[i].name, [&, i] { return launched(specs[i]); });
+    small.push_back({cases[i].name, renew(i), [&, i] { return launched(specs[i]); }});
   }
   std::vector<Row> rows = measure(runs, small);
   // Same from a big process: fork copies its page tables, clone(CLONE_VM) does not.
   const std::size_t big = std::size_t{1} << 30;
   auto* mem = static_cast<char*>(::mmap(nullptr, big, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
   std::memset(mem, 1, big);
-  std::vector<std::pair<std::string, std::function<bool()>>> large{
-      {"1 GiB resident: bare fork+exec", [&] { return bare(exe); }},
-      {"1 GiB resident: all layers but netns", [&] { return launched(specs[3]); }},
-      {"1 GiB resident: all layers", [&] { return launched(specs[4]); }}};
+  std::vector<Case> large{{"1 GiB resident: bare fork+exec", {}, [&] { return bare(exe); }},
+                          {"1 GiB resident: all layers but netns", renew(3), [&] { return launched(specs[3]); }},
+                          {"1 GiB resident: all layers", renew(4), [&] { return launched(specs[4]); }}};
   for (auto& r : measure(runs, large)) rows.push_back(r);
   ::munmap(mem, big);
   fs::remove_all(dir);

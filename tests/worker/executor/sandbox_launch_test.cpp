@@ -2,6 +2,7 @@
 // handler sees (uid, pid namespace, root, capabilities) and that statuses, signals and exec
 // failures pass through kbfleet-init. The hostile suite (tests/sandbox/) attacks the same
 // launcher through a whole fleet; this file pins its mechanics.
+#include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -177,6 +178,32 @@ TEST_CASE("SIGTERM on timeout reaches the sandboxed handler through kbfleet-init
   CHECK(sink.saw(Stream::kStdout, "got TERM"));
 }
 
+// The child that execs kbfleet-init leaves every signal blocked and the worker's dispositions in
+// place (launch.cpp): init and the child it starts the handler in must undo both.
+TEST_CASE("a sandboxed handler starts with no signal blocked or ignored, whatever the worker's", "[executor][sandbox]") {
+  REQUIRE_FULL_SANDBOX();
+  Sandboxed s("grep -E '^Sig(Blk|Ign):' /proc/self/status");
+  struct sigaction ign {}, old_usr1 {}, old_pipe {};
+  ign.sa_handler = SIG_IGN;
+  ::sigaction(SIGUSR1, &ign, &old_usr1);
+  ::sigaction(SIGPIPE, &ign, &old_pipe);
+  sigset_t usr2, old_mask;
+  sigemptyset(&usr2);
+  sigaddset(&usr2, SIGUSR2);
+  ::pthread_sigmask(SIG_BLOCK, &usr2, &old_mask);
+  Recorded sink;
+  auto p = testing::start(s.spec);
+  ::pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
+  ::sigaction(SIGUSR1, &old_usr1, nullptr);
+  ::sigaction(SIGPIPE, &old_pipe, nullptr);
+  testing::drive(*p, sink);
+  CHECK(p->outcome().exit_code == 0);
+  auto out = sink.texts(Stream::kStdout);
+  REQUIRE(out.size() == 2);
+  CHECK(out[0] == "SigBlk:\t0000000000000000");
+  CHECK(out[1] == "SigIgn:\t0000000000000000");
+}
+
 TEST_CASE("a handler that cannot be executed in the sandbox fails EXEC_FAILED", "[executor][sandbox]") {
   REQUIRE_FULL_SANDBOX();
   Sandboxed s("true");
@@ -185,6 +212,9 @@ TEST_CASE("a handler that cannot be executed in the sandbox fails EXEC_FAILED", 
   REQUIRE_FALSE(p);
   CHECK(p.error().code == ErrorCode::kExecFailed);
   CHECK(p.error().message.find("missing") != std::string::npos);
+  // The handler's own execve errno, as kbfleet-init's child left it (not init's, not 0).
+  CHECK(p.error().details.at("errno") == std::to_string(ENOENT));
+  CHECK(p.error().details.at("step") == "execve");
 }
 
 }  // namespace

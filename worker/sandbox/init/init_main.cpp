@@ -11,6 +11,7 @@
 // Statically linked and allocation-free, so it runs inside any minimal root.
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -38,19 +39,43 @@ int exit_code_of(int status) {
   return 125;
 }
 
-[[noreturn]] void run_handler(char** argv, char** envp, int error_write) {
-  ::close(kStatusFd);
+// What the handler's child side needs. It runs on its own stack in init's memory (CLONE_VM), so
+// it writes its execve errno straight into `exec_errno`, which init reads once the kernel has
+// let it go on (CLONE_VFORK: after the child's execve or _exit).
+struct Start {
+  char** argv;
+  char** envp;
+  int exec_errno;
+};
+
+// The handler's side, between clone and execve: an empty mask, then the handler. No reset of
+// dispositions: every one is init's no-op handler, which execve turns back into SIG_DFL (none
+// is SIG_IGN, which would survive it). The worker signals the process group, so a signal that
+// lands in the instant between the unblock and execve (and runs the no-op here) is pending for
+// init as well, which forwards it once the handler has started. Syscalls only.
+int run_handler(void* arg) {
+  auto* start = static_cast<Start*>(arg);
+  ::close(kStatusFd);  // O_CLOEXEC too; closed first so no error path leaves it to the handler
   sigset_t none;
   sigemptyset(&none);
-  struct sigaction dfl {};
-  dfl.sa_handler = SIG_DFL;
-  for (int sig = 1; sig < NSIG; ++sig) ::sigaction(sig, &dfl, nullptr);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  ::execve(argv[0], argv, envp);
-  int err = errno;
-  while (::write(error_write, &err, sizeof err) < 0 && errno == EINTR) {
-  }
+  ::execve(start->argv[0], start->argv, start->envp);
+  start->exec_errno = errno;
   ::_exit(127);
+}
+
+// The handler's stack until it execs. Static: init starts one handler, once.
+alignas(16) char handler_stack[64 * 1024];
+
+// Starts the handler as our child. CLONE_VM | CLONE_VFORK, as posix_spawn does: no copy of our
+// page tables for a child that execs at once, no pipe to learn whether the exec worked, and we
+// resume only after it did (or failed). Returns its pid, or -1 with errno (clone failed); a
+// failed execve sets *exec_errno (the child has then exited 127, and dies with init).
+pid_t start_handler(char** argv, char** envp, int* exec_errno) {
+  Start start{argv, envp, 0};
+  pid_t pid = ::clone(run_handler, handler_stack + sizeof handler_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
+  *exec_errno = pid < 0 ? 0 : start.exec_errno;
+  return pid;
 }
 
 }  // namespace
@@ -69,22 +94,13 @@ int main(int argc, char** argv, char** envp) {
     if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &noop, nullptr);
   }
 
-  int error_pipe[2];
-  if (::pipe2(error_pipe, O_CLOEXEC) < 0) return 125;
-  pid_t handler = ::fork();
+  int exec_errno = 0;
+  pid_t handler = start_handler(argv + 1, envp, &exec_errno);
   if (handler < 0) {
     report(StatusKind::kExecFailed, errno);
     return 127;
   }
-  if (handler == 0) run_handler(argv + 1, envp, error_pipe[1]);
-  ::close(error_pipe[1]);
-  int exec_errno = 0;
-  ssize_t n;
-  do {
-    n = ::read(error_pipe[0], &exec_errno, sizeof exec_errno);
-  } while (n < 0 && errno == EINTR);
-  ::close(error_pipe[0]);
-  if (n == static_cast<ssize_t>(sizeof exec_errno)) {
+  if (exec_errno != 0) {
     report(StatusKind::kExecFailed, exec_errno);
     return 127;
   }
