@@ -4,15 +4,18 @@
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/mount.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <vector>
 #include <stdexcept>
 #include <thread>
 
@@ -232,6 +235,20 @@ std::string make_temp_dir() {
 }
 
 void remove_tree(const std::string& path) {
+  // A worker killed mid-task (the tests do that) leaves its workspace mounted; detach every mount
+  // under `path`, deepest first, or remove_all stops at them and they pile up in the host's mount
+  // table (which every later sandbox spawn walks). Mount points in mountinfo escape spaces as
+  // \040; ours (mkdtemp names, task ids) have none.
+  std::vector<std::string> mounts;
+  std::ifstream info("/proc/self/mountinfo");
+  for (std::string line; std::getline(info, line);) {
+    std::istringstream fields(line);
+    std::string id, parent, dev, root, point;
+    fields >> id >> parent >> dev >> root >> point;
+    if (point.rfind(path + "/", 0) == 0) mounts.push_back(point);
+  }
+  std::sort(mounts.begin(), mounts.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
+  for (const auto& m : mounts) ::umount2(m.c_str(), MNT_DETACH);
   std::error_code ec;
   std::filesystem::remove_all(path, ec);
 }
