@@ -34,7 +34,7 @@ BrokerMetrics::BrokerMetrics()
       journal_errors(counter(*registry_, "kbfleet_broker_journal_errors_total",
                              "Failed journal writes or commits (submissions are refused with IO_ERROR meanwhile).")),
       journal_compacted(counter(*registry_, "kbfleet_broker_journal_compacted_total",
-                                "Finished tasks deleted from the journal after their retention.")),
+                                "Finished tasks deleted from the journal after their retention (time or count).")),
       recovered(*registry_, "kbfleet_broker_tasks_recovered_total",
                 "Tasks recovered from the journal at start, by the state they were recovered in.", "state"),
       finished(*registry_, "kbfleet_broker_tasks_finished_total",

@@ -70,7 +70,7 @@ Result<Task*> Broker::task_for(const transport::Incoming& in) {
   Task* t = tasks_.find(*id);
   if (t == nullptr) {
     return make_error(ErrorCode::kTaskNotFound,
-                      "no task " + std::string(*id) + " (unknown id, or its result expired after the retention time)",
+                      "no task " + std::string(*id) + " (unknown id, or its result expired after --retention-ms or beyond --retention-max-tasks)",
                       {{"task_id", std::string(*id)}});
   }
   if (auto ok = authorize_task(*caller_, t->tenant, t->id); !ok) {
