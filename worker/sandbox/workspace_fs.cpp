@@ -70,6 +70,11 @@ class Retirer {
     cv_.notify_one();
   }
 
+  void wait_idle() {
+    std::unique_lock lock(mu_);
+    idle_.wait(lock, [this] { return inline_ || (dirs_.empty() && !busy_); });
+  }
+
   // The mode of a new workspace directory (umask applied), learnt from the first one; a spare
   // must still have it.
   std::atomic<unsigned> fresh_mode{0};
@@ -92,8 +97,12 @@ class Retirer {
         std::unique_lock lock(mu_);
         cv_.wait(lock, [this] { return !dirs_.empty(); });
         batch.swap(dirs_);
+        busy_ = true;
       }
       for (const auto& dir : batch) remove(dir);
+      std::lock_guard lock(mu_);
+      busy_ = false;
+      idle_.notify_all();
     }
   }
 
@@ -119,8 +128,9 @@ class Retirer {
   }
 
   std::mutex mu_;
-  std::condition_variable cv_;
+  std::condition_variable cv_, idle_;
   std::vector<fs::path> dirs_;
+  bool busy_ = false;  // removing a batch taken from dirs_
   std::map<fs::path, std::vector<fs::path>> spares_;  // by parent directory
   std::uint64_t next_ = 0;                            // only the retiring thread names spares
   bool inline_ = false;
@@ -160,6 +170,8 @@ Status mount_workspace(const fs::path& dir, std::int64_t size_mb) {
 void unmount_workspace(const fs::path& dir) { ::umount2(dir.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW); }
 
 void retire_workspace(fs::path dir) { Retirer::get()->retire(std::move(dir)); }
+
+void wait_workspaces_retired() { Retirer::get()->wait_idle(); }
 
 bool is_spare_workspace_name(std::string_view name) {
   return name.size() > kSparePrefix.size() && name.substr(0, kSparePrefix.size()) == kSparePrefix;

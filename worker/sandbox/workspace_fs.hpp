@@ -38,6 +38,9 @@ void unmount_workspace(const std::filesystem::path& dir);
 // Thread-safe; paths are unique per task attempt, so nothing races with a new workspace.
 void retire_workspace(std::filesystem::path dir);
 
+// For tests: blocks until every workspace handed to retire_workspace() so far is retired.
+void wait_workspaces_retired();
+
 // True for the names retire_workspace() gives spares (".spare-<n>"): the worker's clean-up at start
 // and exit removes them with the leftovers of earlier runs.
 bool is_spare_workspace_name(std::string_view name);
