@@ -1,5 +1,8 @@
 #include "worker/sandbox/cgroup_pool.hpp"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -20,6 +23,10 @@ namespace {
 bool same_limits(const CgroupLimits& a, const CgroupLimits& b) {
   return a.memory_mb == b.memory_mb && a.pids == b.pids && a.cpu_quota_us == b.cpu_quota_us;
 }
+
+// Background kernel work yields the CPU to the worker's loop and the spawns it makes (on a
+// 2-core host they compete). Linux: the nice value of the calling thread only (setpriority(2)).
+void lower_priority() { (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10); }
 
 // Spare names are unique in the process (tests run several pools side by side).
 std::string next_spare_name() {
@@ -49,6 +56,7 @@ struct Shared {
   bool has_work() const { return !to_remove.empty() || needs_spare(); }
 
   void run() {
+    lower_priority();
     std::unique_lock lock(mu);
     for (;;) {
       work.wait(lock, [this] { return stop || has_work(); });
@@ -79,7 +87,10 @@ struct Shared {
     }
   }
 
-  // Hands a finished task's cgroup to the thread (inline without one).
+  // Hands a finished task's cgroup to the thread (inline without one), and wakes the thread for
+  // it and for the spares: a task's end, while the worker waits for its next task, is when the
+  // thread competes least with a spawn for the CPU and for cgroupfs's lock (create() does not
+  // wake it).
   void give_back(std::unique_ptr<TaskCgroup> cg) {
     std::unique_lock lock(mu);
     if (threadless || stop || !started) {
@@ -150,7 +161,6 @@ class CgroupPool final : public Cgroups {
       shared_->want = limits;
       shared_->making_failed = false;
     }
-    shared_->work.notify_one();
     if (!spare) {
       // No spare ready (the first task, or the limits changed): as without the pool.
       auto made = shared_->real->create(name, limits);
@@ -162,6 +172,7 @@ class CgroupPool final : public Cgroups {
 
   void wait_idle() const {
     std::unique_lock lock(shared_->mu);
+    shared_->work.notify_one();
     shared_->idle.wait(lock, [this] { return shared_->threadless || (!shared_->busy && !shared_->has_work()); });
   }
 

@@ -15,6 +15,8 @@
 //  - a TaskCgroup from create() is killed and removed on the pool's thread once its owner drops
 //    it (HandlerProcess kills the task's processes itself before that, when the handler is
 //    reaped or the run is dropped); wait_idle() waits for that.
+// The thread runs at nice 10 and is woken when a task's cgroup is handed back, not by create(),
+// so that its mkdirs and rmdirs fall between tasks rather than beside a spawn.
 // Without a thread (std::thread failed) create() and removal happen inline, as without the pool.
 #include <memory>
 

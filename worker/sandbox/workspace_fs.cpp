@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -91,6 +92,8 @@ class Retirer {
 
  private:
   [[noreturn]] void run() {
+    // Yield the CPU to the worker's loop and its spawns (setpriority(2): this thread only).
+    (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
     for (;;) {
       std::vector<fs::path> batch;
       {
