@@ -142,9 +142,16 @@ class Retirer {
 }  // namespace
 
 Status create_workspace(const fs::path& dir) {
-  // A spare may have been removed behind our back (the worker's clean-up): then make a new one.
+  struct stat existing {};
+  if (::lstat(dir.c_str(), &existing) == 0 && S_ISDIR(existing.st_mode)) return {};  // as mkdir -p
   for (fs::path spare; !(spare = Retirer::get()->take_spare(dir.parent_path())).empty();) {
     if (::rename(spare.c_str(), dir.c_str()) == 0) return {};
+    // ENOENT: the worker's clean-up removed it; try the next. Else `dir` is in the way, and
+    // mkdir below reports why.
+    if (errno != ENOENT) {
+      ::rmdir(spare.c_str());
+      break;
+    }
   }
   if (::mkdir(dir.c_str(), 0777) < 0) return errno_error("mkdir", dir.string(), errno);
   if (Retirer::get()->fresh_mode.load() == 0) {

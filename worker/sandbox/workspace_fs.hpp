@@ -20,7 +20,8 @@
 namespace kbfleet::worker {
 
 // Creates the (empty) directory `dir` for a workspace: a spare kept by retire_workspace() renamed
-// into place when one is ready in dir's parent, else a new directory. IO_ERROR naming the call.
+// into place when one is ready in dir's parent, else a new directory; nothing if `dir` is a
+// directory already. IO_ERROR naming the call.
 [[nodiscard]] Status create_workspace(const std::filesystem::path& dir);
 
 // Mounts the tmpfs (mode 0700, nosuid, nodev) at `dir`, an existing directory, and recreates

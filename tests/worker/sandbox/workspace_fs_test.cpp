@@ -67,5 +67,19 @@ TEST_CASE("a workspace directory that holds files is removed, not kept", "[sandb
   CHECK(spares_in(work.path()) == 0);
 }
 
+TEST_CASE("creating a workspace that exists already leaves it as it is", "[sandbox][workspace]") {
+  TempDir work("/var/tmp");
+  const fs::path ws = work.path() / "t1-1";
+  REQUIRE(create_workspace(ws));
+  std::ofstream(ws / "kept.txt") << "x";
+  CHECK(create_workspace(ws));
+  CHECK(fs::exists(ws / "kept.txt"));
+  std::ofstream(work.path() / "t2-1") << "a file where the workspace goes";
+  auto refused = create_workspace(work.path() / "t2-1");
+  REQUIRE_FALSE(refused);
+  CHECK(refused.error().code == ErrorCode::kIoError);
+  CHECK(refused.error().message.find("mkdir(") == 0);
+}
+
 }  // namespace
 }  // namespace kbfleet::worker
