@@ -40,12 +40,13 @@ std::string body_of(const auto& value) {
   return w.take();
 }
 
-// Removes workspaces left by a previous run of this worker (crash or kill -9).
+// Removes workspaces left by a previous run of this worker (crash or kill -9), and spare
+// workspace directories (workspace_fs.hpp).
 void clean_work_dir(const std::filesystem::path& dir) {
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     auto name = entry.path().filename().string();
-    if (name.size() > 33 && valid_task_id(name.substr(0, 32)) && name[32] == '-') {
+    if ((name.size() > 33 && valid_task_id(name.substr(0, 32)) && name[32] == '-') || is_spare_workspace_name(name)) {
       unmount_workspace(entry.path());
       std::filesystem::remove_all(entry.path(), ec);
     }
@@ -290,10 +291,9 @@ void Worker::on_task(const protocol::MapView& body) {
 
   auto run = std::make_unique<TaskRun>(*task);
   run->workspace = options_.work_dir / (task->task_id + "-" + std::to_string(task->attempt));
-  std::error_code ec;
-  std::filesystem::create_directories(run->workspace / "out", ec);
-  if (ec) {
-    return reject(*task, Error{ErrorCode::kIoError, "cannot create workspace " + run->workspace.string() + ": " + ec.message(), {}}, {});
+  // Only the directory: preparing makes out/ in it, or in the tmpfs it mounts over it.
+  if (auto st = create_workspace(run->workspace); !st) {
+    return reject(*task, Error{ErrorCode::kIoError, "cannot create workspace: " + st.error().message, st.error().details}, {});
   }
   std::string input = "null";
   if (!task->input.empty()) {

@@ -5,7 +5,8 @@
 namespace kbfleet::log {
 
 void init(std::string_view process_name, std::string_view level) {
-  auto logger = spdlog::stderr_logger_st(std::string(process_name));
+  // _mt: the worker's task cgroup pool logs from its own thread (worker/sandbox/cgroup_pool.hpp).
+  auto logger = spdlog::stderr_logger_mt(std::string(process_name));
   logger->set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %n %v");
   auto lvl = spdlog::level::from_str(std::string(level));
   if (lvl == spdlog::level::off && level != "off") lvl = spdlog::level::info;

@@ -14,7 +14,8 @@
 //  - with CgroupLimits::cpu_quota_us (the operator's --task-cpus), the task's processes together
 //    get at most that much CPU time per 100 ms (v2 cpu.max, v1 cpu.cfs_quota_us): the kernel
 //    throttles them, so one task cannot take every core of a shared worker;
-//  - the cgroup is removed when its owner goes (destructor), after its processes are gone.
+//  - the cgroup is removed when its owner goes (destructor), after its processes are gone; the
+//    worker's task cgroups come from cgroup_pool.hpp, which does that on a thread of its own.
 //
 // Two implementations behind one interface, chosen by probe_cgroups() (nsjail picks cgroup.cc or
 // cgroup2.cc the same way): v2 (cgroup_v2.cpp: memory.max, memory.swap.max, memory.oom.group,

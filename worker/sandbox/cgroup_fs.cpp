@@ -57,9 +57,13 @@ std::vector<pid_t> read_pids(const std::string& procs) {
 
 // The inode of this process's pid namespace (0 if unknown): task cgroup names carry it with the
 // worker's pid, so a worker never mistakes a live worker of another namespace for a dead one.
+// A process cannot change its own pid namespace, so one stat per process is enough.
 ino_t pid_namespace() {
-  struct stat st {};
-  return ::stat("/proc/self/ns/pid", &st) == 0 ? st.st_ino : 0;
+  static const ino_t ns = [] {
+    struct stat st {};
+    return ::stat("/proc/self/ns/pid", &st) == 0 ? st.st_ino : 0;
+  }();
+  return ns;
 }
 
 // A dead worker's task cgroup, only to be killed and removed.

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "worker/sandbox/cgroup_pool.hpp"
 #include "worker/sandbox/landlock.hpp"
 
 namespace kbfleet::worker {
@@ -113,7 +114,7 @@ SandboxLayers probe_sandbox(const ProbeOptions& options) {
   }
   auto cgroups = probe_cgroups(CgroupOptions{options.cpu_bandwidth});
   if (cgroups) {
-    layers.cgroups = std::move(*cgroups);
+    layers.cgroups = pool_cgroups(std::move(*cgroups), options.slots);
   } else {
     layers.reasons["cgroup"] = cgroups.error().message;
   }

@@ -44,8 +44,8 @@ struct SandboxLayers {
   bool drop_capabilities = false;                   // caps: the worker has some to drop
   int landlock_abi = 0;                             // 0: no Landlock
   std::shared_ptr<const SeccompFilter> seccomp;     // null: no seccomp
-  // Creates the task cgroups; null when the cgroup layer is unavailable (then memory falls back
-  // to RLIMIT_AS and pids is not enforced).
+  // Creates the task cgroups (a pool, cgroup_pool.hpp); null when the cgroup layer is
+  // unavailable (then memory falls back to RLIMIT_AS and pids is not enforced).
   std::shared_ptr<const Cgroups> cgroups;
   // netallow: per-slot networks where a task's `net: {allow}` list is enforced (--task-net); null
   // when off or unavailable. Not part of missing(): only plugins with an allow-list need it.

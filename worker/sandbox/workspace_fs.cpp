@@ -1,46 +1,52 @@
 #include "worker/sandbox/workspace_fs.hpp"
 
+#include <dirent.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <condition_variable>
+#include <cstring>
+#include <map>
 #include <mutex>
+#include <string>
 #include <system_error>
 #include <thread>
 #include <vector>
-#include <string>
 
 namespace kbfleet::worker {
-
-Status mount_workspace(const std::filesystem::path& dir, std::int64_t size_mb) {
-  std::string opts = "mode=0700,size=" + std::to_string(size_mb) + "m";
-  if (::mount("kbfleet-workspace", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, opts.c_str()) < 0) {
-    auto e = errno_error("mount(tmpfs " + opts + ")", dir.string(), errno);
-    e.value().code = ErrorCode::kSandboxUnavailable;
-    e.value().details["step"] = "disk";
-    return tl::unexpected(e.value());
-  }
-  if (::mkdir((dir / "out").c_str(), 0755) < 0) {
-    int err = errno;
-    unmount_workspace(dir);
-    return errno_error("mkdir", (dir / "out").string(), err);
-  }
-  return {};
-}
-
-void unmount_workspace(const std::filesystem::path& dir) { ::umount2(dir.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW); }
-
 namespace {
 
-void remove_workspace(const std::filesystem::path& dir) {
-  unmount_workspace(dir);
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
+namespace fs = std::filesystem;
+
+constexpr std::string_view kSparePrefix = ".spare-";
+// Spares kept per parent directory; more than the slots that finish at once is never used.
+constexpr std::size_t kMaxSpares = 16;
+
+// An empty real directory (not a symlink) of ours with the mode create_workspace() gave it:
+// what a tmpfs workspace's mount point is once the tmpfs is detached. `fresh_mode` 0: not known.
+bool reusable(const fs::path& dir, unsigned fresh_mode) {
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != ::geteuid()) return false;
+  if (fresh_mode == 0 || (st.st_mode & 07777) != fresh_mode) return false;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) return false;
+  bool empty = true;
+  while (const dirent* e = ::readdir(d)) {
+    if (std::strcmp(e->d_name, ".") != 0 && std::strcmp(e->d_name, "..") != 0) {
+      empty = false;
+      break;
+    }
+  }
+  ::closedir(d);
+  return empty;
 }
 
 // One thread per process, never destroyed (it may still be removing when static destructors
-// run at exit; the next start's clean-up takes whatever it left).
+// run at exit; the next start's clean-up takes whatever it left). It also keeps the spares.
 class Retirer {
  public:
   static Retirer* get() {
@@ -56,8 +62,8 @@ class Retirer {
     return retirer;
   }
 
-  void retire(std::filesystem::path dir) {
-    if (inline_) return remove_workspace(dir);
+  void retire(fs::path dir) {
+    if (inline_) return remove(dir);
     {
       std::lock_guard lock(mu_);
       dirs_.push_back(std::move(dir));
@@ -65,27 +71,120 @@ class Retirer {
     cv_.notify_one();
   }
 
+  void wait_idle() {
+    std::unique_lock lock(mu_);
+    idle_.wait(lock, [this] { return inline_ || (dirs_.empty() && !busy_); });
+  }
+
+  // The mode of a new workspace directory (umask applied), learnt from the first one; a spare
+  // must still have it.
+  std::atomic<unsigned> fresh_mode{0};
+
+  // A spare directory of `parent`, or empty if none is ready.
+  fs::path take_spare(const fs::path& parent) {
+    std::lock_guard lock(mu_);
+    auto it = spares_.find(parent);
+    if (it == spares_.end() || it->second.empty()) return {};
+    fs::path spare = std::move(it->second.back());
+    it->second.pop_back();
+    return spare;
+  }
+
  private:
   [[noreturn]] void run() {
+    // Yield the CPU to the worker's loop and its spawns (setpriority(2): this thread only).
+    (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
     for (;;) {
-      std::vector<std::filesystem::path> batch;
+      std::vector<fs::path> batch;
       {
         std::unique_lock lock(mu_);
         cv_.wait(lock, [this] { return !dirs_.empty(); });
         batch.swap(dirs_);
+        busy_ = true;
       }
-      for (const auto& dir : batch) remove_workspace(dir);
+      for (const auto& dir : batch) remove(dir);
+      std::lock_guard lock(mu_);
+      busy_ = false;
+      idle_.notify_all();
     }
   }
 
+  void remove(const fs::path& dir) {
+    unmount_workspace(dir);
+    if (keep_as_spare(dir)) return;
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+  }
+
+  bool keep_as_spare(const fs::path& dir) {
+    const fs::path parent = dir.parent_path();
+    {
+      std::lock_guard lock(mu_);
+      if (spares_[parent].size() >= kMaxSpares) return false;
+    }
+    if (!reusable(dir, fresh_mode.load())) return false;
+    fs::path spare = parent / (std::string(kSparePrefix) + std::to_string(next_++));
+    if (::rename(dir.c_str(), spare.c_str()) != 0) return false;
+    std::lock_guard lock(mu_);
+    spares_[parent].push_back(std::move(spare));
+    return true;
+  }
+
   std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<std::filesystem::path> dirs_;
+  std::condition_variable cv_, idle_;
+  std::vector<fs::path> dirs_;
+  bool busy_ = false;  // removing a batch taken from dirs_
+  std::map<fs::path, std::vector<fs::path>> spares_;  // by parent directory
+  std::uint64_t next_ = 0;                            // only the retiring thread names spares
   bool inline_ = false;
 };
 
 }  // namespace
 
-void retire_workspace(std::filesystem::path dir) { Retirer::get()->retire(std::move(dir)); }
+Status create_workspace(const fs::path& dir) {
+  struct stat existing {};
+  if (::lstat(dir.c_str(), &existing) == 0 && S_ISDIR(existing.st_mode)) return {};  // as mkdir -p
+  for (fs::path spare; !(spare = Retirer::get()->take_spare(dir.parent_path())).empty();) {
+    if (::rename(spare.c_str(), dir.c_str()) == 0) return {};
+    // ENOENT: the worker's clean-up removed it; try the next. Else `dir` is in the way, and
+    // mkdir below reports why.
+    if (errno != ENOENT) {
+      ::rmdir(spare.c_str());
+      break;
+    }
+  }
+  if (::mkdir(dir.c_str(), 0777) < 0) return errno_error("mkdir", dir.string(), errno);
+  if (Retirer::get()->fresh_mode.load() == 0) {
+    struct stat st {};
+    if (::lstat(dir.c_str(), &st) == 0) Retirer::get()->fresh_mode = st.st_mode & 07777;
+  }
+  return {};
+}
+
+Status mount_workspace(const fs::path& dir, std::int64_t size_mb) {
+  std::string opts = "mode=0700,size=" + std::to_string(size_mb) + "m";
+  if (::mount("kbfleet-workspace", dir.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, opts.c_str()) < 0) {
+    auto e = errno_error("mount(tmpfs " + opts + ")", dir.string(), errno);
+    e.value().code = ErrorCode::kSandboxUnavailable;
+    e.value().details["step"] = "disk";
+    return tl::unexpected(e.value());
+  }
+  if (::mkdir((dir / "out").c_str(), 0755) < 0) {
+    int err = errno;
+    unmount_workspace(dir);
+    return errno_error("mkdir", (dir / "out").string(), err);
+  }
+  return {};
+}
+
+void unmount_workspace(const fs::path& dir) { ::umount2(dir.c_str(), MNT_DETACH | UMOUNT_NOFOLLOW); }
+
+void retire_workspace(fs::path dir) { Retirer::get()->retire(std::move(dir)); }
+
+void wait_workspaces_retired() { Retirer::get()->wait_idle(); }
+
+bool is_spare_workspace_name(std::string_view name) {
+  return name.size() > kSparePrefix.size() && name.substr(0, kSparePrefix.size()) == kSparePrefix;
+}
 
 }  // namespace kbfleet::worker

@@ -1,6 +1,9 @@
 #include "worker/task/prepare.hpp"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cerrno>
 
 #include <spdlog/spdlog.h>
 
@@ -166,6 +169,8 @@ Result<Prepared> prepare_launch(const protocol::TaskAssignment& task, const mani
   if (m.sandbox != manifest::SandboxMode::kNone && policy.layers.namespaces) {
     if (auto st = mount_workspace(workspace, m.quotas.disk_mb); !st) return tl::unexpected(st.error());
     s.limits.disk_mb = m.quotas.disk_mb;
+  } else if (::mkdir((workspace / "out").c_str(), 0777) < 0 && errno != EEXIST) {
+    return errno_error("mkdir", (workspace / "out").string(), errno);
   }
   if (m.sandbox != manifest::SandboxMode::kNone) {
     IsolationRequest request{policy.sandbox_root, entry->root, s.workspace, m.fs.read, m.fs.write, slot, 64};

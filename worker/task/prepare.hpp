@@ -38,7 +38,8 @@ struct Prepared {
   const manifest::Manifest* manifest = nullptr;
 };
 
-// `workspace` must exist (with out/ inside); with the userns layer it is handed to the slot's
+// `workspace` must exist; out/ is made in it (or in the tmpfs mounted over it, with the disk
+// layer) unless it exists already (IO_ERROR if that fails); with the userns layer it is handed to the slot's
 // task user. `slot` picks that user (0 .. slots-1, higher for tasks beyond the slots). input_json
 // is the handler's stdin.
 [[nodiscard]] Result<Prepared> prepare_launch(const protocol::TaskAssignment& task, const manifest::Registry& plugins,
