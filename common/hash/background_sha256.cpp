@@ -39,6 +39,11 @@ void BackgroundSha256::wait_hashed(std::uint64_t n) {
   hashed_cv_.wait(lock, [&] { return hashed_ >= n; });
 }
 
+bool BackgroundSha256::is_hashed(std::uint64_t n) {
+  std::lock_guard lock(mu_);
+  return hashed_ >= n;
+}
+
 std::string BackgroundSha256::hex_digest() {
   std::uint64_t all;
   {

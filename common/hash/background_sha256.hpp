@@ -29,6 +29,8 @@ class BackgroundSha256 {
   std::uint64_t update(std::span<const char> bytes);
   // Blocks until the first `n` buffers are hashed.
   void wait_hashed(std::uint64_t n);
+  // Whether the first `n` buffers are hashed; does not block.
+  bool is_hashed(std::uint64_t n);
   // Waits for every queued buffer and returns the lowercase hex digest; update() must not be
   // called afterwards.
   std::string hex_digest();
