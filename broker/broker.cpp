@@ -18,6 +18,9 @@ Result<std::unique_ptr<Broker>> Broker::create(const BrokerOptions& options) {
   auto cas = Cas::open(options.data_dir, options.durability == Durability::kNone ? Cas::Sync::kNone : Cas::Sync::kFsync);
   if (!cas) return tl::unexpected(cas.error());
   std::unique_ptr<Broker> b(new Broker(options, std::move(*cas)));
+  auto writer = BlobWriter::start();
+  if (!writer) return tl::unexpected(writer.error());
+  b->writer_ = std::move(*writer);
   // Keys and allow-list first: recovery rebuilds per-tenant state (blob ownership) in CURVE mode.
   if (auto st = b->setup_security(); !st) return tl::unexpected(st.error());
   // Recover before binding, so no client or worker sees a broker without its tasks.
@@ -75,8 +78,11 @@ void Broker::run(int stop_fd, int reload_fd) {
         {nullptr, stop_fd, ZMQ_POLLIN, 0},
         {zap_ ? zap_->socket().handle() : nullptr, zap_ ? 0 : reload_fd, ZMQ_POLLIN, 0},
         {nullptr, reload_fd, ZMQ_POLLIN, 0},
+        {nullptr, -1, ZMQ_POLLIN, 0},
     };
-    const int n_items = zap_ ? (reload_fd >= 0 ? 5 : 4) : (reload_fd >= 0 ? 4 : 3);
+    int n_items = zap_ ? (reload_fd >= 0 ? 5 : 4) : (reload_fd >= 0 ? 4 : 3);
+    const int writes = n_items++;  // the blob writer's results (artifact uploads)
+    items[writes].fd = writer_->ready_fd();
     auto next = next_heartbeat_;
     if (!retry_due_.empty()) next = std::min(next, retry_due_.top().first);
     if (reattach_deadline_) next = std::min(next, *reattach_deadline_);
@@ -96,6 +102,7 @@ void Broker::run(int stop_fd, int reload_fd) {
         on_router_message(in);
       }
     }
+    if (items[writes].revents & ZMQ_POLLIN) on_blob_writes();
     if (items[1].revents & ZMQ_POLLIN) {
       zmq::message_t sub;
       while (xpub_.recv(sub, zmq::recv_flags::dontwait)) {

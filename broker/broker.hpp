@@ -19,6 +19,7 @@
 #include "broker/auth/allow_list.hpp"
 #include "broker/auth/zap_handler.hpp"
 #include "broker/broker_metrics.hpp"
+#include "broker/cas/blob_writer.hpp"
 #include "broker/cas/cas.hpp"
 #include "broker/dispatcher/worker_registry.hpp"
 #include "broker/journal/journal.hpp"
@@ -87,7 +88,8 @@ class Broker {
     std::string task_id;
     std::string worker;
     protocol::ArtifactMeta meta;
-    std::unique_ptr<Cas::Upload> blob;
+    BlobWriter::Handle blob;  // written and committed on writer_'s thread
+    bool ending = false;      // upload_end arrived; its commit is queued
   };
 
   // A message held until the journal commit that makes its cause durable (group commit).
@@ -203,6 +205,10 @@ class Broker {
   void on_upload_begin(transport::Incoming& in);
   void on_upload_chunk(transport::Incoming& in);
   void on_upload_end(transport::Incoming& in);
+  void on_blob_writes();  // writer_ finished chunks or commits: acknowledge them
+  void on_upload_committed(std::map<std::string, Upload>::iterator it, const Status& st);
+  // Answers upload_done with the error and drops the upload (its temp file is removed).
+  void refuse_upload(std::map<std::string, Upload>::iterator it, const Error& e);
   void record_artifact(Task& t, const protocol::ArtifactMeta& meta);  // stored + verified
   static std::string blob_owner_key(const std::string& tenant, const std::string& sha256);
   Result<Task*> running_task_of(const std::string& worker, std::string_view task_id, std::int64_t attempt);
@@ -236,8 +242,8 @@ class Broker {
   TaskQueue queue_;
   TaskStore tasks_;
   WorkerRegistry workers_;
+  std::unique_ptr<BlobWriter> writer_;  // before uploads_: their handles abandon through it
   std::map<std::string, Upload> uploads_;
-  std::uint64_t next_upload_ = 1;
   std::int64_t queued_ = 0;   // tasks in state queued
   std::int64_t running_ = 0;  // tasks in state running
   std::int64_t plugin_subscribers_ = 0;  // XPUB subscriptions to "plugin." topics

@@ -14,8 +14,9 @@ namespace state = protocol::state;
 namespace {
 constexpr std::size_t kMaxUploadsPerWorker = 16;
 // 1 MiB chunks, 8 in flight: a chunk costs a message, an ack and a loop turn on each side, and a
-// window of 8 keeps the link busy while the broker writes and hashes (256 KiB x 4 spent most of
-// the time waiting for acks). At most 8 MiB of one upload are in flight; docs/performance.md.
+// window of 8 keeps the link busy while the writer thread writes and hashes (256 KiB x 4 spent
+// most of the time waiting for acks). At most 8 MiB of one upload are in flight, and the writer
+// enforces it (a chunk beyond the window is refused); docs/performance.md.
 constexpr std::int64_t kUploadChunkBytes = 1 << 20;
 constexpr std::int64_t kUploadWindow = 8;
 }  // namespace
@@ -200,8 +201,9 @@ void Broker::on_upload_begin(transport::Incoming& in) {
   }
   auto blob = cas_.begin(meta->sha256, meta->size);
   if (!blob) return reply_error(in.peer, in.req, blob.error());
-  std::string id = std::to_string(next_upload_++);
-  uploads_[id] = Upload{(*t)->id, in.peer, *meta, std::move(*blob)};
+  auto handle = writer_->adopt(std::move(*blob), {kUploadChunkBytes, kUploadWindow});
+  std::string id = std::to_string(handle.id());
+  uploads_[id] = Upload{(*t)->id, in.peer, *meta, std::move(handle)};
   w.begin_map().kv("req", in.req).kv("upload_id", id).kv("have", false);
   w.kv("chunk_bytes", kUploadChunkBytes).kv("window", kUploadWindow).end_map();
   reply(in.peer, msg::kUploadReady, w.take());
@@ -214,42 +216,60 @@ void Broker::on_upload_chunk(transport::Incoming& in) {
   if (it == uploads_.end() || it->second.worker != in.peer) {
     return reply_error(in.peer, in.req, Error{ErrorCode::kArtifactUploadFailed, "unknown upload " + id, {{"upload_id", id}}});
   }
-  std::string_view bytes;
-  if (!in.data.empty()) bytes = std::string_view(static_cast<const char*>(in.data[0].data()), in.data[0].size());
-  auto st = it->second.blob->append(v.i64_or("offset", -1), bytes);
-  Writer w;
-  if (!st) {
-    w.begin_map().kv("upload_id", id).kv("ok", false);
-    w.key("error").begin_map().kv("code", code_name(st.error().code)).kv("message", st.error().message).end_map();
-    w.end_map();
-    uploads_.erase(it);
-    return reply(in.peer, msg::kUploadDone, w.take());
-  }
-  w.begin_map().kv("upload_id", id).kv("received", it->second.blob->received()).end_map();
-  reply(in.peer, msg::kUploadAck, w.take());
+  // The message itself goes to the writer thread (no copy); it is acknowledged when written.
+  zmq::message_t bytes;
+  if (!in.data.empty()) bytes.move(in.data[0]);
+  auto st = it->second.blob.append(v.i64_or("offset", -1), std::move(bytes));
+  if (!st) return refuse_upload(it, st.error());
 }
 
 void Broker::on_upload_end(transport::Incoming& in) {
   const auto v = in.body->view();
   std::string id(v.str_or("upload_id", ""));
   auto it = uploads_.find(id);
-  if (it == uploads_.end() || it->second.worker != in.peer) {
+  if (it == uploads_.end() || it->second.worker != in.peer || it->second.ending) {
     return reply_error(in.peer, in.req, Error{ErrorCode::kArtifactUploadFailed, "unknown upload " + id, {{"upload_id", id}}});
   }
-  Upload up = std::move(it->second);
-  uploads_.erase(it);
+  Upload& up = it->second;
+  up.ending = true;
   const std::string_view declared = v.str_or("sha256", "");
-  auto st = up.blob->commit(declared);
-  if (st && up.meta.sha256.empty()) up.meta.sha256 = std::string(declared);  // verified by commit
-  Writer w;
-  w.begin_map().kv("upload_id", id).kv("ok", static_cast<bool>(st));
-  if (!st) {
-    spdlog::warn("artifact refused task={} name={} error=\"{}\"", up.task_id, up.meta.name, st.error().message);
-    w.key("error").begin_map().kv("code", code_name(st.error().code)).kv("message", st.error().message).end_map();
+  if (up.meta.sha256.empty()) up.meta.sha256 = std::string(declared);  // recorded only if the commit verifies it
+  up.blob.commit(std::string(declared));  // answered by on_blob_writes
+}
+
+void Broker::on_blob_writes() {
+  for (auto& done : writer_->take()) {
+    auto it = uploads_.find(std::to_string(done.upload));
+    if (it == uploads_.end()) continue;  // refused or abandoned meanwhile
+    if (done.op == BlobWriter::Op::kCommit) {
+      on_upload_committed(it, done.status);
+    } else if (!done.status) {
+      refuse_upload(it, done.status.error());
+    } else {
+      Writer w;
+      w.begin_map().kv("upload_id", it->first).kv("received", done.received).end_map();
+      reply(it->second.worker, msg::kUploadAck, w.take());
+    }
   }
+}
+
+void Broker::refuse_upload(std::map<std::string, Upload>::iterator it, const Error& e) {
+  spdlog::warn("artifact refused task={} name={} error=\"{}\"", it->second.task_id, it->second.meta.name, e.message);
+  Writer w;
+  w.begin_map().kv("upload_id", it->first).kv("ok", false);
+  w.key("error").begin_map().kv("code", code_name(e.code)).kv("message", e.message).end_map();
   w.end_map();
-  reply(in.peer, msg::kUploadDone, w.take());
-  if (!st) return;
+  reply(it->second.worker, msg::kUploadDone, w.take());
+  uploads_.erase(it);  // abandons the blob: its temp file is removed
+}
+
+void Broker::on_upload_committed(std::map<std::string, Upload>::iterator it, const Status& st) {
+  if (!st) return refuse_upload(it, st.error());
+  Upload up = std::move(it->second);
+  Writer w;
+  w.begin_map().kv("upload_id", it->first).kv("ok", true).end_map();
+  reply(up.worker, msg::kUploadDone, w.take());
+  uploads_.erase(it);
   metrics_.artifact_bytes_in.Increment(static_cast<double>(up.meta.size));
   Task* t = tasks_.find(up.task_id);
   if (t == nullptr || t->state != state::kRunning) return;

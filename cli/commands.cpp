@@ -18,6 +18,7 @@
 
 #include "cli/exit_codes.hpp"
 #include "cli/follow.hpp"
+#include "common/hash/background_sha256.hpp"
 #include "common/hash/sha256.hpp"
 #include "common/protocol/messages.hpp"
 
@@ -302,17 +303,47 @@ Status write_all(int fd, std::string_view bytes, const std::string& out) {
   return {};
 }
 
-// Streams the artifact into `fd`, hashing as it writes; returns the broker's sha256 and the
-// byte count in `got`. Every reply is checked against what was asked (offset, the size and hash
-// of the first reply), so a reordered or inconsistent answer is a PROTOCOL_ERROR, never a
-// silently wrong file.
+// Chunks written but maybe not hashed yet: each stays alive until the hashing thread is past it,
+// also when fetch_into returns early. At most kFetchWindow + 1 are held (the newest is the one
+// being written).
+class HashingChunks {
+ public:
+  explicit HashingChunks(hash::BackgroundSha256& h) : h_(h) {}
+  ~HashingChunks() {
+    if (!held_.empty()) h_.wait_hashed(held_.back().first);
+  }
+  HashingChunks(const HashingChunks&) = delete;
+  HashingChunks& operator=(const HashingChunks&) = delete;
+  // Keeps the message until its bytes are hashed, queues them, and returns them (a message of
+  // at most 33 bytes holds them inline, so only the held message's data() stays valid).
+  std::string_view add(zmq::message_t chunk) {
+    zmq::message_t& held = held_.emplace_back(0, std::move(chunk)).second;
+    const std::string_view bytes(static_cast<const char*>(held.data()), held.size());
+    held_.back().first = h_.update(bytes);
+    while (held_.size() > kFetchWindow + 1) {
+      h_.wait_hashed(held_.front().first);
+      held_.pop_front();
+    }
+    return bytes;
+  }
+
+ private:
+  hash::BackgroundSha256& h_;
+  std::deque<std::pair<std::uint64_t, zmq::message_t>> held_;
+};
+
+// Streams the artifact into `fd` while `h` hashes it on its thread; returns the broker's sha256
+// and the byte count in `got`. Every reply is checked against what was asked (offset, the size
+// and hash of the first reply), so a reordered or inconsistent answer is a PROTOCOL_ERROR, never
+// a silently wrong file.
 Result<std::string> fetch_into(Client& c, const std::string& id, const std::string& name, int fd,
-                               const std::string& out, FileSync sync, hash::Sha256& h, std::int64_t& got) {
+                               const std::string& out, FileSync sync, hash::BackgroundSha256& h, std::int64_t& got) {
   std::deque<std::pair<std::int64_t, std::int64_t>> in_flight;  // (req, offset)
   std::int64_t requested = 0;  // offset of the next request
   std::int64_t size = -1;      // from the first reply
   std::int64_t written_back = 0;  // bytes whose write-back was started
   std::string expected;
+  HashingChunks hashing(h);
   auto ask = [&]() -> Status {
     auto req = c.start(msg::kFetch, [&](Writer& w) {
       w.kv("task_id", id).kv("name", name).kv("offset", requested).kv("length", kFetchChunkBytes);
@@ -338,20 +369,24 @@ Result<std::string> fetch_into(Client& c, const std::string& id, const std::stri
     if (size < 0) {
       size = chunk_size;
       expected = std::string(sha);
+      // Allocate the output's blocks at once: ext4's delayed allocation otherwise reserves and
+      // maps them page by page under each write, which cost more than the copy itself. Only an
+      // optimisation (a pipe or a file system without fallocate says no; write reports ENOSPC).
+      if (size > 0) (void)::fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, size);
     } else if (chunk_size != size || sha != expected) {
       return inconsistent("names another size or hash than the first");
     }
     if (v.i64_or("offset", -1) != offset || offset != got) return inconsistent("is not at the offset asked for");
-    std::string_view bytes;
-    if (!r->data.empty()) bytes = std::string_view(static_cast<const char*>(r->data[0].data()), r->data[0].size());
-    if (bytes.empty() && got < size) return inconsistent("is empty before the end");
-    if (static_cast<std::int64_t>(bytes.size()) > size - got) return inconsistent("goes past the artifact's size");
+    zmq::message_t chunk;
+    if (!r->data.empty()) chunk.move(r->data[0]);
+    if (chunk.size() == 0 && got < size) return inconsistent("is empty before the end");
+    if (static_cast<std::int64_t>(chunk.size()) > size - got) return inconsistent("goes past the artifact's size");
     // Ask for more before the slow part (hash, write), so the broker works meanwhile.
     while (requested < size && in_flight.size() < kFetchWindow) {
       if (auto st = ask(); !st) return tl::unexpected(st.error());
     }
-    h.update(bytes);
-    if (auto st = write_all(fd, bytes, out); !st) return tl::unexpected(st.error());
+    const std::string_view bytes = hashing.add(std::move(chunk));
+    if (auto st = write_all(fd, bytes, out); !st) return tl::unexpected(st.error());  // while h hashes
     got += static_cast<std::int64_t>(bytes.size());
     if (sync == FileSync::kFsync && got - written_back >= kWritebackBytes) {
       // Start the write-back now (it does not wait), so the fsync before the rename only waits
@@ -380,11 +415,12 @@ int cmd_artifacts_get(Client& c, const std::string& id, const std::string& name,
     }
     return fail(e);
   };
-  hash::Sha256 h;
+  auto h = hash::BackgroundSha256::start();
+  if (!h) return abandon(h.error());
   std::int64_t bytes = 0;
-  auto expected = fetch_into(c, id, name, fd, out, sync, h, bytes);
+  auto expected = fetch_into(c, id, name, fd, out, sync, **h, bytes);
   if (!expected) return abandon(expected.error());
-  auto got = h.hex_digest();
+  auto got = (*h)->hex_digest();
   if (got != *expected) {
     return abandon(Error{ErrorCode::kHashMismatch,
                          "downloaded " + name + " hashes to " + got + ", expected " + *expected + "; retry", {}});

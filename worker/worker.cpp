@@ -388,7 +388,14 @@ void Worker::next_upload(TaskRun& run) {
   ActiveUpload up;
   up.artifact = std::move(run.to_upload.front());
   run.to_upload.pop_front();
-  if (up.artifact.meta.sha256.empty()) up.hasher.emplace();  // too large to hash first
+  if (up.artifact.meta.sha256.empty()) {  // too large to hash first
+    auto hasher = SendHasher::start();
+    if (!hasher) {
+      run.outcome.artifact_errors.push_back(up.artifact.meta.name + ": " + hasher.error().to_string());
+      return next_upload(run);
+    }
+    up.hasher = std::move(*hasher);
+  }
   up.req = next_req_++;
   up.last_progress = Clock::now();
   req_to_task_[up.req] = run.task().task_id;
@@ -406,12 +413,19 @@ void Worker::pump_upload(TaskRun& run) {
   const std::int64_t size = up.artifact.meta.size;
   while (up.sent < size && up.sent - up.acked < up.window * up.chunk_bytes) {
     auto n = static_cast<std::size_t>(std::min(up.chunk_bytes, size - up.sent));
-    zmq::message_t chunk(n);
-    ssize_t got = ::pread(up.artifact.fd.get(), chunk.data(), n, up.sent);
-    if (got != static_cast<ssize_t>(n)) {
-      return finish_upload(run, Error{ErrorCode::kIoError, "artifact changed or unreadable while uploading", {}});
+    zmq::message_t chunk;
+    if (up.hasher) {
+      // Read once; hashed on the hasher's thread while this message is sent.
+      auto read = up.hasher->read_chunk(up.artifact.fd.get(), up.sent, n);
+      if (!read) return finish_upload(run, read.error());
+      chunk = std::move(*read);
+    } else {
+      chunk.rebuild(n);
+      ssize_t got = ::pread(up.artifact.fd.get(), chunk.data(), n, up.sent);
+      if (got != static_cast<ssize_t>(n)) {
+        return finish_upload(run, Error{ErrorCode::kIoError, "artifact changed or unreadable while uploading", {}});
+      }
     }
-    if (up.hasher) up.hasher->update(chunk.data(), n);  // the bytes just read, while in cache
     Writer w;
     w.begin_map().kv("req", up.req).kv("upload_id", up.upload_id).kv("offset", up.sent).end_map();
     std::vector<zmq::message_t> data;

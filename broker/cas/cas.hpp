@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
@@ -44,6 +45,8 @@ class Cas {
   // Empty path if sha256 is not 64 lowercase hex, so a peer's string never becomes a path.
   std::filesystem::path path_of(std::string_view sha256) const;
 
+  // An Upload may be appended to and committed on another thread than the one calling the
+  // Cas's other functions (broker/cas/blob_writer.hpp); one Upload is used by one thread at a time.
   class Upload {
    public:
     virtual ~Upload() = default;  // an uncommitted upload removes its temp file
@@ -78,13 +81,22 @@ class Cas {
   // Blob size, or ARTIFACT_NOT_FOUND (INVALID_ARGUMENT if sha256 is malformed).
   [[nodiscard]] Result<std::int64_t> size_of(std::string_view sha256) const;
 
+  // The blobs a Sync::kNone store vouches for (below); shared with its uploads. Thread-safe.
+  struct Vouched {
+    std::mutex mu;
+    std::unordered_set<std::string> blobs;
+    bool has(const std::string& sha256);
+    void add(const std::string& sha256);
+  };
+
  private:
   Cas(std::filesystem::path root, Sync sync) : root_(std::move(root)), sync_(sync) {}
   std::filesystem::path root_;  // <data>/cas
   Sync sync_;
   // Sync::kNone: the blobs (hex) this Cas stored or saw stored again, the only ones contains()
-  // vouches for; one entry per distinct blob. Behind a pointer so uploads keep it across a move.
-  std::unique_ptr<std::unordered_set<std::string>> stored_ = std::make_unique<std::unordered_set<std::string>>();
+  // vouches for; one entry per distinct blob. Locked: uploads commit on the blob writer's thread
+  // while the loop asks contains(). Behind a pointer so uploads keep it across a move.
+  std::unique_ptr<Vouched> stored_ = std::make_unique<Vouched>();
 };
 
 }  // namespace kbfleet::broker

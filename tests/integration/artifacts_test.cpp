@@ -4,6 +4,7 @@
 #include <chrono>
 #include <filesystem>
 #include <optional>
+#include <thread>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -193,4 +194,61 @@ TEST_CASE("a hash declared only in upload_end is verified: the blob is stored on
     CHECK(artifacts().empty());
   }
   CHECK(entries(tmp_dir) == 0);
+}
+
+TEST_CASE("a chunk larger than chunk_bytes or at the wrong offset ends the upload with its error, and nothing is stored",
+          "[integration][artifacts]") {
+  Fleet fleet({0, 1, {}});
+  FakeWorker fake(fleet.broker);
+  auto submitted = fleet.cli({"submit", "noop", "ok"});
+  REQUIRE(submitted.exit_code == 0);
+  const std::string id = trim(submitted.out);
+  REQUIRE(fake.next("task"));
+
+  const std::string data = pattern((2 << 20) + 1);
+  Writer begin;
+  begin.begin_map().kv("req", 1).kv("task_id", id).kv("attempt", 1).kv("name", "blob").kv("path", "out/blob");
+  begin.kv("size", static_cast<std::int64_t>(data.size())).kv("sha256", kbfleet::hash::sha256_hex(data));
+  begin.kv("content_type", "application/x-test").end_map();
+  fake.send("upload_begin", begin.take());
+  auto ready = fake.next("upload_ready");
+  REQUIRE(ready);
+  const std::string upload_id(ready->body->view().str_or("upload_id", ""));
+  const std::int64_t chunk = ready->body->view().i64_or("chunk_bytes", 0);
+  REQUIRE(chunk > 0);
+  REQUIRE(chunk < static_cast<std::int64_t>(data.size()));
+
+  struct Case {
+    std::int64_t offset;
+    std::size_t bytes;
+    std::string code;
+    std::string says;
+  };
+  const auto c = GENERATE_COPY(Case{0, static_cast<std::size_t>(chunk) + 1, "INVALID_ARGUMENT", "chunk_bytes"},
+                               Case{4096, 4096, "INVALID_ARGUMENT", "expected offset 0"});
+  Writer w;
+  w.begin_map().kv("req", 2).kv("upload_id", upload_id).kv("offset", c.offset).end_map();
+  fake.send("upload_chunk", w.take(), data.substr(0, c.bytes), true);
+  auto done = fake.next("upload_done");
+  REQUIRE(done);
+  CHECK_FALSE(done->body->view().bool_or("ok", true));
+  auto err = done->body->view().map_or_none("error");
+  REQUIRE(err);
+  REQUIRE(*err);
+  CHECK((*err)->str_or("code", "") == c.code);
+  CHECK(std::string((*err)->str_or("message", "")).find(c.says) != std::string::npos);
+  // The upload is gone: a further chunk is for an unknown upload.
+  Writer again;
+  again.begin_map().kv("req", 3).kv("upload_id", upload_id).kv("offset", 0).end_map();
+  fake.send("upload_chunk", again.take(), data.substr(0, 4096), true);
+  auto unknown = fake.next("error");
+  REQUIRE(unknown);
+  CHECK(unknown->body->view().str_or("code", "") == "ARTIFACT_UPLOAD_FAILED");
+  CHECK(json::parse(fleet.cli({"artifacts", "ls", id, "--json"}).out).empty());
+  // The writer thread removes the temp file when it reaches the abandoned upload.
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (entries(fleet.dir + "/data/cas/tmp") != 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(10ms);
+  }
+  CHECK(entries(fleet.dir + "/data/cas/tmp") == 0);
 }

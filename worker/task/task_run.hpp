@@ -17,6 +17,7 @@
 #include "common/posix/fd.hpp"
 #include "common/protocol/messages.hpp"
 #include "worker/artifacts/collect.hpp"
+#include "worker/artifacts/send_hasher.hpp"
 #include "worker/executor/process.hpp"
 
 namespace kbfleet::worker {
@@ -34,9 +35,9 @@ struct ActiveUpload {
   std::int64_t chunk_bytes = 256 << 10;
   std::int64_t window = 4;
   bool ending = false;       // upload_end sent
-  // Set when the artifact was collected without its hash: every chunk is hashed as it is read
-  // for sending and the digest goes in upload_end.
-  std::optional<hash::Sha256> hasher;
+  // Set when the artifact was collected without its hash: every chunk is hashed on the hasher's
+  // thread as it is read for sending, and the digest goes in upload_end.
+  std::unique_ptr<SendHasher> hasher;
   Clock::time_point last_progress;
 };
 
