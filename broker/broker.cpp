@@ -86,6 +86,7 @@ void Broker::run(int stop_fd, int reload_fd) {
     auto next = next_heartbeat_;
     if (!retry_due_.empty()) next = std::min(next, retry_due_.top().first);
     if (reattach_deadline_) next = std::min(next, *reattach_deadline_);
+    if (auto due = next_ack_due()) next = std::min(next, *due);
     auto wait = std::chrono::duration_cast<std::chrono::milliseconds>(next - Clock::now());
     zmq::poll(items, n_items, std::clamp(wait, std::chrono::milliseconds(0), std::chrono::milliseconds(1000)));
     if (items[2].revents & ZMQ_POLLIN) break;
@@ -144,6 +145,7 @@ void Broker::shutdown() {
   for (int i = 0; i < 10000 && transport::recv_message(router_, transport::SocketKind::kRouter, in); ++i) {
     on_router_message(in);
   }
+  for (auto& [peer, held] : held_acks_) held.due = Clock::time_point::min();  // everything goes now
   commit_turn();
   std::string journal = "none";
   if (journal_) {
@@ -256,6 +258,23 @@ void Broker::coalesce_outbox() {
   // (type, peer) -> index of the message that carries the batch. Moving a later assignment or
   // acknowledgement forward to the first one's place never reorders what a worker depends on:
   // a cancel for a task still follows its assignment.
+  // Held acknowledgements whose hold ended go this turn (inside an assignment, if one goes).
+  const auto now = Clock::now();
+  for (auto it = held_acks_.begin(); it != held_acks_.end();) {
+    if (it->second.due > now) {
+      ++it;
+      continue;
+    }
+    for (auto& body : it->second.bodies) {
+      Outgoing out;
+      out.peer = it->first;
+      out.type = std::string(msg::kResultAck);
+      out.body = std::move(body);
+      out.due = true;
+      outbox_.push_back(std::move(out));
+    }
+    it = held_acks_.erase(it);
+  }
   for (auto& heads : batch_heads_) heads.clear();
   for (std::size_t i = 0; i < outbox_.size(); ++i) {
     Outgoing& o = outbox_[i];
@@ -270,19 +289,72 @@ void Broker::coalesce_outbox() {
       continue;
     }
     head.batch.push_back(std::move(o.body));
+    head.due = head.due || o.due;
     o.consumed = true;
   }
+  hold_acks();
+}
+
+void Broker::hold_acks() {
+  const auto now = Clock::now();
+  auto fold = [](std::vector<std::string>& into, Outgoing& o) {
+    into.push_back(std::move(o.body));
+    for (auto& b : o.batch) into.push_back(std::move(b));
+    o.consumed = true;
+  };
+  for (auto& o : outbox_) {
+    if (o.consumed || o.publish || o.type != msg::kResultAck) continue;
+    const WorkerInfo* w = workers_.find(o.peer);
+    if (w == nullptr || std::find(w->ready.features.begin(), w->ready.features.end(), protocol::kAcksInTasks) ==
+                             w->ready.features.end()) {
+      continue;  // a worker that reads acknowledgements only as `result_ack`
+    }
+    const std::size_t items = 1 + o.batch.size();
+    if (auto head = batch_heads_[0].find(std::string_view(o.peer)); head != batch_heads_[0].end()) {
+      Outgoing& assignments = outbox_[head->second];
+      if (assignments.acks.size() + items <= protocol::kMaxItemsPerBatch) fold(assignments.acks, o);
+      continue;
+    }
+    if (o.due) continue;  // held once already: goes now
+    HeldAcks& held = held_acks_[o.peer];
+    if (held.bodies.empty()) held.due = now + std::chrono::milliseconds(protocol::kAckHoldMs);
+    if (held.bodies.size() + items <= protocol::kMaxItemsPerBatch) fold(held.bodies, o);
+  }
+  // This turn's assignments carry what earlier turns held for their worker.
+  for (const auto& [peer, index] : batch_heads_[0]) {
+    auto held = held_acks_.find(std::string(peer));
+    if (held == held_acks_.end()) continue;
+    Outgoing& assignments = outbox_[index];
+    if (assignments.acks.size() + held->second.bodies.size() > protocol::kMaxItemsPerBatch) continue;
+    for (auto& b : held->second.bodies) assignments.acks.push_back(std::move(b));
+    held_acks_.erase(held);
+  }
+}
+
+std::optional<Clock::time_point> Broker::next_ack_due() const {
+  std::optional<Clock::time_point> next;
+  for (const auto& [peer, held] : held_acks_) {
+    if (!next || held.due < *next) next = held.due;
+  }
+  return next;
 }
 
 void Broker::send_now(Outgoing out) {
   if (out.consumed) return;  // sent inside another message's batch
-  if (!out.batch.empty()) {
-    // `task` -> `tasks: [assignment...]`; `result_ack` -> `acks: [{task_id, attempt}...]`.
+  if (!out.batch.empty() || !out.acks.empty()) {
+    // `task` -> `tasks: [assignment...]` (with `acks: [...]` when it carries acknowledgements);
+    // `result_ack` -> `acks: [{task_id, attempt}...]`.
     const bool tasks = out.type == msg::kTask;
     Writer w;
     w.begin_map().key(tasks ? "tasks" : "acks").begin_array().raw(out.body);
     for (const auto& b : out.batch) w.raw(b);
-    w.end_array().end_map();
+    w.end_array();
+    if (!out.acks.empty()) {
+      w.key("acks").begin_array();
+      for (const auto& a : out.acks) w.raw(a);
+      w.end_array();
+    }
+    w.end_map();
     out.body = w.take();
     if (tasks) out.type = std::string(msg::kTasks);
   }

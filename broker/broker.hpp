@@ -108,6 +108,15 @@ class Broker {
     // one as a single batch (coalesce_outbox); `consumed` marks those folded into another.
     std::vector<std::string> batch;
     bool consumed = false;
+    // On a `task` batch head: result acknowledgements that travel inside it (kAcksInTasks).
+    std::vector<std::string> acks;
+    bool due = false;  // held acknowledgements whose hold ended: sent now, not held again
+  };
+  // Result acknowledgements held for a worker that reads them inside `tasks` (kAcksInTasks),
+  // until its next assignment or until `due` (kAckHoldMs), whichever comes first.
+  struct HeldAcks {
+    std::vector<std::string> bodies;
+    Clock::time_point due;
   };
 
   Broker(BrokerOptions options, Cas cas);
@@ -139,8 +148,13 @@ class Broker {
   // commit that makes their cause durable; always, so a turn's messages to one worker batch.
   void send_or_hold(Outgoing out);
   void send_now(Outgoing out);
-  // Folds each peer's `task` and `result_ack` messages of this turn into one message each.
+  // Folds each peer's `task` and `result_ack` messages of this turn into one message each; for a
+  // worker that reads acknowledgements inside `tasks`, folds them into its assignments or holds
+  // them (hold_acks).
   void coalesce_outbox();
+  void hold_acks();
+  // Earliest end of a hold (the loop's poll wakes for it), or none.
+  std::optional<Clock::time_point> next_ack_due() const;
   void shutdown();
 
   // recovery.cpp: the journal
@@ -252,6 +266,7 @@ class Broker {
   std::vector<Outgoing> outbox_;
   // coalesce_outbox's scratch: peer -> index of its batch head, for `task` [0] and `result_ack` [1]
   std::unordered_map<std::string_view, std::size_t> batch_heads_[2];
+  std::unordered_map<std::string, HeldAcks> held_acks_;  // routing id -> its held acknowledgements
   std::vector<std::string> dirty_;  // tasks to rewrite in the journal at the end of this turn
   std::unordered_set<std::string> dirty_set_;
   bool turn_failed_ = false;             // a journal write failed during this turn

@@ -167,6 +167,7 @@ void Worker::announce() {
   for (const auto& [id, run] : runs_) {
     if (run->phase != Phase::kReporting) r.running.push_back(id);
   }
+  r.features.emplace_back(protocol::kAcksInTasks);
   send(msg::kReady, body_of(r));
 }
 
@@ -240,18 +241,22 @@ void Worker::on_broker_message(transport::Incoming& in) {
   const auto& type = in.type;
   if (type == msg::kTask) return on_task(in.body->view());
   if (type == msg::kTasks || type == msg::kResultAck) {
-    // A batch (docs/protocol.md): `tasks: [assignment...]`, `acks: [{task_id, attempt}...]`.
+    // A batch (docs/protocol.md): `tasks: [assignment...]`, `acks: [{task_id, attempt}...]`; a
+    // `tasks` message may carry `acks` too (kAcksInTasks, which this worker announces).
     const bool tasks = type == msg::kTasks;
     const auto v = in.body->view();
     if (!tasks && !v.has("acks")) return on_result_ack(v);
-    auto items = v.array_or_empty(tasks ? "tasks" : "acks");
-    if (!items) {
-      spdlog::warn("malformed {} from broker error=\"{}\"", type, items.error().message);
-      return;
-    }
-    for (const auto* item : *items) {
-      if (item->type != msgpack::type::MAP) continue;
-      tasks ? on_task(protocol::MapView(item)) : on_result_ack(protocol::MapView(item));
+    for (std::string_view field : {std::string_view("acks"), std::string_view("tasks")}) {
+      if (field == "tasks" && !tasks) break;
+      auto items = v.array_or_empty(field);
+      if (!items) {
+        spdlog::warn("malformed {} from broker error=\"{}\"", type, items.error().message);
+        return;
+      }
+      for (const auto* item : *items) {
+        if (item->type != msgpack::type::MAP) continue;
+        field == "acks" ? on_result_ack(protocol::MapView(item)) : on_task(protocol::MapView(item));
+      }
     }
     return;
   }

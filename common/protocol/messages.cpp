@@ -190,6 +190,7 @@ void WorkerReady::encode(Writer& w) const {
   }
   w.end_array();
   w.kv_list("running", running);
+  if (!features.empty()) w.kv_list("features", features);
 }
 
 Result<WorkerReady> WorkerReady::decode(const MapView& m) {
@@ -214,6 +215,7 @@ Result<WorkerReady> WorkerReady::decode(const MapView& m) {
     r.plugins.push_back(std::move(offer));
   }
   KB_TRY_ASSIGN(r.running, m.str_list_or_empty("running"));
+  KB_TRY_ASSIGN(r.features, m.str_list_or_empty("features"));
   return r;
 }
 

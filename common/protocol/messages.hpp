@@ -177,6 +177,11 @@ struct PluginOffer {
   static Result<PluginOffer> decode(const MapView& m);
 };
 
+// A worker that announces it reads `acks` inside a `tasks` message: the broker may hold its result
+// acknowledgements for up to kAckHoldMs and send them with its next assignment.
+inline constexpr std::string_view kAcksInTasks = "acks_in_tasks";
+inline constexpr std::int64_t kAckHoldMs = 5;
+
 struct WorkerReady {
   std::string worker_id;
   std::string host;
@@ -186,6 +191,8 @@ struct WorkerReady {
   std::vector<std::string> layers;        // sandbox layers active on this host
   std::vector<PluginOffer> plugins;
   std::vector<std::string> running;  // task ids still running (after a reconnect)
+  // Optional protocol features the worker understands (docs/protocol.md), e.g. kAcksInTasks.
+  std::vector<std::string> features;
   void encode(Writer& w) const;
   static Result<WorkerReady> decode(const MapView& m);
 };

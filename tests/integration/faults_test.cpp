@@ -488,3 +488,63 @@ TEST_CASE("a turn's assignments, results and acknowledgements for one worker tra
   for (const auto& a : acks->body["acks"]) CHECK(a.value("attempt", 0) == 1);
   for (const auto& id : ids) CHECK(fleet.wait_for_terminal(id) == "succeeded");
 }
+
+TEST_CASE("a worker that announces acks_in_tasks gets result acknowledgements inside its next assignment", "[integration][protocol]") {
+  Fleet fleet({0, 1, {}});
+  using kbfleet::protocol::Writer;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 2; ++i) {
+    auto submitted = fleet.cli({"submit", "noop", "ok"});
+    REQUIRE(submitted.exit_code == 0);
+    ids.push_back(trim(submitted.out));
+  }
+  // One slot, two tasks waiting: the second is assigned in the turn that takes the first's result.
+  RawClient fake(fleet.broker);
+  Writer ready;
+  ready.begin_map().kv("worker_id", "fake").kv("host", "test").kv("pid", 1).kv("slots", 1);
+  ready.key("capabilities").begin_array().end_array().key("layers").begin_array().end_array();
+  ready.key("plugins").begin_array().begin_map().kv("id", "noop").kv("version", "1.0.0");
+  ready.kv_list("handlers", {"ok"}).key("capabilities").begin_array().end_array();
+  ready.end_map().end_array().key("running").begin_array().end_array();
+  ready.kv_list("features", {"acks_in_tasks"}).end_map();
+  fake.send({"KBF/1", "ready", ready.take()});
+
+  auto next_of = [&](std::initializer_list<std::string_view> types) -> std::optional<RawClient::Reply> {
+    for (auto r = fake.recv(); r; r = fake.recv()) {
+      for (auto t : types) {
+        if (r->type == t) return r;
+      }
+    }
+    return std::nullopt;
+  };
+  auto result_of = [](const std::string& id) {
+    Writer w;
+    w.begin_map().kv("task_id", id).kv("attempt", 1);
+    w.key("outcome").begin_map().kv("state", "succeeded").kv("exit_code", 0).end_map().end_map();
+    return w.take();
+  };
+  auto first = next_of({"task", "tasks"});
+  REQUIRE(first);
+  REQUIRE(first->type == "task");
+  const std::string a = first->body.value("task_id", "");
+  const std::string b = a == ids[0] ? ids[1] : ids[0];
+  CHECK(a == ids[0]);  // submission order
+
+  fake.send({"KBF/1", "result", result_of(a)});
+  auto second = next_of({"task", "tasks", "result_ack"});
+  REQUIRE(second);
+  CHECK(second->type == "tasks");  // not a separate result_ack first
+  REQUIRE(second->body["tasks"].size() == 1);
+  CHECK(second->body["tasks"][0].value("task_id", "") == b);
+  REQUIRE(second->body["acks"].size() == 1);
+  CHECK(second->body["acks"][0].value("task_id", "") == a);
+  CHECK(second->body["acks"][0].value("attempt", 0) == 1);
+
+  // Nothing else to assign: the held acknowledgement still comes, as a result_ack.
+  fake.send({"KBF/1", "result", result_of(b)});
+  auto ack = next_of({"result_ack", "tasks"});
+  REQUIRE(ack);
+  CHECK(ack->type == "result_ack");
+  CHECK(ack->body.value("task_id", "") == b);
+  for (const auto& id : ids) CHECK(fleet.wait_for_terminal(id) == "succeeded");
+}
