@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "common/hash/sha256.hpp"
+#include "tests/broker/cas/cas_test_support.hpp"
 
 namespace fs = std::filesystem;
 using kbfleet::ErrorCode;
@@ -21,28 +22,8 @@ using kbfleet::broker::Cas;
 
 namespace {
 
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "kbfleet-blobwriter-XXXXXX").native();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
-
-std::string pattern(std::size_t size) {
-  std::string s(size, '\0');
-  for (std::size_t i = 0; i < size; ++i) s[i] = static_cast<char>((i * 131 + i / 7) & 0xff);
-  return s;
-}
+using kbfleet::broker::testing::pattern;
+using kbfleet::broker::testing::TempDir;
 
 zmq::message_t message(std::string_view bytes) { return zmq::message_t(bytes.data(), bytes.size()); }
 

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "common/hash/sha256.hpp"
+#include "tests/broker/cas/cas_test_support.hpp"
 
 namespace fs = std::filesystem;
 using kbfleet::ErrorCode;
@@ -18,34 +19,13 @@ using kbfleet::broker::Cas;
 
 namespace {
 
-// A per-test directory from mkdtemp, removed with everything in it.
-class TempDir {
- public:
-  TempDir() {
-    std::string tmpl = (fs::temp_directory_path() / "kbfleet-cas-XXXXXX").native();
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const fs::path& path() const { return path_; }
-
- private:
-  fs::path path_;
-};
+using kbfleet::broker::testing::pattern;
+using kbfleet::broker::testing::TempDir;
 
 std::size_t count_entries(const fs::path& dir) {
   std::size_t n = 0;
   for ([[maybe_unused]] const auto& e : fs::directory_iterator(dir)) ++n;
   return n;
-}
-
-std::string pattern(std::size_t size) {
-  std::string s(size, '\0');
-  for (std::size_t i = 0; i < size; ++i) s[i] = static_cast<char>((i * 131 + i / 7) & 0xff);
-  return s;
 }
 
 Cas open_store(const fs::path& dir) {

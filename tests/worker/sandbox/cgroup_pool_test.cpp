@@ -13,6 +13,7 @@
 #include <catch2/catch.hpp>
 
 #include "tests/worker/executor/handler_harness.hpp"
+#include "tests/worker/sandbox/cgroup_test_support.hpp"
 #include "worker/sandbox/cgroup.hpp"
 #include "worker/sandbox/cgroup_pool.hpp"
 
@@ -22,6 +23,9 @@ namespace {
 using namespace std::chrono_literals;
 using testing::Recorded;
 using testing::TempDir;
+using testing::dirs_of;
+using testing::in_cgroup;
+using testing::read_text;
 
 // A pool over the probed cgroups, or null (after a WARN) when the host has none.
 std::shared_ptr<Cgroups> make_pool() {
@@ -38,25 +42,6 @@ std::shared_ptr<TaskCgroup> take(const Cgroups& pool, const CgroupLimits& limits
   auto cg = pool.create("pool-test-" + std::to_string(++n), limits);
   if (!cg) FAIL("cannot create a task cgroup: " << cg.error().to_string());
   return std::move(*cg);
-}
-
-LaunchSpec in_cgroup(LaunchSpec spec, std::shared_ptr<TaskCgroup> cgroup) {
-  spec.join_cgroups = cgroup->procs_files();
-  spec.cgroup = std::move(cgroup);
-  return spec;
-}
-
-std::vector<std::filesystem::path> dirs_of(const TaskCgroup& cg) {
-  std::vector<std::filesystem::path> out;
-  for (const auto& procs : cg.procs_files()) out.push_back(std::filesystem::path(procs).parent_path());
-  return out;
-}
-
-std::string read_text(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 bool is_spare(const TaskCgroup& cg) {

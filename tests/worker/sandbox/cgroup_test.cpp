@@ -17,6 +17,7 @@
 #include <catch2/catch.hpp>
 
 #include "tests/worker/executor/handler_harness.hpp"
+#include "tests/worker/sandbox/cgroup_test_support.hpp"
 #include "worker/sandbox/cgroup.hpp"
 #include "worker/task/task_run.hpp"
 
@@ -26,6 +27,9 @@ namespace {
 using namespace std::chrono_literals;
 using testing::Recorded;
 using testing::TempDir;
+using testing::dirs_of;
+using testing::in_cgroup;
+using testing::read_text;
 
 // The probe result, once per test process (probing may move a v2 worker into a leaf).
 const Result<std::unique_ptr<Cgroups>>& probed() {
@@ -54,26 +58,6 @@ std::shared_ptr<TaskCgroup> make_cgroup(const CgroupLimits& limits) {
   auto cg = cgroups().create(next_name(), limits);
   if (!cg) FAIL("cannot create a task cgroup: " << cg.error().to_string());
   return std::move(*cg);
-}
-
-// The spec with `cgroup` attached, as prepare.cpp does it.
-LaunchSpec in_cgroup(LaunchSpec spec, std::shared_ptr<TaskCgroup> cgroup) {
-  spec.join_cgroups = cgroup->procs_files();
-  spec.cgroup = std::move(cgroup);
-  return spec;
-}
-
-std::vector<std::filesystem::path> dirs_of(const TaskCgroup& cg) {
-  std::vector<std::filesystem::path> out;
-  for (const auto& procs : cg.procs_files()) out.push_back(std::filesystem::path(procs).parent_path());
-  return out;
-}
-
-std::string read_text(const std::filesystem::path& file) {
-  std::ifstream in(file);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 bool lists_pid(const std::string& procs_file, pid_t pid) {

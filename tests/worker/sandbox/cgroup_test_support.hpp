@@ -1,0 +1,37 @@
+#pragma once
+// Helpers shared by the cgroup tests (cgroup_test.cpp, cgroup_pool_test.cpp): a launch spec joined
+// to a task cgroup as prepare.cpp does it, a cgroup's directories, a file's text.
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "worker/executor/process.hpp"
+#include "worker/sandbox/cgroup.hpp"
+
+namespace kbfleet::worker::testing {
+
+// The spec with `cgroup` attached, as prepare.cpp does it.
+inline LaunchSpec in_cgroup(LaunchSpec spec, std::shared_ptr<TaskCgroup> cgroup) {
+  spec.join_cgroups = cgroup->procs_files();
+  spec.cgroup = std::move(cgroup);
+  return spec;
+}
+
+// The cgroup's directory in each hierarchy.
+inline std::vector<std::filesystem::path> dirs_of(const TaskCgroup& cg) {
+  std::vector<std::filesystem::path> out;
+  for (const auto& procs : cg.procs_files()) out.push_back(std::filesystem::path(procs).parent_path());
+  return out;
+}
+
+inline std::string read_text(const std::filesystem::path& file) {
+  std::ifstream in(file);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+}  // namespace kbfleet::worker::testing
