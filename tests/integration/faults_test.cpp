@@ -430,6 +430,23 @@ TEST_CASE("a worker that disconnects mid-upload leaves no partial blob, and its 
   CHECK(status["artifacts"].empty());  // nothing of the lost upload was recorded
 }
 
+namespace {
+
+// The `ready` of a raw worker offering the fixture plugin noop@1.0.0 (handler ok), with
+// `slots` slots and the protocol `features` it announces.
+std::string noop_worker_ready(int slots, const std::vector<std::string>& features = {}) {
+  kbfleet::protocol::Writer ready;
+  ready.begin_map().kv("worker_id", "fake").kv("host", "test").kv("pid", 1).kv("slots", slots);
+  ready.key("capabilities").begin_array().end_array().key("layers").begin_array().end_array();
+  ready.key("plugins").begin_array().begin_map().kv("id", "noop").kv("version", "1.0.0");
+  ready.kv_list("handlers", {"ok"}).key("capabilities").begin_array().end_array();
+  ready.end_map().end_array().key("running").begin_array().end_array();
+  if (!features.empty()) ready.kv_list("features", features);
+  return ready.end_map().take();
+}
+
+}  // namespace
+
 TEST_CASE("a turn's assignments, results and acknowledgements for one worker travel as one batch each", "[integration][protocol]") {
   Fleet fleet({0, 1, {}});
   using kbfleet::protocol::Writer;
@@ -441,13 +458,7 @@ TEST_CASE("a turn's assignments, results and acknowledgements for one worker tra
   }
   // A worker with 4 slots joins while 4 tasks wait: the broker assigns them in one turn.
   RawClient fake(fleet.broker);
-  Writer ready;
-  ready.begin_map().kv("worker_id", "fake").kv("host", "test").kv("pid", 1).kv("slots", 4);
-  ready.key("capabilities").begin_array().end_array().key("layers").begin_array().end_array();
-  ready.key("plugins").begin_array().begin_map().kv("id", "noop").kv("version", "1.0.0");
-  ready.kv_list("handlers", {"ok"}).key("capabilities").begin_array().end_array();
-  ready.end_map().end_array().key("running").begin_array().end_array().end_map();
-  fake.send({"KBF/1", "ready", ready.take()});
+  fake.send({"KBF/1", "ready", noop_worker_ready(4)});
 
   std::optional<RawClient::Reply> batch;
   for (auto r = fake.recv(); r; r = fake.recv()) {
@@ -500,14 +511,7 @@ TEST_CASE("a worker that announces acks_in_tasks gets result acknowledgements in
   }
   // One slot, two tasks waiting: the second is assigned in the turn that takes the first's result.
   RawClient fake(fleet.broker);
-  Writer ready;
-  ready.begin_map().kv("worker_id", "fake").kv("host", "test").kv("pid", 1).kv("slots", 1);
-  ready.key("capabilities").begin_array().end_array().key("layers").begin_array().end_array();
-  ready.key("plugins").begin_array().begin_map().kv("id", "noop").kv("version", "1.0.0");
-  ready.kv_list("handlers", {"ok"}).key("capabilities").begin_array().end_array();
-  ready.end_map().end_array().key("running").begin_array().end_array();
-  ready.kv_list("features", {"acks_in_tasks"}).end_map();
-  fake.send({"KBF/1", "ready", ready.take()});
+  fake.send({"KBF/1", "ready", noop_worker_ready(1, {"acks_in_tasks"})});
 
   auto next_of = [&](std::initializer_list<std::string_view> types) -> std::optional<RawClient::Reply> {
     for (auto r = fake.recv(); r; r = fake.recv()) {
