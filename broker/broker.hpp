@@ -267,13 +267,13 @@ class Broker {
   // coalesce_outbox's scratch: peer -> index of its batch head, for `task` [0] and `result_ack` [1]
   std::unordered_map<std::string_view, std::size_t> batch_heads_[2];
   std::unordered_map<std::string, HeldAcks> held_acks_;  // routing id -> its held acknowledgements
-  std::vector<std::string> dirty_;  // tasks to rewrite in the journal at the end of this turn
-  std::unordered_set<std::string> dirty_set_;
+  std::vector<TaskKey> dirty_;  // tasks to rewrite in the journal at the end of this turn
+  std::unordered_set<TaskKey, TaskKeyHash> dirty_set_;
   bool turn_failed_ = false;             // a journal write failed during this turn
   std::optional<Error> journal_error_;   // set while the journal cannot be written
   bool journal_probing_ = false;         // the error was cleared on a timer tick to try again
   bool stopping_ = false;
-  std::unordered_set<std::string> created_this_turn_;
+  std::unordered_set<TaskKey, TaskKeyHash> created_this_turn_;
   std::unordered_map<std::string, Clock::time_point> reconnect_asked_;  // unknown workers asked to re-announce
   std::vector<std::string> orphans_;     // recovered running tasks waiting to be re-attached
   std::optional<Clock::time_point> reattach_deadline_;

@@ -177,7 +177,7 @@ Status Broker::journal_insert(const Task& t) {
   if (!journal_) return {};
   // Written at the end of the turn with the state the turn left it in (commit_turn): a task
   // submitted and dispatched in one turn is one INSERT, not an INSERT and an UPDATE.
-  created_this_turn_.insert(t.id);
+  created_this_turn_.insert(t.key);
   mark_dirty(t);
   return {};
 }
@@ -200,7 +200,7 @@ std::string Broker::rollback_id(const Task& t) const {
 }
 
 void Broker::mark_dirty(const Task& t) {
-  if (journal_ && dirty_set_.insert(t.id).second) dirty_.push_back(t.id);
+  if (journal_ && dirty_set_.insert(t.key).second) dirty_.push_back(t.key);
 }
 
 void Broker::on_journal_failure(const Error& e) {
@@ -221,10 +221,10 @@ void Broker::on_journal_failure(const Error& e) {
 
 void Broker::commit_turn() {
   if (journal_) {
-    for (const auto& id : dirty_) {
+    for (const auto& key : dirty_) {
       if (turn_failed_) break;
-      if (Task* t = tasks_.find(id)) {
-        if (created_this_turn_.count(id) > 0) {
+      if (Task* t = tasks_.find(key)) {
+        if (created_this_turn_.count(key) > 0) {
           auto row = journal_->insert(record_of(*t, /*with_request=*/true));
           if (row) t->journal_row = *row;
           if (!row) on_journal_failure(row.error());
@@ -256,7 +256,8 @@ void Broker::commit_turn() {
       // are written again next turn.
       std::vector<Outgoing> keep;
       for (auto& o : outbox_) {
-        if (!created_this_turn_.count(o.task_id)) {
+        const auto key = parse_task_key(o.task_id);  // set only while a creation could roll back
+        if (!key || !created_this_turn_.count(*key)) {
           keep.push_back(std::move(o));
         } else if (o.ack) {
           metrics_.rejected.increment(std::string(code_name(ErrorCode::kIoError)));
@@ -272,18 +273,18 @@ void Broker::commit_turn() {
         }
       }
       outbox_ = std::move(keep);
-      for (const auto& id : created_this_turn_) {
-        Task* t = tasks_.find(id);
+      for (const auto& key : created_this_turn_) {
+        Task* t = tasks_.find(key);
         if (t == nullptr) continue;
         if (t->state == state::kQueued) count_queued(*t, -1);
         if (t->state == state::kRunning) {
           count_running(*t, -1);
           if (WorkerInfo* w = workers_.find(t->worker)) workers_.release(*w, t->id);
         }
-        dirty_set_.erase(id);
-        tasks_.erase(id);  // its queue entry is discarded lazily
+        dirty_set_.erase(key);
+        tasks_.erase(key);  // its queue entry is discarded lazily
       }
-      std::erase_if(dirty_, [&](const std::string& id) { return !dirty_set_.count(id); });
+      std::erase_if(dirty_, [&](const TaskKey& key) { return !dirty_set_.count(key); });
     } else {
       dirty_.clear();
       dirty_set_.clear();

@@ -31,14 +31,16 @@ Task& TaskStore::restore(const std::string& id, protocol::SubmitRequest request)
 }
 
 void TaskStore::erase(std::string_view id) {
-  auto key = parse_task_key(id);
-  if (!key) return;
-  auto it = tasks_.find(*key);
+  if (auto key = parse_task_key(id)) erase(*key);
+}
+
+void TaskStore::erase(const TaskKey& key) {
+  auto it = tasks_.find(key);
   if (it == tasks_.end()) return;
   const auto& idem = it->second.request.idempotency_key;
   if (!idem.empty()) {
     auto k = by_idempotency_key_.find(idem);
-    if (k != by_idempotency_key_.end() && k->second == *key) by_idempotency_key_.erase(k);
+    if (k != by_idempotency_key_.end() && k->second == key) by_idempotency_key_.erase(k);
   }
   tasks_.erase(it);
 }

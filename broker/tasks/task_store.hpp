@@ -84,6 +84,7 @@ class TaskStore {
   Task& restore(const std::string& id, protocol::SubmitRequest request);
   // Forgets a task that was never acknowledged (its journal write failed).
   void erase(std::string_view id);
+  void erase(const TaskKey& key);
   Task* find(std::string_view id);  // null for an unknown or malformed id
   Task* find(const TaskKey& key);
   Task* find_by_idempotency_key(const std::string& key);
