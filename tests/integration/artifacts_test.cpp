@@ -4,7 +4,6 @@
 #include <chrono>
 #include <filesystem>
 #include <optional>
-#include <thread>
 
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
@@ -74,6 +73,23 @@ std::size_t entries(const std::string& dir) {
   return n;
 }
 
+// The broker's writer thread removes an abandoned upload's temp file when it reaches it: wait for
+// the directory to empty (bounded), then say whether it did.
+bool empties(const std::string& dir) {
+  return eventually([&] { return entries(dir) == 0; }, 10s);
+}
+
+// Submits a noop task that the fake worker (the only one) receives; returns its id.
+std::string task_for_fake(const Fleet& fleet, FakeWorker& fake) {
+  auto submitted = fleet.cli({"submit", "noop", "ok"});
+  REQUIRE(submitted.exit_code == 0);
+  const std::string id = trim(submitted.out);
+  auto task = fake.next("task");
+  REQUIRE(task);
+  REQUIRE(task->body->view().str_or("task_id", "") == id);
+  return id;
+}
+
 }  // namespace
 
 TEST_CASE("an artifact larger than the hash-first limit is hashed while it is sent and fetched back intact",
@@ -112,12 +128,7 @@ TEST_CASE("a hash declared only in upload_end is verified: the blob is stored on
           "[integration][artifacts]") {
   Fleet fleet({0, 1, {}});
   FakeWorker fake(fleet.broker);
-  auto submitted = fleet.cli({"submit", "noop", "ok"});
-  REQUIRE(submitted.exit_code == 0);
-  const std::string id = trim(submitted.out);
-  auto task = fake.next("task");
-  REQUIRE(task);
-  REQUIRE(task->body->view().str_or("task_id", "") == id);
+  const std::string id = task_for_fake(fleet, fake);
 
   const std::string data = pattern((3 << 20) + 123);
   const std::string sha = kbfleet::hash::sha256_hex(data);
@@ -193,17 +204,14 @@ TEST_CASE("a hash declared only in upload_end is verified: the blob is stored on
     CHECK((*err)->str_or("code", "") == "INVALID_ARGUMENT");
     CHECK(artifacts().empty());
   }
-  CHECK(entries(tmp_dir) == 0);
+  CHECK(empties(tmp_dir));
 }
 
 TEST_CASE("a chunk larger than chunk_bytes or at the wrong offset ends the upload with its error, and nothing is stored",
           "[integration][artifacts]") {
   Fleet fleet({0, 1, {}});
   FakeWorker fake(fleet.broker);
-  auto submitted = fleet.cli({"submit", "noop", "ok"});
-  REQUIRE(submitted.exit_code == 0);
-  const std::string id = trim(submitted.out);
-  REQUIRE(fake.next("task"));
+  const std::string id = task_for_fake(fleet, fake);
 
   const std::string data = pattern((2 << 20) + 1);
   Writer begin;
@@ -245,10 +253,5 @@ TEST_CASE("a chunk larger than chunk_bytes or at the wrong offset ends the uploa
   REQUIRE(unknown);
   CHECK(unknown->body->view().str_or("code", "") == "ARTIFACT_UPLOAD_FAILED");
   CHECK(json::parse(fleet.cli({"artifacts", "ls", id, "--json"}).out).empty());
-  // The writer thread removes the temp file when it reaches the abandoned upload.
-  const auto until = std::chrono::steady_clock::now() + 10s;
-  while (entries(fleet.dir + "/data/cas/tmp") != 0 && std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(10ms);
-  }
-  CHECK(entries(fleet.dir + "/data/cas/tmp") == 0);
+  CHECK(empties(fleet.dir + "/data/cas/tmp"));
 }
