@@ -66,9 +66,7 @@ TEST_CASE("a pooled task cgroup starts with no process and no CPU usage of the t
     return;
   }
   const auto first_dirs = dirs_of(*first);
-  auto spec = in_cgroup(testing::shell("setsid sh -c 'echo $$ > escaped.pid; exec sleep 100' &\n"
-                                       "while [ ! -s escaped.pid ]; do sleep 0.01; done\n"
-                                       "echo ready; while :; do :; done",
+  auto spec = in_cgroup(testing::shell(std::string(testing::kEscapeFromGroup) + "echo ready; while :; do :; done",
                                        ws.path()),
                         std::move(first));
   spec.limits.cpu_ms = 200;

@@ -235,10 +235,7 @@ TEST_CASE("the cgroup kill reaches a process that left the handler's process gro
   TempDir ws;
   testing::Subreaper reaper;
   Recorded sink;
-  // The escapee writes its pid after setsid, and the handler waits for that, so the group kill
-  // cannot catch it before it escapes: only the cgroup kill can.
-  const std::string escape = "setsid sh -c 'echo $$ > escaped.pid; exec sleep 100' &\n"
-                             "while [ ! -s escaped.pid ]; do sleep 0.01; done\n";
+  const std::string escape = testing::kEscapeFromGroup;
   auto spec = testing::shell(escape + "echo done", ws.path());
   EndReason expected = EndReason::kExited;
   SECTION("when the handler exits") {}
@@ -277,9 +274,7 @@ TEST_CASE("a task's cgroup is removed when its HandlerProcess goes", "[sandbox][
     auto cg = make_cgroup({64, 16});
     dirs = dirs_of(*cg);
     auto p = testing::start(in_cgroup(
-        testing::shell("setsid sh -c 'echo $$ > escaped.pid; exec sleep 100' & "
-                       "while [ ! -s escaped.pid ]; do sleep 0.01; done; echo ready; sleep 100",
-                       ws.path()),
+        testing::shell(std::string(testing::kEscapeFromGroup) + "echo ready; sleep 100", ws.path()),
         std::move(cg)));
     testing::drive(*p, sink, [&] { return sink.saw(Stream::kStdout, "ready"); });
     pid_t escaped = testing::read_pid_file(ws.path() / "escaped.pid");

@@ -13,6 +13,14 @@
 
 namespace kbfleet::worker::testing {
 
+// Shell lines that start a process which leaves the handler's session and process group
+// (`setsid`) and lives on (`sleep 100`: only a kill ends it), then wait for it to have escaped:
+// it writes its pid after setsid, and the handler polls for that file, so a group kill cannot
+// catch it before it escapes; only the cgroup kill can. Read its pid from escaped.pid.
+inline constexpr const char* kEscapeFromGroup =
+    "setsid sh -c 'echo $$ > escaped.pid; exec sleep 100' &\n"
+    "while [ ! -s escaped.pid ]; do sleep 0.01; done\n";
+
 // The spec with `cgroup` attached, as prepare.cpp does it.
 inline LaunchSpec in_cgroup(LaunchSpec spec, std::shared_ptr<TaskCgroup> cgroup) {
   spec.join_cgroups = cgroup->procs_files();
