@@ -36,18 +36,6 @@ bool Recorded::saw(Stream stream, const std::string& text) const {
   return std::find(all.begin(), all.end(), text) != all.end();
 }
 
-TempDir::TempDir(const char* base) {
-  if (base == nullptr) base = std::getenv("TMPDIR");
-  std::string tmpl = std::string(base && *base ? base : "/tmp") + "/kbfleet-executor-XXXXXX";
-  REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-  path_ = tmpl;
-}
-
-TempDir::~TempDir() {
-  std::error_code ec;
-  std::filesystem::remove_all(path_, ec);
-}
-
 LaunchSpec shell(const std::string& script, const std::filesystem::path& workspace) {
   LaunchSpec spec;
   spec.exec = "/bin/sh";

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "tests/support/temp_dir.hpp"
 #include "worker/executor/process.hpp"
 
 namespace kbfleet::worker::testing {
@@ -40,17 +41,7 @@ class Recorded : public Sink {
 };
 
 // A fresh directory under `base`, else $TMPDIR (or /tmp), removed with its contents.
-class TempDir {
- public:
-  explicit TempDir(const char* base = nullptr);
-  ~TempDir();
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using TempDir = kbfleet::test::TempDir;
 
 // exec /bin/sh -c `script` in `workspace`, env PATH only, short timeouts for tests.
 LaunchSpec shell(const std::string& script, const std::filesystem::path& workspace);

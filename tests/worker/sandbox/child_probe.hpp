@@ -16,6 +16,8 @@
 
 #include <catch2/catch.hpp>
 
+#include "tests/support/temp_dir.hpp"
+
 namespace kbfleet::worker::testing {
 
 constexpr int kSetupNoNewPrivs = 201;
@@ -70,26 +72,7 @@ std::string run_in_child(F probe) {
   return outcome(status);
 }
 
-// A fresh directory under $TMPDIR (or /tmp), removed with its contents.
-class TempDir {
- public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/kbfleet-sandbox-XXXXXX";
-    REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
-    path_ = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path_, ec);
-  }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
-  const std::filesystem::path& path() const { return path_; }
-
- private:
-  std::filesystem::path path_;
-};
+using TempDir = kbfleet::test::TempDir;  // under $TMPDIR, or /tmp
 
 }  // namespace kbfleet::worker::testing
 
