@@ -445,17 +445,23 @@ std::string noop_worker_ready(int slots, const std::vector<std::string>& feature
   return ready.end_map().take();
 }
 
+// Submits `n` noop tasks (for a raw worker to take); returns their ids in submission order.
+std::vector<std::string> submit_noops(const Fleet& fleet, int n) {
+  std::vector<std::string> ids;
+  for (int i = 0; i < n; ++i) {
+    auto submitted = fleet.cli({"submit", "noop", "ok"});
+    REQUIRE(submitted.exit_code == 0);
+    ids.push_back(trim(submitted.out));
+  }
+  return ids;
+}
+
 }  // namespace
 
 TEST_CASE("a turn's assignments, results and acknowledgements for one worker travel as one batch each", "[integration][protocol]") {
   Fleet fleet({0, 1, {}});
   using kbfleet::protocol::Writer;
-  std::vector<std::string> ids;
-  for (int i = 0; i < 4; ++i) {
-    auto submitted = fleet.cli({"submit", "noop", "ok"});
-    REQUIRE(submitted.exit_code == 0);
-    ids.push_back(trim(submitted.out));
-  }
+  const std::vector<std::string> ids = submit_noops(fleet, 4);
   // A worker with 4 slots joins while 4 tasks wait: the broker assigns them in one turn.
   RawClient fake(fleet.broker);
   fake.send({"KBF/1", "ready", noop_worker_ready(4)});
@@ -503,12 +509,7 @@ TEST_CASE("a turn's assignments, results and acknowledgements for one worker tra
 TEST_CASE("a worker that announces acks_in_tasks gets result acknowledgements inside its next assignment", "[integration][protocol]") {
   Fleet fleet({0, 1, {}});
   using kbfleet::protocol::Writer;
-  std::vector<std::string> ids;
-  for (int i = 0; i < 2; ++i) {
-    auto submitted = fleet.cli({"submit", "noop", "ok"});
-    REQUIRE(submitted.exit_code == 0);
-    ids.push_back(trim(submitted.out));
-  }
+  const std::vector<std::string> ids = submit_noops(fleet, 2);
   // One slot, two tasks waiting: the second is assigned in the turn that takes the first's result.
   RawClient fake(fleet.broker);
   fake.send({"KBF/1", "ready", noop_worker_ready(1, {"acks_in_tasks"})});
