@@ -394,7 +394,7 @@ void Broker::emit(Task& t, std::string_view type, std::string data_msgpack) {
     out.task_id = rollback_id(t);
     send_or_hold(std::move(out));
   };
-  send_on(protocol::task_topic(t.id));
+  send_on(protocol::task_topic(t.id().view()));
   if (secure()) send_on(tenant_topic(t.tenant));  // a tenant's subscribers see all of its tasks
   if (plugin_subscribers_ > 0) send_on(protocol::plugin_topic(t.request.plugin));
   metrics_.events_published.Increment();

@@ -41,19 +41,19 @@ bool valid_name(std::string_view s) {
 
 void encode_task(Writer& w, const Task& t) {
   w.begin_map();
-  w.kv("task_id", t.id).kv("plugin", t.request.plugin).kv("version", t.version.empty() ? t.request.version : t.version);
-  w.kv("handler", t.request.handler).kv("state", t.state).kv("priority", t.request.priority);
-  w.kv("attempt", t.attempt).kv("worker", t.worker_name);
-  w.kv("submitted_ms", t.submitted_ms).kv("started_ms", t.started_ms).kv("finished_ms", t.finished_ms);
-  w.kv("events", t.next_seq - 1).kv("max_attempts", t.max_attempts);
-  if (!t.retry_of.empty()) w.kv("retry_of", t.retry_of);
-  if (t.outcome) {
+  w.kv("task_id", t.id().view()).kv("plugin", t.request.plugin).kv("version", t.run().version.empty() ? t.request.version : t.run().version);
+  w.kv("handler", t.request.handler).kv("state", t.state.name()).kv("priority", t.request.priority);
+  w.kv("attempt", t.attempt).kv("worker", t.run().worker_name);
+  w.kv("submitted_ms", t.submitted_ms).kv("started_ms", t.run().started_ms).kv("finished_ms", t.run().finished_ms);
+  w.kv("events", t.run().next_seq - 1).kv("max_attempts", t.max_attempts);
+  if (!t.run().retry_of.empty()) w.kv("retry_of", t.run().retry_of);
+  if (t.run().outcome) {
     w.key("outcome").begin_map();
-    t.outcome->encode(w);
+    t.run().outcome->encode(w);
     w.end_map();
   }
   w.key("artifacts").begin_array();
-  for (const auto& a : t.artifacts) {
+  for (const auto& a : t.run().artifacts) {
     w.begin_map();
     a.encode(w);
     w.end_map();
@@ -73,10 +73,10 @@ Result<Task*> Broker::task_for(const transport::Incoming& in) {
                       "no task " + std::string(*id) + " (unknown id, or its result expired after --retention-ms or beyond --retention-max-tasks)",
                       {{"task_id", std::string(*id)}});
   }
-  if (auto ok = authorize_task(*caller_, t->tenant, t->id); !ok) {
+  if (auto ok = authorize_task(*caller_, t->tenant, t->id().str()); !ok) {
     metrics_.auth_denied.increment("tenant");
     spdlog::warn("request denied identity={} key={} code=FORBIDDEN reason=tenant type={} task={}", caller_->to_string(),
-                 caller_->key.empty() ? "-" : caller_->key, in.type, t->id);
+                 caller_->key.empty() ? "-" : caller_->key, in.type, t->id().view());
     return tl::unexpected(ok.error());
   }
   return t;
@@ -104,7 +104,7 @@ Status Broker::accepting() const {
 // the task is forgotten, the client gets the journal's error and nullopt is returned.
 std::optional<std::string> Broker::admit(Task& t, const transport::Incoming& in) {
   if (auto st = journal_insert(t); !st) {
-    tasks_.erase(t.id);
+    tasks_.erase(t.id().view());
     reply_error(in.peer, in.req, *journal_error_);
     return std::nullopt;
   }
@@ -136,7 +136,7 @@ void Broker::on_submit(transport::Incoming& in) {
   if (!req->idempotency_key.empty()) {
     if (Task* existing = tasks_.find_by_idempotency_key(req->idempotency_key)) {
       Writer w;
-      w.begin_map().kv("req", in.req).kv("task_id", existing->id).kv("existing", true).end_map();
+      w.begin_map().kv("req", in.req).kv("task_id", existing->id().view()).kv("existing", true).end_map();
       return acknowledge_created(in.peer, in.req, *existing, std::string(msg::kSubmitted), w.take());
     }
   }
@@ -183,14 +183,14 @@ void Broker::on_submit(transport::Incoming& in) {
   const std::string key = *admitted;
   if (!offered) {
     no_capable_since_.try_emplace(key, t.queued_at);
-    spdlog::debug("task waits for a capable worker task={} plugin={} missing={} limit_ms={}", t.id, key, ungranted,
+    spdlog::debug("task waits for a capable worker task={} plugin={} missing={} limit_ms={}", t.id().view(), key, ungranted,
                   options_.no_capable_worker_ms);
   }
-  spdlog::debug("task accepted task={} plugin={} handler={}", t.id, t.request.plugin, t.request.handler);
+  spdlog::debug("task accepted task={} plugin={} handler={}", t.id().view(), t.request.plugin, t.request.handler);
 
   // Held until the journal commit at the end of this loop turn (Broker::commit_turn).
   Writer w;
-  w.begin_map().kv("req", in.req).kv("task_id", t.id).kv("existing", false).end_map();
+  w.begin_map().kv("req", in.req).kv("task_id", t.id().view()).kv("existing", false).end_map();
   acknowledge_created(in.peer, in.req, t, std::string(msg::kSubmitted), w.take());
   dispatch_key(key);
 }
@@ -221,11 +221,11 @@ void Broker::on_cancel(transport::Incoming& in) {
     t.cancel_requested = true;
     emit(t, protocol::event::kCancelled, Writer().begin_map().kv("by", "client").end_map().take());
     Writer w;
-    w.begin_map().kv("task_id", t.id).kv("attempt", t.attempt).end_map();
-    reply(t.worker, msg::kCancel, w.take());
+    w.begin_map().kv("task_id", t.id().view()).kv("attempt", t.attempt).end_map();
+    reply(t.run().worker, msg::kCancel, w.take());
   }
   Writer w;
-  w.begin_map().kv("req", in.req).kv("task_id", t.id).kv("state", t.state).end_map();
+  w.begin_map().kv("req", in.req).kv("task_id", t.id().view()).kv("state", t.state.name()).end_map();
   reply(in.peer, msg::kCancel, w.take());
 }
 
@@ -234,19 +234,19 @@ void Broker::on_events(transport::Incoming& in) {
   if (!found) return reply_error(in.peer, in.req, found.error());
   Task& t = **found;
   const auto v = in.body->view();
-  std::int64_t from = std::max<std::int64_t>(v.i64_or("from_seq", 1), t.first_seq);
+  std::int64_t from = std::max<std::int64_t>(v.i64_or("from_seq", 1), t.run().first_seq);
   std::int64_t max = std::clamp<std::int64_t>(v.i64_or("max", 1000), 1, kMaxReplayEvents);
   Writer w;
-  w.begin_map().kv("req", in.req).kv("task_id", t.id).kv("state", t.state);
-  w.kv("first_seq", t.first_seq).kv("last_seq", t.next_seq - 1);
+  w.begin_map().kv("req", in.req).kv("task_id", t.id().view()).kv("state", t.state.name());
+  w.kv("first_seq", t.run().first_seq).kv("last_seq", t.run().next_seq - 1);
   w.key("events").begin_array();
   std::int64_t seq = from;
-  for (; seq < t.next_seq && seq < from + max; ++seq) {
-    w.raw(t.backlog[static_cast<std::size_t>(seq - t.first_seq)]);
+  for (; seq < t.run().next_seq && seq < from + max; ++seq) {
+    w.raw(t.run().backlog[static_cast<std::size_t>(seq - t.run().first_seq)]);
   }
   w.end_array();
   w.kv("next_seq", seq);
-  w.kv("finished", state::is_terminal(t.state) && seq >= t.next_seq);
+  w.kv("finished", t.state.terminal() && seq >= t.run().next_seq);
   w.end_map();
   reply(in.peer, msg::kEvents, w.take());
 }
@@ -259,25 +259,25 @@ void Broker::on_retry(transport::Incoming& in) {
   if (old.state != state::kDeadLetter) {
     return reply_error(in.peer, in.req,
                        Error{ErrorCode::kInvalidArgument,
-                             "task " + old.id + " is " + old.state + "; only dead-lettered tasks are retried "
+                             "task " + old.id().str() + " is " + std::string(old.state.name()) + "; only dead-lettered tasks are retried "
                              "(submit a new task to run it again)",
-                             {{"state", old.state}}});
+                             {{"state", std::string(old.state.name())}}});
   }
   if (auto ok = admit_for_tenant(old.request.plugin); !ok) {
     auto reason = ok.error().details.count("reason") ? ok.error().details.at("reason") : "tenant";
     return deny(in.peer, in.req, ok.error(), reason);
   }
-  protocol::SubmitRequest request = old.request;
+  protocol::SubmitRequest request = old.request.copy();
   request.idempotency_key.clear();  // the key names the first task
   Task& t = tasks_.create(std::move(request), protocol::now_ms());
   t.max_attempts = old.max_attempts;
-  t.retry_of = old.id;
+  t.mutable_run().retry_of = old.id().str();
   t.tenant = old.tenant;
   auto admitted = admit(t, in);
   if (!admitted) return;
   const std::string key = *admitted;
   Writer w;
-  w.begin_map().kv("req", in.req).kv("task_id", t.id).kv("retry_of", old.id).end_map();
+  w.begin_map().kv("req", in.req).kv("task_id", t.id().view()).kv("retry_of", old.id().view()).end_map();
   acknowledge_created(in.peer, in.req, t, std::string(msg::kRetry), w.take());
   dispatch_key(key);
 }
@@ -308,8 +308,8 @@ void Broker::on_artifacts(transport::Incoming& in) {
   auto t = task_for(in);
   if (!t) return reply_error(in.peer, in.req, t.error());
   Writer w;
-  w.begin_map().kv("req", in.req).kv("task_id", (*t)->id).key("artifacts").begin_array();
-  for (const auto& a : (*t)->artifacts) {
+  w.begin_map().kv("req", in.req).kv("task_id", (*t)->id().view()).key("artifacts").begin_array();
+  for (const auto& a : (*t)->run().artifacts) {
     w.begin_map();
     a.encode(w);
     w.end_map();
@@ -325,13 +325,13 @@ void Broker::on_fetch(transport::Incoming& in) {
   auto name = v.str("name");
   if (!name) return reply_error(in.peer, in.req, name.error());
   const protocol::ArtifactMeta* meta = nullptr;
-  for (const auto& a : (*t)->artifacts) {
+  for (const auto& a : (*t)->run().artifacts) {
     if (a.name == *name) meta = &a;
   }
   if (meta == nullptr) {
     return reply_error(in.peer, in.req,
                        Error{ErrorCode::kArtifactNotFound,
-                             "task " + (*t)->id + " has no artifact '" + std::string(*name) + "'; `kbfleet artifacts ls` lists them",
+                             "task " + (*t)->id().str() + " has no artifact '" + std::string(*name) + "'; `kbfleet artifacts ls` lists them",
                              {{"name", std::string(*name)}}});
   }
   std::int64_t offset = v.i64_or("offset", 0);

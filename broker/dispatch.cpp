@@ -72,26 +72,27 @@ void Broker::dispatch_worker(WorkerInfo& w) {
 void Broker::start_task(WorkerInfo& w, Task& t) {
   count_queued(t, -1);
   count_running(t, +1);
-  t.state = std::string(state::kRunning);
+  t.state = TaskState::of(state::kRunning);
   ++t.attempt;
-  t.worker = w.routing_id;
-  t.worker_name = w.ready.worker_id;
-  t.started_ms = protocol::now_ms();
-  t.started_at = Clock::now();
+  TaskRun& run = t.mutable_run();
+  run.worker = w.routing_id;
+  run.worker_name = w.ready.worker_id;
+  run.started_ms = protocol::now_ms();
+  run.started_at = Clock::now();
   for (const auto& p : w.ready.plugins) {
     if (p.id == t.request.plugin && p.error_code.empty() &&
         (t.request.version.empty() || p.version == t.request.version)) {
-      t.version = p.version;
+      run.version = p.version;
       break;
     }
   }
-  workers_.assign(w, t.id);
-  metrics_.queue_wait.Observe(seconds_between(t.queued_at, t.started_at));
+  workers_.assign(w, t.id().str());
+  metrics_.queue_wait.Observe(seconds_between(t.queued_at, run.started_at));
 
   Writer body;
   body.begin_map();
-  protocol::TaskAssignmentRef{t.id, t.attempt, t.request.plugin, t.version, t.request.handler, t.request.input,
-                              t.request.env, t.request.timeout_ms}
+  protocol::TaskAssignmentRef{t.id().view(), t.attempt, t.request.plugin, run.version, t.request.handler, t.request.input,
+                              t.request.env(), t.request.timeout_ms}
       .encode(body);
   body.end_map();
   Outgoing out;
@@ -101,8 +102,8 @@ void Broker::start_task(WorkerInfo& w, Task& t) {
   out.task_id = rollback_id(t);
   send_or_hold(std::move(out));
   emit(t, protocol::event::kStarted,
-       Writer().begin_map().kv("worker", w.ready.worker_id).kv("attempt", t.attempt).kv("version", t.version).end_map().take());
-  spdlog::debug("task dispatched task={} worker={} attempt={}", t.id, w.ready.worker_id, t.attempt);
+       Writer().begin_map().kv("worker", w.ready.worker_id).kv("attempt", t.attempt).kv("version", run.version).end_map().take());
+  spdlog::debug("task dispatched task={} worker={} attempt={}", t.id().view(), w.ready.worker_id, t.attempt);
 }
 
 void Broker::finish_task(Task& t, protocol::TaskOutcome outcome) {
@@ -110,12 +111,12 @@ void Broker::finish_task(Task& t, protocol::TaskOutcome outcome) {
     count_running(t, -1);
     // Idle workers may have skipped this tenant at its max_running: offer them its tasks again.
     if (secure() && allow_->policy(t.tenant).max_running > 0) redispatch_ = true;
-    metrics_.run_time.Observe(seconds_between(t.started_at, Clock::now()));
-    if (WorkerInfo* w = workers_.find(t.worker)) workers_.release(*w, t.id);
+    metrics_.run_time.Observe(seconds_between(t.run().started_at, Clock::now()));
+    if (WorkerInfo* w = workers_.find(t.run().worker)) workers_.release(*w, t.id().str());
   }
   // A cancel that raced with completion: the handler's own outcome stands, as reported.
-  t.state = outcome.state;
-  t.worker.clear();
+  t.state = TaskState::of(outcome.state);  // TaskOutcome::decode accepts only terminal states
+  t.mutable_run().worker.clear();
   metrics_.finished.increment(outcome.state, outcome.error_code);
   if (!outcome.error_code.empty()) {
     emit(t, protocol::event::kError,
@@ -125,10 +126,10 @@ void Broker::finish_task(Task& t, protocol::TaskOutcome outcome) {
   done.begin_map();
   outcome.encode(done);
   done.end_map();
-  t.outcome = std::make_unique<protocol::TaskOutcome>(std::move(outcome));
+  t.mutable_run().outcome = std::make_unique<protocol::TaskOutcome>(std::move(outcome));
   emit(t, protocol::event::kDone, done.take());
   tasks_.mark_finished(t, protocol::now_ms());
-  spdlog::debug("task finished task={} state={}", t.id, t.state);
+  spdlog::debug("task finished task={} state={}", t.id().view(), t.state.name());
 }
 
 void Broker::fail_task(Task& t, std::string_view final_state, const Error& e) {
@@ -165,24 +166,24 @@ void Broker::lose_task(Task& t, const std::string& worker_name, std::string_view
     return fail_task(t, state::kDeadLetter,
                      Error{ErrorCode::kWorkerLost,
                            what + "; no attempts left (" + std::to_string(t.max_attempts) +
-                               " allowed). `kbfleet retry " + t.id + "` submits it again",
+                               " allowed). `kbfleet retry " + t.id().str() + "` submits it again",
                            {{"attempts", std::to_string(t.attempt)}}});
   }
   // Exponential backoff with +-20 % jitter, so tasks of a lost worker do not stampede back.
   count_running(t, -1);
-  metrics_.run_time.Observe(std::chrono::duration<double>(Clock::now() - t.started_at).count());
-  t.state = std::string(state::kRetrying);
-  t.worker.clear();
+  metrics_.run_time.Observe(std::chrono::duration<double>(Clock::now() - t.run().started_at).count());
+  t.state = TaskState::of(state::kRetrying);
+  t.mutable_run().worker.clear();
   const std::int64_t base = std::min<std::int64_t>(options_.retry_backoff_ms << std::min<std::int64_t>(t.attempt - 1, 10),
                                                    30000);
   const std::int64_t jitter = base / 5;
-  const std::int64_t delay = base - jitter + static_cast<std::int64_t>(std::hash<std::string>{}(t.id + std::to_string(t.attempt)) %
+  const std::int64_t delay = base - jitter + static_cast<std::int64_t>(std::hash<std::string>{}(t.id().str() + std::to_string(t.attempt)) %
                                                                        static_cast<std::uint64_t>(2 * jitter + 1));
-  retry_due_.emplace(Clock::now() + std::chrono::milliseconds(delay), t.id);
+  retry_due_.emplace(Clock::now() + std::chrono::milliseconds(delay), t.id().str());
   metrics_.retries.Increment();
   emit(t, protocol::event::kRetry,
        Writer().begin_map().kv("attempt", t.attempt + 1).kv("reason", what).kv("delay_ms", delay).end_map().take());
-  spdlog::warn("task retry scheduled task={} next_attempt={} delay_ms={}", t.id, t.attempt + 1, delay);
+  spdlog::warn("task retry scheduled task={} next_attempt={} delay_ms={}", t.id().view(), t.attempt + 1, delay);
 }
 
 void Broker::requeue_due_retries(Clock::time_point now) {
@@ -191,7 +192,7 @@ void Broker::requeue_due_retries(Clock::time_point now) {
     retry_due_.pop();
     Task* t = tasks_.find(id);
     if (t == nullptr || t->state != state::kRetrying) continue;
-    t->state = std::string(state::kQueued);
+    t->state = TaskState::of(state::kQueued);
     t->queued_at = now;
     count_queued(*t, +1);
     const std::string key = queue_key(t->request.plugin, t->request.version);

@@ -23,39 +23,39 @@ constexpr std::int64_t kMinDefaultGraceMs = 5000;
 
 TaskRecord record_of(const Task& t, bool with_request) {
   TaskRecord r;
-  r.id = t.id;
+  r.id = t.id().str();
   if (with_request) {
     Writer w;
     w.begin_map();
-    t.request.encode(w);
+    t.request.ref().encode(w);
     w.end_map();
     r.request = w.take();
-    r.idempotency_key = t.request.idempotency_key;
+    r.idempotency_key = t.request.idempotency_key();
     r.submitted_ms = t.submitted_ms;
   }
-  r.state = t.state;
+  r.state = t.state.name();
   r.attempt = t.attempt;
-  r.worker = t.worker;
-  r.worker_name = t.worker_name;
-  r.version = t.version;
-  r.started_ms = t.started_ms;
-  r.finished_ms = t.finished_ms;
-  r.next_seq = t.next_seq;
+  r.worker = t.run().worker;
+  r.worker_name = t.run().worker_name;
+  r.version = t.run().version;
+  r.started_ms = t.run().started_ms;
+  r.finished_ms = t.run().finished_ms;
+  r.next_seq = t.run().next_seq;
   r.max_attempts = t.max_attempts;
-  r.retry_of = t.retry_of;
+  r.retry_of = t.run().retry_of;
   r.tenant = t.tenant;
   r.row = t.journal_row;
   r.cancel_requested = t.cancel_requested;
-  if (t.outcome) {
+  if (t.run().outcome) {
     Writer o;
     o.begin_map();
-    t.outcome->encode(o);
+    t.run().outcome->encode(o);
     o.end_map();
     r.outcome = o.take();
   }
   Writer a;
   a.begin_map().key("artifacts").begin_array();
-  for (const auto& m : t.artifacts) {
+  for (const auto& m : t.run().artifacts) {
     a.begin_map();
     m.encode(a);
     a.end_map();
@@ -89,8 +89,8 @@ Status Broker::recover() {
   });
   if (!st) return st;
   // The retention clock of recovered tasks runs from their journalled finish time.
-  std::stable_sort(finished.begin(), finished.end(), [](const Task* a, const Task* b) { return a->finished_ms < b->finished_ms; });
-  for (Task* t : finished) tasks_.mark_finished(*t, t->finished_ms);
+  std::stable_sort(finished.begin(), finished.end(), [](const Task* a, const Task* b) { return a->run().finished_ms < b->run().finished_ms; });
+  for (Task* t : finished) tasks_.mark_finished(*t, t->run().finished_ms);
   if (!orphans_.empty()) {
     const std::int64_t grace = options_.reattach_grace_ms > 0
                                    ? options_.reattach_grace_ms
@@ -107,53 +107,59 @@ Status Broker::recover() {
 void Broker::restore_task(TaskRecord&& r, std::vector<Task*>& finished) {
   auto body = protocol::Body::decode(r.request);
   auto request = body ? protocol::SubmitRequest::decode(body->view()) : tl::unexpected(body.error());
-  if (!valid_task_id(r.id) || !request) {
+  const auto state = TaskState::parse(r.state);
+  if (!valid_task_id(r.id) || !request || !state) {
     metrics_.journal_errors.Increment();
     spdlog::error("journal record skipped task={} error=\"{}\"", r.id,
-                  request ? "invalid task id" : request.error().message);
+                  !request ? request.error().message : !state ? "unknown state " + r.state : "invalid task id");
     return;
   }
   Task& t = tasks_.restore(r.id, std::move(*request));
-  t.state = r.state;
-  t.attempt = r.attempt;
-  t.worker = r.worker;
-  t.worker_name = r.worker_name;
-  t.version = r.version;
+  t.state = *state;
+  t.attempt = static_cast<std::int32_t>(r.attempt);
   t.submitted_ms = r.submitted_ms;
-  t.started_ms = r.started_ms;
-  t.finished_ms = r.finished_ms;
-  t.max_attempts = r.max_attempts;
-  t.retry_of = r.retry_of;
+  t.max_attempts = static_cast<std::int32_t>(r.max_attempts);
   t.tenant = r.tenant;
   t.journal_row = r.row;
   t.cancel_requested = r.cancel_requested;
-  t.artifacts = artifacts_of(r.artifacts);
-  if (secure()) {
-    for (const auto& a : t.artifacts) tenant_blobs_.insert(blob_owner_key(t.tenant, a.sha256));
-  }
-  t.started_at = Clock::now();
-  // The event backlog is not journalled: numbering continues after the last journalled seq, and
-  // a finished task replays its terminal error/done events with their original numbers.
-  t.first_seq = t.next_seq = std::max<std::int64_t>(r.next_seq, 1);
-  metrics_.recovered.increment(t.state == state::kRetrying ? std::string(state::kQueued) : t.state);
-
-  if (state::is_terminal(t.state)) {
-    if (auto ob = protocol::Body::decode(r.outcome)) {
-      if (auto o = protocol::TaskOutcome::decode(ob->view())) t.outcome = std::make_unique<protocol::TaskOutcome>(std::move(*o));
+  metrics_.recovered.increment(std::string(t.state == state::kRetrying ? state::kQueued : t.state.name()));
+  // A task that never left the queue has no run record (and gets none here).
+  if (r.started_ms != 0 || r.finished_ms != 0 || r.next_seq > 1 || !r.retry_of.empty() || t.state != state::kQueued) {
+    TaskRun& run = t.mutable_run();
+    run.worker = r.worker;
+    run.worker_name = r.worker_name;
+    run.version = r.version;
+    run.started_ms = r.started_ms;
+    run.finished_ms = r.finished_ms;
+    run.retry_of = r.retry_of;
+    run.artifacts = artifacts_of(r.artifacts);
+    if (secure()) {
+      for (const auto& a : run.artifacts) tenant_blobs_.insert(blob_owner_key(t.tenant, a.sha256));
     }
-    if (t.outcome) {
-      const bool has_error = !t.outcome->error_code.empty();
-      t.first_seq = t.next_seq = std::max<std::int64_t>(t.next_seq - (has_error ? 2 : 1), 1);
+    run.started_at = Clock::now();
+    // The event backlog is not journalled: numbering continues after the last journalled seq, and
+    // a finished task replays its terminal error/done events with their original numbers.
+    run.first_seq = run.next_seq = std::max<std::int64_t>(r.next_seq, 1);
+  }
+
+  if (t.state.terminal()) {
+    TaskRun& run = t.mutable_run();
+    if (auto ob = protocol::Body::decode(r.outcome)) {
+      if (auto o = protocol::TaskOutcome::decode(ob->view())) run.outcome = std::make_unique<protocol::TaskOutcome>(std::move(*o));
+    }
+    if (run.outcome) {
+      const bool has_error = !run.outcome->error_code.empty();
+      run.first_seq = run.next_seq = std::max<std::int64_t>(run.next_seq - (has_error ? 2 : 1), 1);
       if (has_error) {
         tasks_.append_event(t, protocol::event::kError,
-                            Writer().begin_map().kv("code", t.outcome->error_code).kv("message", t.outcome->error_message).end_map().take(),
-                            t.finished_ms);
+                            Writer().begin_map().kv("code", run.outcome->error_code).kv("message", run.outcome->error_message).end_map().take(),
+                            run.finished_ms);
       }
       Writer done;
       done.begin_map();
-      t.outcome->encode(done);
+      run.outcome->encode(done);
       done.end_map();
-      tasks_.append_event(t, protocol::event::kDone, done.take(), t.finished_ms);
+      tasks_.append_event(t, protocol::event::kDone, done.take(), run.finished_ms);
     }
     finished.push_back(&t);
     return;
@@ -163,12 +169,12 @@ void Broker::restore_task(TaskRecord&& r, std::vector<Task*>& finished) {
     // period ends (expire_orphans), then retry or dead-letter it like a task of a lost worker.
     t.orphaned = true;
     count_running(t, +1);
-    orphans_.push_back(t.id);
+    orphans_.push_back(t.id().str());
     return;
   }
   // queued, or retrying (its backoff restarts now): back into the queue in submission order.
-  t.state = std::string(state::kQueued);
-  t.worker.clear();
+  t.state = TaskState::of(state::kQueued);
+  if (!t.run().worker.empty()) t.mutable_run().worker.clear();
   count_queued(t, +1);
   queue_.push(queue_key(t.request.plugin, t.request.version), t.request.priority, t.key, t.tenant);
 }
@@ -196,7 +202,7 @@ void Broker::acknowledge_created(const std::string& peer, std::int64_t req, cons
 
 std::string Broker::rollback_id(const Task& t) const {
   // Only a task not yet in the journal (journal_row 0) can be rolled back at this turn's commit.
-  return journal_ && t.journal_row == 0 ? t.id : std::string();
+  return journal_ && t.journal_row == 0 ? t.id().str() : std::string();
 }
 
 void Broker::mark_dirty(const Task& t) {
@@ -279,7 +285,7 @@ void Broker::commit_turn() {
         if (t->state == state::kQueued) count_queued(*t, -1);
         if (t->state == state::kRunning) {
           count_running(*t, -1);
-          if (WorkerInfo* w = workers_.find(t->worker)) workers_.release(*w, t->id);
+          if (WorkerInfo* w = workers_.find(t->run().worker)) workers_.release(*w, t->id().str());
         }
         dirty_set_.erase(key);
         tasks_.erase(key);  // its queue entry is discarded lazily
@@ -305,8 +311,8 @@ void Broker::expire_orphans(Clock::time_point now) {
     Task* t = tasks_.find(id);
     if (t == nullptr || !t->orphaned || t->state != state::kRunning) continue;
     t->orphaned = false;
-    const std::string worker = t->worker_name;
-    t->worker.clear();
+    const std::string worker = t->run().worker_name;
+    t->mutable_run().worker.clear();
     lose_task(*t, worker, "not re-attached within the grace period after a broker restart");
     ++lost;
   }

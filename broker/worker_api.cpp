@@ -23,7 +23,7 @@ constexpr std::int64_t kUploadWindow = 8;
 
 Result<Task*> Broker::running_task_of(const std::string& worker, std::string_view task_id, std::int64_t attempt) {
   Task* t = tasks_.find(task_id);
-  if (t == nullptr || t->state != state::kRunning || t->worker != worker || t->attempt != attempt) {
+  if (t == nullptr || t->state != state::kRunning || t->run().worker != worker || t->attempt != attempt) {
     return make_error(ErrorCode::kTaskNotFound,
                       "task " + std::string(task_id) + " attempt " + std::to_string(attempt) +
                           " is not running on this worker (stale or unknown)",
@@ -55,13 +55,13 @@ void Broker::on_ready(transport::Incoming& in) {
   for (const auto& id : still_running) {
     if (previous.count(id)) continue;
     Task* t = tasks_.find(id);
-    if (t != nullptr && t->orphaned && t->state == state::kRunning && t->worker == in.peer) {
+    if (t != nullptr && t->orphaned && t->state == state::kRunning && t->run().worker == in.peer) {
       // Recovered from the journal as running on this worker: it re-attaches its task.
       t->orphaned = false;
       workers_.assign(w, id);
       ++reattached;
       if (t->cancel_requested) {
-        reply(in.peer, msg::kCancel, Writer().begin_map().kv("task_id", t->id).kv("attempt", t->attempt).end_map().take());
+        reply(in.peer, msg::kCancel, Writer().begin_map().kv("task_id", t->id().view()).kv("attempt", t->attempt).end_map().take());
       }
       continue;
     }
@@ -165,7 +165,7 @@ void Broker::handle_result(const std::string& peer, const protocol::MapView& v) 
   }
   auto outcome = protocol::TaskOutcome::decode(**outcome_view);
   if (!outcome) return fail_task(**t, state::kFailed, outcome.error());
-  outcome->artifacts = (*t)->artifacts;  // what the broker verified, not what the worker claims
+  outcome->artifacts = (*t)->run().artifacts;  // what the broker verified, not what the worker claims
   WorkerInfo* w = workers_.find(peer);
   finish_task(**t, std::move(*outcome));
   if (w != nullptr) dispatch_worker(*w);
@@ -203,7 +203,7 @@ void Broker::on_upload_begin(transport::Incoming& in) {
   if (!blob) return reply_error(in.peer, in.req, blob.error());
   auto handle = writer_->adopt(std::move(*blob), {kUploadChunkBytes, kUploadWindow});
   std::string id = std::to_string(handle.id());
-  uploads_[id] = Upload{(*t)->id, in.peer, *meta, std::move(handle)};
+  uploads_[id] = Upload{(*t)->id().str(), in.peer, *meta, std::move(handle)};
   w.begin_map().kv("req", in.req).kv("upload_id", id).kv("have", false);
   w.kv("chunk_bytes", kUploadChunkBytes).kv("window", kUploadWindow).end_map();
   reply(in.peer, msg::kUploadReady, w.take());
@@ -279,7 +279,7 @@ void Broker::on_upload_committed(std::map<std::string, Upload>::iterator it, con
 std::string Broker::blob_owner_key(const std::string& tenant, const std::string& sha256) { return tenant + "/" + sha256; }
 
 void Broker::record_artifact(Task& t, const protocol::ArtifactMeta& meta) {
-  t.artifacts.push_back(meta);
+  t.mutable_run().artifacts.push_back(meta);
   if (secure()) tenant_blobs_.insert(blob_owner_key(t.tenant, meta.sha256));
   Writer art;
   art.begin_map();

@@ -57,14 +57,14 @@ std::optional<TaskKey> parse_task_key(std::string_view id) {
   return k;
 }
 
-std::string to_hex(const TaskKey& k) {
+TaskIdHex::TaskIdHex(const TaskKey& k) {
   static constexpr char kHex[] = "0123456789abcdef";
-  std::string id(32, '0');
   for (int i = 0; i < 16; ++i) {
-    id[static_cast<std::size_t>(15 - i)] = kHex[(k.hi >> (4 * i)) & 0xf];
-    id[static_cast<std::size_t>(31 - i)] = kHex[(k.lo >> (4 * i)) & 0xf];
+    text_[15 - i] = kHex[(k.hi >> (4 * i)) & 0xf];
+    text_[31 - i] = kHex[(k.lo >> (4 * i)) & 0xf];
   }
-  return id;
 }
+
+std::string to_hex(const TaskKey& k) { return TaskIdHex(k).str(); }
 
 }  // namespace kbfleet::broker

@@ -26,4 +26,16 @@ TaskKey new_task_key();
 std::optional<TaskKey> parse_task_key(std::string_view id);
 std::string to_hex(const TaskKey& k);
 
+// The hex form by value, without a heap allocation: a task stores only its key and spells its id
+// when a message needs it. Use within one expression (`view()` points into this object).
+class TaskIdHex {
+ public:
+  explicit TaskIdHex(const TaskKey& k);
+  std::string_view view() const { return {text_, sizeof text_}; }
+  std::string str() const { return std::string(view()); }
+
+ private:
+  char text_[32];
+};
+
 }  // namespace kbfleet::broker

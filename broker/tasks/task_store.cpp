@@ -4,17 +4,26 @@ namespace kbfleet::broker {
 
 std::string new_task_id() { return to_hex(new_task_key()); }
 
+const TaskRun& Task::run() const {
+  static const TaskRun kNone;
+  return run_ ? *run_ : kNone;
+}
+
+TaskRun& Task::mutable_run() {
+  if (!run_) run_ = std::make_unique<TaskRun>();
+  return *run_;
+}
+
 bool valid_task_id(std::string_view id) { return parse_task_key(id).has_value(); }
 
 Task& TaskStore::create(protocol::SubmitRequest request, std::int64_t now_ms) {
   TaskKey key = new_task_key();
   Task& t = tasks_[key];
   t.key = key;
-  t.id = to_hex(key);
   t.submitted_ms = now_ms;
   t.queued_at = std::chrono::steady_clock::now();
   if (!request.idempotency_key.empty()) by_idempotency_key_[request.idempotency_key] = key;
-  t.request = std::move(request);
+  t.request = StoredRequest(std::move(request));
   return t;
 }
 
@@ -23,10 +32,9 @@ Task& TaskStore::restore(const std::string& id, protocol::SubmitRequest request)
   KB_CHECK(key.has_value());  // the caller checked valid_task_id
   Task& t = tasks_[*key];
   t.key = *key;
-  t.id = id;
   t.queued_at = std::chrono::steady_clock::now();
   if (!request.idempotency_key.empty()) by_idempotency_key_[request.idempotency_key] = *key;
-  t.request = std::move(request);
+  t.request = StoredRequest(std::move(request));
   return t;
 }
 
@@ -37,9 +45,9 @@ void TaskStore::erase(std::string_view id) {
 void TaskStore::erase(const TaskKey& key) {
   auto it = tasks_.find(key);
   if (it == tasks_.end()) return;
-  const auto& idem = it->second.request.idempotency_key;
+  const auto idem = it->second.request.idempotency_key();
   if (!idem.empty()) {
-    auto k = by_idempotency_key_.find(idem);
+    auto k = by_idempotency_key_.find(std::string(idem));
     if (k != by_idempotency_key_.end() && k->second == key) by_idempotency_key_.erase(k);
   }
   tasks_.erase(it);
@@ -62,24 +70,25 @@ Task* TaskStore::find_by_idempotency_key(const std::string& key) {
 
 const std::string& TaskStore::append_event(Task& t, std::string_view type, std::string_view data_msgpack,
                                            std::int64_t ts_ms) {
+  TaskRun& run = t.mutable_run();
   protocol::Writer w;
   w.begin_map();
-  protocol::EventRef{t.id, t.next_seq++, type, ts_ms, t.request.plugin, t.attempt, data_msgpack}.encode(w);
+  protocol::EventRef{t.id().view(), run.next_seq++, type, ts_ms, t.request.plugin, t.attempt, data_msgpack}.encode(w);
   w.end_map();
-  t.backlog_bytes += w.size();
-  t.backlog.push_back(w.take());
+  run.backlog_bytes += w.size();
+  run.backlog.push_back(w.take());
   // Bounded: drop the oldest events beyond the limit, but always keep the latest one. Replays
   // then report first_seq > 1 so a subscriber knows the head was trimmed.
-  while (t.backlog_bytes > backlog_limit_ && t.backlog.size() > 1) {
-    t.backlog_bytes -= t.backlog.front().size();
-    t.backlog.pop_front();
-    ++t.first_seq;
+  while (run.backlog_bytes > backlog_limit_ && run.backlog.size() > 1) {
+    run.backlog_bytes -= run.backlog.front().size();
+    run.backlog.pop_front();
+    ++run.first_seq;
   }
-  return t.backlog.back();
+  return run.backlog.back();
 }
 
 void TaskStore::mark_finished(Task& t, std::int64_t now_ms) {
-  t.finished_ms = now_ms;
+  t.mutable_run().finished_ms = now_ms;
   finished_order_.emplace_back(now_ms, t.key);
 }
 
@@ -89,7 +98,8 @@ std::size_t TaskStore::expire(std::int64_t now_ms, std::int64_t retention_ms, st
          (finished_order_.front().first + retention_ms <= now_ms || finished_order_.size() > max_finished)) {
     auto it = tasks_.find(finished_order_.front().second);
     if (it != tasks_.end()) {
-      if (!it->second.request.idempotency_key.empty()) by_idempotency_key_.erase(it->second.request.idempotency_key);
+      const auto idem = it->second.request.idempotency_key();
+      if (!idem.empty()) by_idempotency_key_.erase(std::string(idem));
       tasks_.erase(it);
       ++n;
     }

@@ -11,7 +11,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "broker/tasks/stored_request.hpp"
 #include "broker/tasks/task_key.hpp"
+#include "broker/tasks/task_state.hpp"
 #include "common/protocol/messages.hpp"
 
 namespace kbfleet::broker {
@@ -44,35 +46,50 @@ class EventBacklog {
   std::size_t head_ = 0;
 };
 
-// Kept small: every queued task and every finished one within --retention-ms is one of these
-// (docs/performance.md, memory per task). The outcome is allocated when the task finishes.
-struct Task {
-  std::string id;  // the hex form of `key`, as every message shows it
-  TaskKey key;
-  std::string tenant = "default";  // who submitted it; only that tenant (and admins) may see it
-  protocol::SubmitRequest request;
-  std::string state{protocol::state::kQueued};
-  std::int64_t attempt = 0;
+// What a task gains once it leaves the queue (dispatched, cancelled or finished): its attempt's
+// worker, times, outcome, artifacts and event backlog. Allocated then (Task::mutable_run), so a
+// queued task carries none of it.
+struct TaskRun {
   std::string worker;       // routing id while running
   std::string worker_name;  // the worker's announced id, kept after it finishes
   std::string version;      // resolved version (from the worker's offer at dispatch)
-  std::int64_t submitted_ms = 0, started_ms = 0, finished_ms = 0;
-  std::chrono::steady_clock::time_point queued_at, started_at;
-  bool cancel_requested = false;
-  // Recovered as running after a broker restart: waits for its worker to re-attach it (or to
-  // send its result) until the re-attach grace period ends.
-  bool orphaned = false;
-  std::int64_t max_attempts = 1;  // attempts allowed when workers are lost
-  std::string retry_of;           // the dead-lettered task this one resubmits
-  std::int64_t journal_row = 0;   // its row in the journal once inserted (Journal::update)
+  std::int64_t started_ms = 0, finished_ms = 0;
+  std::chrono::steady_clock::time_point started_at;
   std::unique_ptr<protocol::TaskOutcome> outcome;  // set once finished
   std::vector<protocol::ArtifactMeta> artifacts;
+  std::string retry_of;  // the dead-lettered task this one resubmits (set at creation; rare)
 
   // Event backlog: encoded Event bodies for seqs [first_seq, next_seq).
   std::int64_t next_seq = 1;
   std::int64_t first_seq = 1;
   EventBacklog backlog;
   std::size_t backlog_bytes = 0;
+};
+
+// Kept small: every queued task and every finished one within the retention is one of these
+// (docs/performance.md, memory per queued task). The id is the 16-byte key, spelled on demand.
+struct Task {
+  TaskKey key;
+  TaskState state;  // queued
+  bool cancel_requested = false;
+  // Recovered as running after a broker restart: waits for its worker to re-attach it (or to
+  // send its result) until the re-attach grace period ends.
+  bool orphaned = false;
+  std::int32_t attempt = 0;
+  std::int32_t max_attempts = 1;  // attempts allowed when workers are lost
+  std::string tenant = "default";  // who submitted it; only that tenant (and admins) may see it
+  StoredRequest request;
+  std::int64_t submitted_ms = 0;
+  std::chrono::steady_clock::time_point queued_at;
+  std::int64_t journal_row = 0;  // its row in the journal once inserted (Journal::update)
+
+  TaskIdHex id() const { return TaskIdHex(key); }
+  // The run record; an empty one (never allocated) while the task has none.
+  const TaskRun& run() const;
+  TaskRun& mutable_run();  // allocates it on first use
+
+ private:
+  std::unique_ptr<TaskRun> run_;
 };
 
 class TaskStore {

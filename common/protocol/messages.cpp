@@ -27,6 +27,10 @@ std::int64_t now_ms() {
 // ---- SubmitRequest ---------------------------------------------------------------------------
 
 void SubmitRequest::encode(Writer& w) const {
+  SubmitRequestRef{plugin, version, handler, input, env, priority, timeout_ms, idempotency_key, max_attempts}.encode(w);
+}
+
+void SubmitRequestRef::encode(Writer& w) const {
   w.kv("plugin", plugin).kv("version", version).kv("handler", handler);
   w.key("input").raw(input);
   w.kv_map("env", env).kv("priority", priority).kv("timeout_ms", timeout_ms);

@@ -112,6 +112,16 @@ struct SubmitRequest {
   static Result<SubmitRequest> decode(const MapView& m);
 };
 
+// The same wire form from borrowed fields (the broker's journal encodes its stored requests).
+struct SubmitRequestRef {
+  std::string_view plugin, version, handler, input;
+  const std::map<std::string, std::string>& env;
+  std::int64_t priority = 0, timeout_ms = 0;
+  std::string_view idempotency_key;
+  std::int64_t max_attempts = 0;
+  void encode(Writer& w) const;
+};
+
 // The broker's assignment of one attempt of a task to a worker.
 struct TaskAssignment {
   std::string task_id;

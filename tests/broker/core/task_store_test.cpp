@@ -73,11 +73,11 @@ TEST_CASE("a task id and its 128-bit key convert both ways", "[broker][tasks]") 
 TEST_CASE("an unknown or malformed id finds nothing", "[broker][tasks]") {
   TaskStore store(1 << 20);
   Task& t = store.create(request(), 1000);
-  CHECK(store.find(t.id) == &t);
+  CHECK(store.find(t.id().str()) == &t);
   CHECK(store.find(t.key) == &t);
   CHECK(store.find(new_task_id()) == nullptr);
   CHECK(store.find("") == nullptr);
-  CHECK(store.find(t.id.substr(1)) == nullptr);
+  CHECK(store.find(t.id().str().substr(1)) == nullptr);
   CHECK(store.find("../../../../../../../etc/passwd..") == nullptr);
   store.erase("not an id");  // a no-op, not a crash
   CHECK(store.size() == 1);
@@ -86,20 +86,84 @@ TEST_CASE("an unknown or malformed id finds nothing", "[broker][tasks]") {
 TEST_CASE("a created task is queued, findable and counted by state", "[broker][tasks]") {
   TaskStore store(1 << 20);
   Task& t = store.create(request(), 1234);
-  CHECK(valid_task_id(t.id));
+  CHECK(valid_task_id(t.id().str()));
   CHECK(t.state == "queued");
   CHECK(t.submitted_ms == 1234);
   CHECK(t.request.plugin == "hello");
-  CHECK(store.find(t.id) == &t);
+  CHECK(store.find(t.id().str()) == &t);
   CHECK(store.find("0123456789abcdef0123456789abcdef") == nullptr);
   CHECK(store.size() == 1);
 
   Task& u = store.create(request(), 1235);
-  CHECK(u.id != t.id);
-  u.state = "running";
+  CHECK(u.id().str() != t.id().str());
+  u.state = TaskState::of("running");
   CHECK(store.count_in_state("queued") == 1);
   CHECK(store.count_in_state("running") == 1);
   CHECK(store.count_in_state("succeeded") == 0);
+}
+
+TEST_CASE("a task state is one of the protocol's names", "[broker][tasks]") {
+  CHECK(TaskState() == "queued");
+  for (std::string_view name : {protocol::state::kQueued, protocol::state::kRunning, protocol::state::kSucceeded,
+                                protocol::state::kFailed, protocol::state::kCancelled, protocol::state::kTimedOut,
+                                protocol::state::kRetrying, protocol::state::kDeadLetter}) {
+    auto s = TaskState::parse(name);
+    REQUIRE(s.has_value());
+    CHECK(s->name() == name);
+    CHECK(s->terminal() == protocol::state::is_terminal(name));
+  }
+  CHECK_FALSE(TaskState::parse("Queued"));
+  CHECK_FALSE(TaskState::parse(""));
+  CHECK_FALSE(TaskState::parse("done"));
+  CHECK(TaskState::of("running") != TaskState::of("queued"));
+}
+
+TEST_CASE("a stored request keeps every field, the rare ones only when set", "[broker][tasks]") {
+  protocol::SubmitRequest r = request("hello", "key-1");
+  r.version = "1.2.0";
+  r.input = "\x91\x01";
+  r.env = {{"A", "1"}, {"B", "2"}};
+  r.priority = -3;
+  r.timeout_ms = 1500;
+  r.max_attempts = 4;
+  const StoredRequest stored(r);
+  CHECK(stored.plugin == "hello");
+  CHECK(stored.env() == r.env);
+  CHECK(stored.idempotency_key() == "key-1");
+  // The journal's wire form is the one SubmitRequest itself encodes.
+  protocol::Writer a, b;
+  a.begin_map();
+  r.encode(a);
+  a.end_map();
+  b.begin_map();
+  stored.ref().encode(b);
+  b.end_map();
+  CHECK(a.take() == b.take());
+  const protocol::SubmitRequest back = stored.copy();
+  CHECK(back.version == "1.2.0");
+  CHECK(back.input == r.input);
+  CHECK(back.env == r.env);
+  CHECK(back.priority == -3);
+  CHECK(back.timeout_ms == 1500);
+  CHECK(back.idempotency_key == "key-1");
+  CHECK(back.max_attempts == 4);
+
+  const StoredRequest plain(request());
+  CHECK(plain.env().empty());
+  CHECK(plain.idempotency_key().empty());
+}
+
+TEST_CASE("a queued task has no run record until it gets an event or finishes", "[broker][tasks]") {
+  TaskStore store(1 << 20);
+  Task& t = store.create(request(), 1);
+  CHECK(t.run().next_seq == 1);  // the empty record: read without allocating one
+  CHECK(t.run().worker.empty());
+  const Task& other = store.create(request(), 2);
+  CHECK(&t.run() == &other.run());  // both read the one shared empty record
+  store.append_event(t, "started", output_data(0), 5);
+  CHECK(&t.run() != &other.run());  // t has its own now
+  CHECK(t.run().next_seq == 2);
+  CHECK(other.run().next_seq == 1);
 }
 
 TEST_CASE("events are numbered from 1 and encoded as protocol events", "[broker][tasks]") {
@@ -108,7 +172,7 @@ TEST_CASE("events are numbered from 1 and encoded as protocol events", "[broker]
   t.attempt = 1;
   auto first = decode_event(store.append_event(t, "started", output_data(0), 100));
   CHECK(first.seq == 1);
-  CHECK(first.task_id == t.id);
+  CHECK(first.task_id == t.id().str());
   CHECK(first.type == "started");
   CHECK(first.ts_ms == 100);
   CHECK(first.plugin == "hello");
@@ -118,10 +182,10 @@ TEST_CASE("events are numbered from 1 and encoded as protocol events", "[broker]
   for (int i = 2; i <= 10; ++i) {
     CHECK(decode_event(store.append_event(t, "output", output_data(i), 100 + i)).seq == i);
   }
-  CHECK(t.next_seq == 11);
-  CHECK(t.first_seq == 1);
-  REQUIRE(t.backlog.size() == 10);
-  for (std::size_t i = 0; i < t.backlog.size(); ++i) CHECK(decode_event(t.backlog[i]).seq == std::int64_t(i) + 1);
+  CHECK(t.run().next_seq == 11);
+  CHECK(t.run().first_seq == 1);
+  REQUIRE(t.run().backlog.size() == 10);
+  for (std::size_t i = 0; i < t.run().backlog.size(); ++i) CHECK(decode_event(t.run().backlog[i]).seq == std::int64_t(i) + 1);
 
   SECTION("numbering is per task") {
     Task& other = store.create(request(), 2);
@@ -141,38 +205,38 @@ TEST_CASE("backlog trimming keeps first_seq consistent with what is kept", "[bro
   for (int i = 1; i <= 20; ++i) {
     store.append_event(t, "output", output_data(i % 10), 1);
     INFO("after event " << i);
-    CHECK(t.first_seq + std::int64_t(t.backlog.size()) == t.next_seq);
-    CHECK(t.backlog.size() <= 3);
+    CHECK(t.run().first_seq + std::int64_t(t.run().backlog.size()) == t.run().next_seq);
+    CHECK(t.run().backlog.size() <= 3);
     std::size_t bytes = 0;
-    for (const auto& b : t.backlog) bytes += b.size();
-    CHECK(bytes == t.backlog_bytes);
-    CHECK(decode_event(t.backlog.front()).seq == t.first_seq);
-    CHECK(decode_event(t.backlog.back()).seq == i);
+    for (const auto& b : t.run().backlog) bytes += b.size();
+    CHECK(bytes == t.run().backlog_bytes);
+    CHECK(decode_event(t.run().backlog.front()).seq == t.run().first_seq);
+    CHECK(decode_event(t.run().backlog.back()).seq == i);
   }
-  CHECK(t.first_seq == 18);
+  CHECK(t.run().first_seq == 18);
 
   SECTION("a single event larger than the limit is still kept") {
     TaskStore tiny(1);
     Task& u = tiny.create(request(), 1);
     tiny.append_event(u, "started", output_data(1), 1);
     tiny.append_event(u, "done", output_data(2), 1);
-    CHECK(u.backlog.size() == 1);
-    CHECK(u.first_seq == 2);
-    CHECK(decode_event(u.backlog.front()).type == "done");
+    CHECK(u.run().backlog.size() == 1);
+    CHECK(u.run().first_seq == 2);
+    CHECK(decode_event(u.run().backlog.front()).type == "done");
   }
 }
 
 TEST_CASE("finished tasks expire after the retention time, in finish order", "[broker][tasks]") {
   TaskStore store(1 << 20);
   Task& a = store.create(request("hello", "key-a"), 0);
-  const std::string a_id = a.id;
+  const std::string a_id = a.id().str();
   Task& b = store.create(request(), 0);
-  const std::string b_id = b.id;
+  const std::string b_id = b.id().str();
   Task& running = store.create(request(), 0);
-  const std::string running_id = running.id;
+  const std::string running_id = running.id().str();
   store.mark_finished(a, 1000);
   store.mark_finished(b, 2000);
-  CHECK(a.finished_ms == 1000);
+  CHECK(a.run().finished_ms == 1000);
 
   CHECK(store.expire(1999, 1000) == 0);
   CHECK(store.find(a_id) != nullptr);
@@ -192,10 +256,10 @@ TEST_CASE("beyond the maximum count, the oldest finished tasks are forgotten fir
   std::vector<std::string> ids;
   for (int i = 0; i < 5; ++i) {
     Task& t = store.create(request("hello", "key-" + std::to_string(i)), 0);
-    ids.push_back(t.id);
+    ids.push_back(t.id().str());
     store.mark_finished(t, 1000 + i);
   }
-  const std::string queued_id = store.create(request(), 0).id;  // never finished: never forgotten
+  const std::string queued_id = store.create(request(), 0).id().str();  // never finished: never forgotten
   CHECK(store.forgotten_through_ms(50000) == 999);
 
   CHECK(store.expire(2000, 3600000, 2) == 3);  // well inside the retention time
