@@ -41,7 +41,7 @@ bool valid_name(std::string_view s) {
 
 void encode_task(Writer& w, const Task& t) {
   w.begin_map();
-  w.kv("task_id", t.id().view()).kv("plugin", t.request.plugin).kv("version", t.run().version.empty() ? t.request.version : t.run().version);
+  w.kv("task_id", t.id().view()).kv("plugin", t.request.plugin).kv("version", t.run().version.empty() ? t.request.version.view() : std::string_view(t.run().version));
   w.kv("handler", t.request.handler).kv("state", t.state.name()).kv("priority", t.request.priority);
   w.kv("attempt", t.attempt).kv("worker", t.run().worker_name);
   w.kv("submitted_ms", t.submitted_ms).kv("started_ms", t.run().started_ms).kv("finished_ms", t.run().finished_ms);
@@ -73,7 +73,7 @@ Result<Task*> Broker::task_for(const transport::Incoming& in) {
                       "no task " + std::string(*id) + " (unknown id, or its result expired after --retention-ms or beyond --retention-max-tasks)",
                       {{"task_id", std::string(*id)}});
   }
-  if (auto ok = authorize_task(*caller_, t->tenant, t->id().str()); !ok) {
+  if (auto ok = authorize_task(*caller_, t->tenant.str(), t->id().str()); !ok) {
     metrics_.auth_denied.increment("tenant");
     spdlog::warn("request denied identity={} key={} code=FORBIDDEN reason=tenant type={} task={}", caller_->to_string(),
                  caller_->key.empty() ? "-" : caller_->key, in.type, t->id().view());
@@ -111,7 +111,7 @@ std::optional<std::string> Broker::admit(Task& t, const transport::Incoming& in)
   count_queued(t, +1);
   metrics_.submitted.Increment();
   std::string key = queue_key(t.request.plugin, t.request.version);
-  queue_.push(key, t.request.priority, t.key, t.tenant);
+  queue_.push(key, t.request.priority, t.key, t.tenant.str());
   return key;
 }
 
@@ -176,7 +176,7 @@ void Broker::on_submit(transport::Incoming& in) {
   const bool offered = offer.offered;  // `offer` lives in the registry's cache; copy what is used below
   const std::string ungranted = offered ? std::string() : join(offer.ungranted);
   Task& t = tasks_.create(std::move(*req), protocol::now_ms());
-  t.tenant = caller_->tenant;
+  t.tenant = tasks_.name(caller_->tenant);
   t.max_attempts = t.request.max_attempts > 0 ? t.request.max_attempts : (idempotent ? kIdempotentAttempts : 1);
   auto admitted = admit(t, in);
   if (!admitted) return;
@@ -263,7 +263,7 @@ void Broker::on_retry(transport::Incoming& in) {
                              "(submit a new task to run it again)",
                              {{"state", std::string(old.state.name())}}});
   }
-  if (auto ok = admit_for_tenant(old.request.plugin); !ok) {
+  if (auto ok = admit_for_tenant(old.request.plugin.str()); !ok) {
     auto reason = ok.error().details.count("reason") ? ok.error().details.at("reason") : "tenant";
     return deny(in.peer, in.req, ok.error(), reason);
   }

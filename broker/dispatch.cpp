@@ -110,7 +110,7 @@ void Broker::finish_task(Task& t, protocol::TaskOutcome outcome) {
   if (t.state == state::kRunning) {
     count_running(t, -1);
     // Idle workers may have skipped this tenant at its max_running: offer them its tasks again.
-    if (secure() && allow_->policy(t.tenant).max_running > 0) redispatch_ = true;
+    if (secure() && allow_->policy(t.tenant.str()).max_running > 0) redispatch_ = true;
     metrics_.run_time.Observe(seconds_between(t.run().started_at, Clock::now()));
     if (WorkerInfo* w = workers_.find(t.run().worker)) workers_.release(*w, t.id().str());
   }
@@ -196,7 +196,7 @@ void Broker::requeue_due_retries(Clock::time_point now) {
     t->queued_at = now;
     count_queued(*t, +1);
     const std::string key = queue_key(t->request.plugin, t->request.version);
-    queue_.push(key, t->request.priority, t->key, t->tenant);
+    queue_.push(key, t->request.priority, t->key, t->tenant.str());
     dispatch_key(key);
   }
 }
@@ -226,7 +226,7 @@ void Broker::fail_tasks_without_capable_worker(Clock::time_point now) {
       count_queued(*t, -1);
       fail_task(*t, state::kFailed,
                 no_capable_worker(workers_.lookup(t->request.plugin, t->request.version, t->request.handler),
-                                  t->request.plugin, t->request.version, limit));
+                                  t->request.plugin.str(), t->request.version.str(), limit));
       ++failed;
     }
     if (failed > 0) spdlog::warn("tasks failed NO_CAPABLE_WORKER key={} tasks={}", key, failed);

@@ -119,7 +119,7 @@ void Broker::restore_task(TaskRecord&& r, std::vector<Task*>& finished) {
   t.attempt = static_cast<std::int32_t>(r.attempt);
   t.submitted_ms = r.submitted_ms;
   t.max_attempts = static_cast<std::int32_t>(r.max_attempts);
-  t.tenant = r.tenant;
+  t.tenant = tasks_.name(r.tenant);
   t.journal_row = r.row;
   t.cancel_requested = r.cancel_requested;
   metrics_.recovered.increment(std::string(t.state == state::kRetrying ? state::kQueued : t.state.name()));
@@ -134,7 +134,7 @@ void Broker::restore_task(TaskRecord&& r, std::vector<Task*>& finished) {
     run.retry_of = r.retry_of;
     run.artifacts = artifacts_of(r.artifacts);
     if (secure()) {
-      for (const auto& a : run.artifacts) tenant_blobs_.insert(blob_owner_key(t.tenant, a.sha256));
+      for (const auto& a : run.artifacts) tenant_blobs_.insert(blob_owner_key(t.tenant.str(), a.sha256));
     }
     run.started_at = Clock::now();
     // The event backlog is not journalled: numbering continues after the last journalled seq, and
@@ -176,7 +176,7 @@ void Broker::restore_task(TaskRecord&& r, std::vector<Task*>& finished) {
   t.state = TaskState::of(state::kQueued);
   if (!t.run().worker.empty()) t.mutable_run().worker.clear();
   count_queued(t, +1);
-  queue_.push(queue_key(t.request.plugin, t.request.version), t.request.priority, t.key, t.tenant);
+  queue_.push(queue_key(t.request.plugin, t.request.version), t.request.priority, t.key, t.tenant.str());
 }
 
 Status Broker::journal_insert(const Task& t) {

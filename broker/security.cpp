@@ -125,7 +125,7 @@ void Broker::on_secure_subscription(const zmq::message_t& m) {
   auto owner = [this](std::string_view id) -> std::optional<std::string> {
     const Task* t = tasks_.find(id);
     if (t == nullptr) return std::nullopt;
-    return t->tenant;
+    return t->tenant.str();
   };
   if (who == nullptr || !subscription_allowed(*who, topic, owner)) {
     if (subscribe) {
@@ -192,12 +192,12 @@ bool Broker::tenant_may_start(const std::string& tenant) const {
 
 void Broker::count_queued(const Task& t, int delta) {
   queued_ += delta;
-  usage_[t.tenant].queued += delta;
+  usage_[t.tenant.str()].queued += delta;
 }
 
 void Broker::count_running(const Task& t, int delta) {
   running_ += delta;
-  usage_[t.tenant].running += delta;
+  usage_[t.tenant.str()].running += delta;
 }
 
 }  // namespace kbfleet::broker

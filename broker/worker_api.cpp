@@ -193,7 +193,7 @@ void Broker::on_upload_begin(transport::Incoming& in) {
   // Dedupe: the blob is already stored and verified. In CURVE mode only within the task's
   // tenant: another tenant's task gets the blob only by uploading it (the CAS verifies the
   // bytes against the hash), so knowing a hash never links a tenant to a blob it never had.
-  const bool owned = !secure() || tenant_blobs_.count(blob_owner_key((*t)->tenant, meta->sha256)) > 0;
+  const bool owned = !secure() || tenant_blobs_.count(blob_owner_key((*t)->tenant.str(), meta->sha256)) > 0;
   if (owned && !meta->sha256.empty() && cas_.contains(meta->sha256)) {
     record_artifact(**t, *meta);
     w.begin_map().kv("req", in.req).kv("upload_id", "").kv("have", true).end_map();
@@ -280,7 +280,7 @@ std::string Broker::blob_owner_key(const std::string& tenant, const std::string&
 
 void Broker::record_artifact(Task& t, const protocol::ArtifactMeta& meta) {
   t.mutable_run().artifacts.push_back(meta);
-  if (secure()) tenant_blobs_.insert(blob_owner_key(t.tenant, meta.sha256));
+  if (secure()) tenant_blobs_.insert(blob_owner_key(t.tenant.str(), meta.sha256));
   Writer art;
   art.begin_map();
   meta.encode(art);

@@ -2,10 +2,10 @@
 
 namespace kbfleet::broker {
 
-StoredRequest::StoredRequest(protocol::SubmitRequest r)
-    : plugin(std::move(r.plugin)),
-      version(std::move(r.version)),
-      handler(std::move(r.handler)),
+StoredRequest::StoredRequest(protocol::SubmitRequest r, NameTable& names)
+    : plugin(names.get(r.plugin)),
+      version(names.get(r.version)),
+      handler(names.get(r.handler)),
       input(std::move(r.input)),
       priority(r.priority),
       timeout_ms(r.timeout_ms),
@@ -23,14 +23,14 @@ const std::map<std::string, std::string>& StoredRequest::env() const {
 std::string_view StoredRequest::idempotency_key() const { return rare_ ? rare_->idempotency_key : std::string_view(); }
 
 protocol::SubmitRequestRef StoredRequest::ref() const {
-  return {plugin, version, handler, input, env(), priority, timeout_ms, idempotency_key(), max_attempts};
+  return {plugin.view(), version.view(), handler.view(), input, env(), priority, timeout_ms, idempotency_key(), max_attempts};
 }
 
 protocol::SubmitRequest StoredRequest::copy() const {
   protocol::SubmitRequest r;
-  r.plugin = plugin;
-  r.version = version;
-  r.handler = handler;
+  r.plugin = plugin.str();
+  r.version = version.str();
+  r.handler = handler.str();
   r.input = input;
   r.env = env();
   r.priority = priority;

@@ -1,13 +1,15 @@
 #pragma once
 // A task's request as the broker keeps it while the task lives. Queued tasks are most of the
 // broker's memory (docs/performance.md, memory per queued task), so the fields nearly every
-// request leaves empty (env, idempotency key) live in a block allocated only when one is set.
+// request leaves empty (env, idempotency key) live in a block allocated only when one is set, and
+// the names that many tasks share are held once (SharedName).
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
 #include <string_view>
 
+#include "broker/tasks/shared_name.hpp"
 #include "common/protocol/messages.hpp"
 
 namespace kbfleet::broker {
@@ -15,11 +17,11 @@ namespace kbfleet::broker {
 class StoredRequest {
  public:
   StoredRequest() = default;
-  explicit StoredRequest(protocol::SubmitRequest r);
+  StoredRequest(protocol::SubmitRequest r, NameTable& names);
 
-  std::string plugin;
-  std::string version;  // empty = any
-  std::string handler;
+  SharedName plugin;
+  SharedName version;  // empty = any
+  SharedName handler;
   std::string input;  // msgpack bytes of the input value; empty = nil
   std::int64_t priority = 0;
   std::int64_t timeout_ms = 0;

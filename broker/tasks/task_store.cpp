@@ -20,10 +20,11 @@ Task& TaskStore::create(protocol::SubmitRequest request, std::int64_t now_ms) {
   TaskKey key = new_task_key();
   Task& t = tasks_[key];
   t.key = key;
+  t.tenant = names_.get("default");
   t.submitted_ms = now_ms;
   t.queued_at = std::chrono::steady_clock::now();
   if (!request.idempotency_key.empty()) by_idempotency_key_[request.idempotency_key] = key;
-  t.request = StoredRequest(std::move(request));
+  t.request = StoredRequest(std::move(request), names_);
   return t;
 }
 
@@ -32,9 +33,10 @@ Task& TaskStore::restore(const std::string& id, protocol::SubmitRequest request)
   KB_CHECK(key.has_value());  // the caller checked valid_task_id
   Task& t = tasks_[*key];
   t.key = *key;
+  t.tenant = names_.get("default");
   t.queued_at = std::chrono::steady_clock::now();
   if (!request.idempotency_key.empty()) by_idempotency_key_[request.idempotency_key] = *key;
-  t.request = StoredRequest(std::move(request));
+  t.request = StoredRequest(std::move(request), names_);
   return t;
 }
 
@@ -51,6 +53,7 @@ void TaskStore::erase(const TaskKey& key) {
     if (k != by_idempotency_key_.end() && k->second == key) by_idempotency_key_.erase(k);
   }
   tasks_.erase(it);
+  names_.sweep();
 }
 
 Task* TaskStore::find(std::string_view id) {
@@ -73,7 +76,7 @@ const std::string& TaskStore::append_event(Task& t, std::string_view type, std::
   TaskRun& run = t.mutable_run();
   protocol::Writer w;
   w.begin_map();
-  protocol::EventRef{t.id().view(), run.next_seq++, type, ts_ms, t.request.plugin, t.attempt, data_msgpack}.encode(w);
+  protocol::EventRef{t.id().view(), run.next_seq++, type, ts_ms, t.request.plugin.view(), t.attempt, data_msgpack}.encode(w);
   w.end_map();
   run.backlog_bytes += w.size();
   run.backlog.push_back(w.take());
@@ -105,6 +108,7 @@ std::size_t TaskStore::expire(std::int64_t now_ms, std::int64_t retention_ms, st
     }
     finished_order_.pop_front();
   }
+  if (n > 0) names_.sweep();
   return n;
 }
 

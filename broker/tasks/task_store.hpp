@@ -77,7 +77,7 @@ struct Task {
   bool orphaned = false;
   std::int32_t attempt = 0;
   std::int32_t max_attempts = 1;  // attempts allowed when workers are lost
-  std::string tenant = "default";  // who submitted it; only that tenant (and admins) may see it
+  SharedName tenant;  // who submitted it ("default" unless CURVE); only that tenant (and admins) may see it
   StoredRequest request;
   std::int64_t submitted_ms = 0;
   std::chrono::steady_clock::time_point queued_at;
@@ -119,11 +119,15 @@ class TaskStore {
   // delete); `now_ms` when no finished task is kept.
   std::int64_t forgotten_through_ms(std::int64_t now_ms) const;
 
+  // The shared handle of a name (a tenant's) for a task's fields.
+  SharedName name(std::string_view text) { return names_.get(text); }
+
   std::size_t size() const { return tasks_.size(); }
   std::size_t count_in_state(std::string_view state) const;
 
  private:
   std::size_t backlog_limit_;
+  NameTable names_;  // before tasks_: the tasks' handles are dropped first
   std::unordered_map<TaskKey, Task, TaskKeyHash> tasks_;
   std::unordered_map<std::string, TaskKey> by_idempotency_key_;
   std::deque<std::pair<std::int64_t, TaskKey>> finished_order_;

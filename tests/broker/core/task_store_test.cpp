@@ -118,6 +118,31 @@ TEST_CASE("a task state is one of the protocol's names", "[broker][tasks]") {
   CHECK(TaskState::of("running") != TaskState::of("queued"));
 }
 
+TEST_CASE("names shared by tasks are stored once and freed when no task uses them", "[broker][tasks]") {
+  NameTable names;
+  SharedName a = names.get("hello");
+  SharedName b = names.get(std::string("hel") + "lo");
+  CHECK(&a.str() == &b.str());  // one copy
+  CHECK(a == "hello");
+  CHECK(names.get("").empty());
+  CHECK(names.get("") == "");
+  CHECK(names.size() == 1);
+  {
+    // Many names nobody keeps: the table does not hold them forever.
+    for (int i = 0; i < 1000; ++i) names.get("plugin-" + std::to_string(i));
+    names.sweep();
+    CHECK(names.size() == 1);  // only "hello", which a and b hold
+  }
+  CHECK(a == "hello");  // a name still held survives every sweep
+  SharedName c = a;     // copies share it too
+  a = SharedName();
+  b = names.get("other");
+  for (int i = 0; i < 1000; ++i) names.get("more-" + std::to_string(i));
+  names.sweep();
+  CHECK(c == "hello");
+  CHECK(&names.get("hello").str() == &c.str());
+}
+
 TEST_CASE("a stored request keeps every field, the rare ones only when set", "[broker][tasks]") {
   protocol::SubmitRequest r = request("hello", "key-1");
   r.version = "1.2.0";
@@ -126,7 +151,8 @@ TEST_CASE("a stored request keeps every field, the rare ones only when set", "[b
   r.priority = -3;
   r.timeout_ms = 1500;
   r.max_attempts = 4;
-  const StoredRequest stored(r);
+  NameTable names;
+  const StoredRequest stored(r, names);
   CHECK(stored.plugin == "hello");
   CHECK(stored.env() == r.env);
   CHECK(stored.idempotency_key() == "key-1");
@@ -148,7 +174,7 @@ TEST_CASE("a stored request keeps every field, the rare ones only when set", "[b
   CHECK(back.idempotency_key == "key-1");
   CHECK(back.max_attempts == 4);
 
-  const StoredRequest plain(request());
+  const StoredRequest plain(request(), names);
   CHECK(plain.env().empty());
   CHECK(plain.idempotency_key().empty());
 }
