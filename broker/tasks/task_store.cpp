@@ -18,7 +18,7 @@ bool valid_task_id(std::string_view id) { return parse_task_key(id).has_value();
 
 Task& TaskStore::create(protocol::SubmitRequest request, std::int64_t now_ms) {
   TaskKey key = new_task_key();
-  Task& t = tasks_[key];
+  Task& t = live_[key];
   t.key = key;
   t.tenant = names_.get("default");
   t.submitted_ms = now_ms;
@@ -31,7 +31,7 @@ Task& TaskStore::create(protocol::SubmitRequest request, std::int64_t now_ms) {
 Task& TaskStore::restore(const std::string& id, protocol::SubmitRequest request) {
   auto key = parse_task_key(id);
   KB_CHECK(key.has_value());  // the caller checked valid_task_id
-  Task& t = tasks_[*key];
+  Task& t = live_[*key];
   t.key = *key;
   t.tenant = names_.get("default");
   t.queued_at = std::chrono::steady_clock::now();
@@ -45,14 +45,15 @@ void TaskStore::erase(std::string_view id) {
 }
 
 void TaskStore::erase(const TaskKey& key) {
-  auto it = tasks_.find(key);
-  if (it == tasks_.end()) return;
+  TaskMap& map = live_.count(key) ? live_ : finished_;
+  auto it = map.find(key);
+  if (it == map.end()) return;
   const auto idem = it->second.request.idempotency_key();
   if (!idem.empty()) {
     auto k = by_idempotency_key_.find(std::string(idem));
     if (k != by_idempotency_key_.end() && k->second == key) by_idempotency_key_.erase(k);
   }
-  tasks_.erase(it);
+  map.erase(it);
   names_.sweep();
 }
 
@@ -62,8 +63,9 @@ Task* TaskStore::find(std::string_view id) {
 }
 
 Task* TaskStore::find(const TaskKey& key) {
-  auto it = tasks_.find(key);
-  return it == tasks_.end() ? nullptr : &it->second;
+  if (auto it = live_.find(key); it != live_.end()) return &it->second;
+  auto it = finished_.find(key);
+  return it == finished_.end() ? nullptr : &it->second;
 }
 
 Task* TaskStore::find_by_idempotency_key(const std::string& key) {
@@ -92,6 +94,8 @@ const std::string& TaskStore::append_event(Task& t, std::string_view type, std::
 
 void TaskStore::mark_finished(Task& t, std::int64_t now_ms) {
   t.mutable_run().finished_ms = now_ms;
+  // The node moves, the Task stays where it is: references to it remain valid.
+  if (auto node = live_.extract(t.key)) finished_.insert(std::move(node));
   finished_order_.emplace_back(now_ms, t.key);
 }
 
@@ -99,11 +103,11 @@ std::size_t TaskStore::expire(std::int64_t now_ms, std::int64_t retention_ms, st
   std::size_t n = 0;
   while (!finished_order_.empty() &&
          (finished_order_.front().first + retention_ms <= now_ms || finished_order_.size() > max_finished)) {
-    auto it = tasks_.find(finished_order_.front().second);
-    if (it != tasks_.end()) {
+    auto it = finished_.find(finished_order_.front().second);
+    if (it != finished_.end()) {
       const auto idem = it->second.request.idempotency_key();
       if (!idem.empty()) by_idempotency_key_.erase(std::string(idem));
-      tasks_.erase(it);
+      finished_.erase(it);
       ++n;
     }
     finished_order_.pop_front();
@@ -118,7 +122,8 @@ std::int64_t TaskStore::forgotten_through_ms(std::int64_t now_ms) const {
 
 std::size_t TaskStore::count_in_state(std::string_view state) const {
   std::size_t n = 0;
-  for (const auto& [id, t] : tasks_) n += (t.state == state);
+  for (const auto& [id, t] : live_) n += (t.state == state);
+  for (const auto& [id, t] : finished_) n += (t.state == state);
   return n;
 }
 

@@ -122,13 +122,17 @@ class TaskStore {
   // The shared handle of a name (a tenant's) for a task's fields.
   SharedName name(std::string_view text) { return names_.get(text); }
 
-  std::size_t size() const { return tasks_.size(); }
+  std::size_t size() const { return live_.size() + finished_.size(); }
   std::size_t count_in_state(std::string_view state) const;
 
  private:
   std::size_t backlog_limit_;
-  NameTable names_;  // before tasks_: the tasks' handles are dropped first
-  std::unordered_map<TaskKey, Task, TaskKeyHash> tasks_;
+  using TaskMap = std::unordered_map<TaskKey, Task, TaskKeyHash>;
+  NameTable names_;  // before the maps: the tasks' handles are dropped first
+  // Unfinished tasks, which every message of the hot path looks up, apart from the finished ones
+  // kept for --retention-ms (up to a million): the live map stays small and in cache.
+  TaskMap live_;
+  TaskMap finished_;
   std::unordered_map<std::string, TaskKey> by_idempotency_key_;
   std::deque<std::pair<std::int64_t, TaskKey>> finished_order_;
 };
