@@ -88,6 +88,10 @@ Status Broker::recover() {
     restore_task(std::move(r), finished);
   });
   if (!st) return st;
+  if (const auto ignored = journal_->ignored_outcomes(); ignored > 0) {
+    metrics_.journal_errors.Increment(static_cast<double>(ignored));
+    spdlog::error("journal outcomes ignored: their row holds another task outcomes={}", ignored);
+  }
   // The retention clock of recovered tasks runs from their journalled finish time.
   std::stable_sort(finished.begin(), finished.end(), [](const Task* a, const Task* b) { return a->run().finished_ms < b->run().finished_ms; });
   for (Task* t : finished) tasks_.mark_finished(*t, t->run().finished_ms);

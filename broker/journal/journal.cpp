@@ -2,19 +2,32 @@
 
 #include <sqlite3.h>
 
+#include <unordered_map>
+
 namespace kbfleet::broker {
 namespace {
 
 // 2: the `tenant` column (issue #7). 3: `id` is no longer a primary key: rows are updated by
 // rowid, which the broker keeps per task, so a commit dirties no page of a random-keyed index
-// (ids are 128 random bits; unique by construction). Older journals are migrated at open.
-constexpr int kSchemaVersion = 3;
+// (ids are 128 random bits; unique by construction). 4: a task's terminal state is appended to
+// `outcomes` instead of rewriting its row (issue #6). Older journals are migrated at open.
+constexpr int kSchemaVersion = 4;
 
 constexpr const char* kColumns =
     "id, request, idempotency_key, state, attempt, worker, worker_name, version, submitted_ms, started_ms, "
     "finished_ms, next_seq, max_attempts, retry_of, cancel_requested, outcome, artifacts, tenant";
-// One row per task. `rowid` keeps insertion order, which recovery uses to requeue tasks in their
-// original submission order. The partial index makes compaction a range scan over finished tasks.
+// The fields a transition may change (all but id, request, idempotency_key, submitted_ms, tenant).
+constexpr const char* kMutableColumns =
+    "state, attempt, worker, worker_name, version, started_ms, finished_ms, next_seq, max_attempts, retry_of, "
+    "cancel_requested, outcome, artifacts";
+// `tasks`: one row per task, written at acceptance and rewritten by non-terminal transitions (a
+// task queued in one turn and dispatched in a later one). `rowid` keeps insertion order, which
+// recovery uses to requeue tasks in their original submission order.
+// `outcomes`: a task's terminal state, appended once when it finishes (terminal states are
+// final); on load it overrides the task's row. Appending in finish order keeps both tables'
+// writes on their rightmost pages (a commit of N finishing tasks dirties a few pages, not the N
+// scattered rows of a rewrite), and makes compaction a scan from the start of `outcomes`
+// without an index to maintain on every finish.
 constexpr const char* kSchema = R"sql(
 CREATE TABLE IF NOT EXISTS tasks (
   id TEXT NOT NULL,
@@ -35,7 +48,22 @@ CREATE TABLE IF NOT EXISTS tasks (
   outcome BLOB NOT NULL,
   artifacts BLOB NOT NULL,
   tenant TEXT NOT NULL DEFAULT 'default');
-CREATE INDEX IF NOT EXISTS tasks_finished ON tasks(finished_ms) WHERE finished_ms > 0;
+CREATE TABLE IF NOT EXISTS outcomes (
+  task_row INTEGER NOT NULL,
+  id TEXT NOT NULL,
+  state TEXT NOT NULL,
+  attempt INTEGER NOT NULL,
+  worker TEXT NOT NULL,
+  worker_name TEXT NOT NULL,
+  version TEXT NOT NULL,
+  started_ms INTEGER NOT NULL,
+  finished_ms INTEGER NOT NULL,
+  next_seq INTEGER NOT NULL,
+  max_attempts INTEGER NOT NULL,
+  retry_of TEXT NOT NULL,
+  cancel_requested INTEGER NOT NULL,
+  outcome BLOB NOT NULL,
+  artifacts BLOB NOT NULL);
 )sql";
 
 constexpr const char* kInsert =
@@ -46,8 +74,21 @@ constexpr const char* kUpdate =
     "UPDATE tasks SET state = ?4, attempt = ?5, worker = ?6, worker_name = ?7, version = ?8, started_ms = ?10, "
     "finished_ms = ?11, next_seq = ?12, max_attempts = ?13, retry_of = ?14, cancel_requested = ?15, outcome = ?16, "
     "artifacts = ?17 WHERE rowid = ?19 AND id = ?1 AND tenant = ?18";
-constexpr const char* kCompact =
-    "DELETE FROM tasks WHERE rowid IN (SELECT rowid FROM tasks WHERE finished_ms > 0 AND finished_ms <= ?1 LIMIT ?2)";
+// A plain single-row INSERT: no statement journal and no lookup of the task's row. The id is
+// kept so load() can tell an outcome that does not belong to its row (a broker bug) and ignore
+// it rather than finish the wrong task.
+constexpr const char* kAppendOutcome =
+    "INSERT INTO outcomes (task_row, id, state, attempt, worker, worker_name, version, started_ms, finished_ms, "
+    "next_seq, max_attempts, retry_of, cancel_requested, outcome, artifacts) "
+    "VALUES (?19, ?1, ?4, ?5, ?6, ?7, ?8, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
+// Compaction: outcomes are in finish order, so the finished tasks to delete are a prefix.
+constexpr const char* kCompactScan = "SELECT rowid, finished_ms FROM outcomes ORDER BY rowid LIMIT ?1";
+constexpr const char* kCompactTasks =
+    "DELETE FROM tasks WHERE rowid IN (SELECT task_row FROM outcomes WHERE rowid <= ?1)";
+constexpr const char* kCompactOutcomes = "DELETE FROM outcomes WHERE rowid <= ?1";
+constexpr const char* kLoadOutcomes =
+    "SELECT task_row, state, attempt, worker, worker_name, version, started_ms, finished_ms, next_seq, max_attempts, "
+    "retry_of, cancel_requested, outcome, artifacts, id FROM outcomes ORDER BY rowid";
 constexpr const char* kLoad =
     "SELECT id, request, idempotency_key, state, attempt, worker, worker_name, version, submitted_ms, started_ms, "
     "finished_ms, next_seq, max_attempts, retry_of, cancel_requested, outcome, artifacts, tenant, rowid FROM tasks "
@@ -60,8 +101,8 @@ void bind_blob(sqlite3_stmt* s, int i, const std::string& v) {
   sqlite3_bind_blob(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
 }
 
-// Binds every column; kUpdate uses the same parameter numbers and ignores ?2, ?3, ?9; kInsert
-// ignores ?19 (the row).
+// Binds every column; kUpdate and kAppendOutcome use the same parameter numbers and ignore ?2, ?3,
+// ?9; kInsert ignores ?19 (the row).
 void bind_record(sqlite3_stmt* s, const TaskRecord& r) {
   bind_text(s, 1, r.id);
   bind_blob(s, 2, r.request);
@@ -97,6 +138,23 @@ int step_once(sqlite3_stmt* s) {
   sqlite3_reset(s);
   sqlite3_clear_bindings(s);
   return rc;
+}
+
+// The fields a transition changes (kMutableColumns), from a loaded outcome into its task.
+void take_mutable(TaskRecord&& from, TaskRecord& to) {
+  to.state = std::move(from.state);
+  to.attempt = from.attempt;
+  to.worker = std::move(from.worker);
+  to.worker_name = std::move(from.worker_name);
+  to.version = std::move(from.version);
+  to.started_ms = from.started_ms;
+  to.finished_ms = from.finished_ms;
+  to.next_seq = from.next_seq;
+  to.max_attempts = from.max_attempts;
+  to.retry_of = std::move(from.retry_of);
+  to.cancel_requested = from.cancel_requested;
+  to.outcome = std::move(from.outcome);
+  to.artifacts = std::move(from.artifacts);
 }
 
 }  // namespace
@@ -176,6 +234,20 @@ Result<std::unique_ptr<Journal>> Journal::open(const Options& options) {
       return tl::unexpected(st.error());
     }
   }
+  if (version >= 1 && version <= 3) {
+    // Terminal states move to `outcomes` (in finish order, which compaction relies on), and the
+    // index that compaction used goes; one transaction with the version bump. The tasks' rows
+    // keep their copy of the terminal fields, which the outcome overrides on load.
+    const std::string cols = kMutableColumns;
+    const std::string sql = "BEGIN IMMEDIATE; DROP INDEX IF EXISTS tasks_finished; " + std::string(kSchema) +
+                            "INSERT INTO outcomes (task_row, id, " + cols + ") SELECT rowid, id, " + cols +
+                            " FROM tasks WHERE finished_ms > 0 ORDER BY finished_ms, rowid; PRAGMA user_version = " +
+                            std::to_string(kSchemaVersion) + "; COMMIT;";
+    if (auto st = j->exec(sql.c_str()); !st) {
+      (void)j->exec("ROLLBACK");
+      return tl::unexpected(st.error());
+    }
+  }
   if (auto st = j->exec(kSchema); !st) return tl::unexpected(st.error());
   if (auto st = j->exec(("PRAGMA user_version = " + std::to_string(kSchemaVersion)).c_str()); !st) {
     return tl::unexpected(st.error());
@@ -185,9 +257,9 @@ Result<std::unique_ptr<Journal>> Journal::open(const Options& options) {
 }
 
 Journal::~Journal() {
-  sqlite3_finalize(insert_);
-  sqlite3_finalize(update_);
-  sqlite3_finalize(compact_);
+  for (sqlite3_stmt* s : {insert_, update_, outcome_, begin_, commit_, compact_scan_, compact_tasks_, compact_outcomes_}) {
+    sqlite3_finalize(s);
+  }
   sqlite3_close_v2(db_);  // rolls back an open transaction
 }
 
@@ -219,7 +291,13 @@ Status Journal::exec(const char* sql) {
 }
 
 Status Journal::prepare_all() {
-  for (auto [sql, stmt] : {std::pair{kInsert, &insert_}, std::pair{kUpdate, &update_}, std::pair{kCompact, &compact_}}) {
+  // Prepared once: BEGIN and COMMIT run every turn that writes, and parsing them each time cost
+  // as much as stepping them.
+  const std::pair<const char*, sqlite3_stmt**> all[] = {
+      {kInsert, &insert_},           {kUpdate, &update_},          {kAppendOutcome, &outcome_},
+      {"BEGIN IMMEDIATE", &begin_},  {"COMMIT", &commit_},         {kCompactScan, &compact_scan_},
+      {kCompactTasks, &compact_tasks_}, {kCompactOutcomes, &compact_outcomes_}};
+  for (auto [sql, stmt] : all) {
     if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, nullptr) != SQLITE_OK) {
       return tl::unexpected(error("prepare"));
     }
@@ -229,7 +307,7 @@ Status Journal::prepare_all() {
 
 Status Journal::begin_if_needed() {
   if (in_transaction_) return {};
-  if (auto st = exec("BEGIN IMMEDIATE"); !st) return st;
+  if (step_once(begin_) != SQLITE_DONE) return tl::unexpected(error("BEGIN IMMEDIATE"));
   in_transaction_ = true;
   return {};
 }
@@ -238,36 +316,72 @@ Result<std::int64_t> Journal::insert(const TaskRecord& r) {
   if (auto st = begin_if_needed(); !st) return tl::unexpected(st.error());
   bind_record(insert_, r);
   if (step_once(insert_) != SQLITE_DONE) return tl::unexpected(failed("insert task " + r.id).error());
+  const std::int64_t row = sqlite3_last_insert_rowid(db_);
+  if (r.finished_ms > 0) {
+    // Accepted already finished (cancelled in the turn it arrived): its state goes where every
+    // terminal state goes.
+    TaskRecord at = r;
+    at.row = row;
+    if (auto st = append_outcome(at); !st) return tl::unexpected(st.error());
+  }
   ++pending_;
-  return sqlite3_last_insert_rowid(db_);
+  return row;
 }
 
 Status Journal::update(const TaskRecord& r) {
   if (auto st = begin_if_needed(); !st) return st;
-  bind_record(update_, r);
-  if (step_once(update_) != SQLITE_DONE) return failed("update task " + r.id);
-  if (sqlite3_changes(db_) != 1) {
-    return make_error(ErrorCode::kInternal, "journal " + path_ + ": task " + r.id + " has no row " + std::to_string(r.row));
+  if (r.finished_ms > 0) {
+    if (auto st = append_outcome(r); !st) return st;
+  } else {
+    bind_record(update_, r);
+    if (step_once(update_) != SQLITE_DONE) return failed("update task " + r.id);
+    if (sqlite3_changes(db_) != 1) return no_row(r);
   }
   ++pending_;
   return {};
 }
 
+Status Journal::append_outcome(const TaskRecord& r) {
+  if (r.row <= 0) return no_row(r);
+  bind_record(outcome_, r);
+  if (step_once(outcome_) != SQLITE_DONE) return failed("append the outcome of task " + r.id);
+  return {};
+}
+
+Status Journal::no_row(const TaskRecord& r) const {
+  return make_error(ErrorCode::kInternal, "journal " + path_ + ": task " + r.id + " has no row " + std::to_string(r.row));
+}
+
 Result<std::size_t> Journal::compact(std::int64_t finished_before_ms, std::size_t limit) {
+  // The longest prefix of `outcomes` (finish order) finished at or before the bound. A wall
+  // clock stepped back leaves rows behind a later one until that one is old enough too.
+  std::int64_t through = 0;
+  std::size_t n = 0;
+  sqlite3_bind_int64(compact_scan_, 1, static_cast<std::int64_t>(limit));
+  int rc;
+  while ((rc = sqlite3_step(compact_scan_)) == SQLITE_ROW && sqlite3_column_int64(compact_scan_, 1) <= finished_before_ms) {
+    through = sqlite3_column_int64(compact_scan_, 0);
+    ++n;
+  }
+  sqlite3_reset(compact_scan_);
+  sqlite3_clear_bindings(compact_scan_);
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return tl::unexpected(failed("compact").error());
+  if (n == 0) return std::size_t{0};  // no transaction: a tick with nothing to delete commits nothing
   if (auto st = begin_if_needed(); !st) return tl::unexpected(st.error());
-  sqlite3_bind_int64(compact_, 1, finished_before_ms);
-  sqlite3_bind_int64(compact_, 2, static_cast<std::int64_t>(limit));
-  if (step_once(compact_) != SQLITE_DONE) return tl::unexpected(failed("compact").error());
-  auto n = static_cast<std::size_t>(sqlite3_changes(db_));
+  for (sqlite3_stmt* s : {compact_tasks_, compact_outcomes_}) {
+    sqlite3_bind_int64(s, 1, through);
+    if (step_once(s) != SQLITE_DONE) return tl::unexpected(failed("compact").error());
+  }
   pending_ += n;
   return n;
 }
 
 Status Journal::commit() {
   if (!in_transaction_) return {};
-  if (auto st = exec("COMMIT"); !st) {
+  if (step_once(commit_) != SQLITE_DONE) {
+    Error e = error("COMMIT");
     rollback();
-    return st;
+    return tl::unexpected(std::move(e));
   }
   in_transaction_ = false;
   pending_ = 0;
@@ -284,30 +398,62 @@ void Journal::rollback() {
 }
 
 Status Journal::load(const std::function<void(TaskRecord&&)>& fn) {
+  // Terminal states first (latest per task), then the tasks in submission order with theirs.
+  std::unordered_map<std::int64_t, TaskRecord> outcomes;
   sqlite3_stmt* s = nullptr;
-  if (sqlite3_prepare_v2(db_, kLoad, -1, &s, nullptr) != SQLITE_OK) return tl::unexpected(error("load"));
+  if (sqlite3_prepare_v2(db_, kLoadOutcomes, -1, &s, nullptr) != SQLITE_OK) return tl::unexpected(error("load"));
   int rc;
+  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+    TaskRecord& o = outcomes[sqlite3_column_int64(s, 0)];
+    o.id = column_bytes(s, 14);
+    o.state = column_bytes(s, 1);
+    o.attempt = sqlite3_column_int64(s, 2);
+    o.worker = column_bytes(s, 3);
+    o.worker_name = column_bytes(s, 4);
+    o.version = column_bytes(s, 5);
+    o.started_ms = sqlite3_column_int64(s, 6);
+    o.finished_ms = sqlite3_column_int64(s, 7);
+    o.next_seq = sqlite3_column_int64(s, 8);
+    o.max_attempts = sqlite3_column_int64(s, 9);
+    o.retry_of = column_bytes(s, 10);
+    o.cancel_requested = sqlite3_column_int(s, 11) != 0;
+    o.outcome = column_bytes(s, 12);
+    o.artifacts = column_bytes(s, 13);
+  }
+  sqlite3_finalize(s);
+  if (rc != SQLITE_DONE) return tl::unexpected(error("load outcomes"));
+
+  if (sqlite3_prepare_v2(db_, kLoad, -1, &s, nullptr) != SQLITE_OK) return tl::unexpected(error("load"));
   while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
     TaskRecord r;
     r.id = column_bytes(s, 0);
     r.request = column_bytes(s, 1);
     r.idempotency_key = column_bytes(s, 2);
-    r.state = column_bytes(s, 3);
-    r.attempt = sqlite3_column_int64(s, 4);
-    r.worker = column_bytes(s, 5);
-    r.worker_name = column_bytes(s, 6);
-    r.version = column_bytes(s, 7);
     r.submitted_ms = sqlite3_column_int64(s, 8);
-    r.started_ms = sqlite3_column_int64(s, 9);
-    r.finished_ms = sqlite3_column_int64(s, 10);
-    r.next_seq = sqlite3_column_int64(s, 11);
-    r.max_attempts = sqlite3_column_int64(s, 12);
-    r.retry_of = column_bytes(s, 13);
-    r.cancel_requested = sqlite3_column_int(s, 14) != 0;
-    r.outcome = column_bytes(s, 15);
-    r.artifacts = column_bytes(s, 16);
     r.tenant = column_bytes(s, 17);
     r.row = sqlite3_column_int64(s, 18);
+    auto o = outcomes.find(r.row);
+    if (o != outcomes.end() && o->second.id != r.id) {
+      ++mismatched_outcomes_;  // not this task's: it keeps the state of its row
+      o = outcomes.end();
+    }
+    if (o != outcomes.end()) {
+      take_mutable(std::move(o->second), r);
+    } else {
+      r.state = column_bytes(s, 3);
+      r.attempt = sqlite3_column_int64(s, 4);
+      r.worker = column_bytes(s, 5);
+      r.worker_name = column_bytes(s, 6);
+      r.version = column_bytes(s, 7);
+      r.started_ms = sqlite3_column_int64(s, 9);
+      r.finished_ms = sqlite3_column_int64(s, 10);
+      r.next_seq = sqlite3_column_int64(s, 11);
+      r.max_attempts = sqlite3_column_int64(s, 12);
+      r.retry_of = column_bytes(s, 13);
+      r.cancel_requested = sqlite3_column_int(s, 14) != 0;
+      r.outcome = column_bytes(s, 15);
+      r.artifacts = column_bytes(s, 16);
+    }
     fn(std::move(r));
   }
   sqlite3_finalize(s);

@@ -1,7 +1,8 @@
 #pragma once
 // The broker's durable journal: one SQLite database (WAL mode) holding a row per task the broker
-// accepted, so a restarted broker can recover queued and running tasks, finished outcomes and
-// idempotency keys (docs/operations.md, "Durability and recovery").
+// accepted and an appended outcome per task that finished, so a restarted broker can recover
+// queued and running tasks, finished outcomes and idempotency keys (docs/operations.md,
+// "Durability and recovery").
 //
 // Guarantees:
 // - A record is durable once commit() returned success: with kBatch (synchronous=NORMAL) it
@@ -71,10 +72,15 @@ class Journal {
   // Writes into the open transaction (begun on the first write after a commit); returns the
   // row, which update() needs. IO_ERROR.
   [[nodiscard]] Result<std::int64_t> insert(const TaskRecord& r);
-  // Rewrites the mutable fields (everything but id, request, submitted_ms, idempotency_key) of
-  // row `r.row`, which must hold task `r.id`. IO_ERROR; INTERNAL if it does not.
+  // Records the mutable fields (everything but id, request, submitted_ms, idempotency_key,
+  // tenant) of row `r.row`, which must hold task `r.id`: a terminal state (finished_ms > 0) is
+  // appended as the task's outcome, which is final (load() ignores one whose row holds another
+  // task); any other state rewrites the row. IO_ERROR; INTERNAL if a rewritten row does not hold
+  // the task, or the record has no row.
   [[nodiscard]] Status update(const TaskRecord& r);
-  // Deletes at most `limit` tasks finished at or before `finished_before_ms`; returns how many.
+  // Deletes at most `limit` tasks finished at or before `finished_before_ms`, oldest finish
+  // first, stopping at the first one finished later; returns how many. Opens no transaction
+  // when there is nothing to delete.
   [[nodiscard]] Result<std::size_t> compact(std::int64_t finished_before_ms, std::size_t limit);
 
   // Makes every write since the last commit durable (one transaction = group commit). A no-op
@@ -83,8 +89,11 @@ class Journal {
   void rollback();
   std::size_t pending_records() const { return pending_; }
 
-  // Calls fn for every journalled task in insertion (= submission) order. IO_ERROR.
+  // Calls fn for every journalled task in insertion (= submission) order. IO_ERROR. An outcome
+  // whose row holds another task (a broker bug) is ignored, and counted in ignored_outcomes():
+  // that task keeps the state of its row.
   [[nodiscard]] Status load(const std::function<void(TaskRecord&&)>& fn);
+  std::size_t ignored_outcomes() const { return mismatched_outcomes_; }
   // Copies the WAL into the database and truncates it (at shutdown).
   [[nodiscard]] Status checkpoint();
   // Copies what it can of the WAL into the database without waiting (the broker's timer, once a
@@ -97,6 +106,8 @@ class Journal {
  private:
   Journal(sqlite3* db, std::string path, Durability d) : db_(db), path_(std::move(path)), durability_(d) {}
   [[nodiscard]] Status exec(const char* sql);
+  [[nodiscard]] Status append_outcome(const TaskRecord& r);
+  [[nodiscard]] Status no_row(const TaskRecord& r) const;
   [[nodiscard]] Status prepare_all();
   [[nodiscard]] Status begin_if_needed();
   Error error(std::string_view what) const;
@@ -107,9 +118,15 @@ class Journal {
   Durability durability_;
   bool in_transaction_ = false;
   std::size_t pending_ = 0;
+  std::size_t mismatched_outcomes_ = 0;
   sqlite3_stmt* insert_ = nullptr;
   sqlite3_stmt* update_ = nullptr;
-  sqlite3_stmt* compact_ = nullptr;
+  sqlite3_stmt* outcome_ = nullptr;
+  sqlite3_stmt* begin_ = nullptr;
+  sqlite3_stmt* commit_ = nullptr;
+  sqlite3_stmt* compact_scan_ = nullptr;
+  sqlite3_stmt* compact_tasks_ = nullptr;
+  sqlite3_stmt* compact_outcomes_ = nullptr;
 };
 
 }  // namespace kbfleet::broker

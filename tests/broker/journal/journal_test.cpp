@@ -104,7 +104,94 @@ TEST_CASE("update rewrites a task's state, attempt, worker, outcome and artifact
   CHECK(got.artifacts == r.artifacts);
   CHECK(got.request == record(1).request);  // the request is written once, at insert
   r.row = *row + 1;  // rows are found by rowid; one that holds another task (or none) is an error
+  r.state = "running";
+  r.finished_ms = 0;
   CHECK_FALSE(j->update(r).has_value());
+}
+
+TEST_CASE("issue 6: an outcome written for a row that holds another task is ignored on load", "[broker][journal]") {
+  TempDir dir;
+  {
+    auto j = open_journal(dir.path);
+    REQUIRE(j->insert(record(1)).has_value());
+    auto second = j->insert(record(2));
+    REQUIRE(second.has_value());
+    TaskRecord wrong = record(1, "succeeded");  // task 1's outcome, but with task 2's row
+    wrong.row = *second;
+    wrong.finished_ms = 9;
+    REQUIRE(j->update(wrong).has_value());
+    REQUIRE(j->commit().has_value());
+  }
+  auto j = open_journal(dir.path);
+  auto all = load_all(*j);
+  REQUIRE(all.size() == 2);
+  CHECK(all[0].state == "queued");  // neither task is finished by an outcome that is not its own
+  CHECK(all[1].state == "queued");
+  CHECK(j->ignored_outcomes() == 1);
+}
+
+TEST_CASE("issue 6: a finished task's outcome is appended, not rewritten, and wins over its row on load",
+          "[broker][journal]") {
+  TempDir dir;
+  {
+    auto j = open_journal(dir.path);
+    auto row = j->insert(record(1));
+    REQUIRE(row.has_value());
+    REQUIRE(j->commit().has_value());
+    TaskRecord running = record(1, "running");
+    running.row = *row;
+    running.attempt = 1;
+    running.worker = "w0";
+    REQUIRE(j->update(running).has_value());  // a non-terminal transition rewrites the row
+    REQUIRE(j->commit().has_value());
+    TaskRecord done = running;
+    done.state = "failed";
+    done.worker.clear();
+    done.finished_ms = 20;
+    done.next_seq = 5;
+    done.outcome = std::string("\x81\xa5state\xa6" "failed", 14);
+    REQUIRE(j->update(done).has_value());
+    REQUIRE(j->commit().has_value());
+  }
+  auto j = open_journal(dir.path);
+  auto all = load_all(*j);
+  REQUIRE(all.size() == 1);
+  CHECK(all[0].state == "failed");
+  CHECK(all[0].attempt == 1);
+  CHECK(all[0].worker.empty());
+  CHECK(all[0].finished_ms == 20);
+  CHECK(all[0].next_seq == 5);
+  CHECK(all[0].outcome == std::string("\x81\xa5state\xa6" "failed", 14));
+  CHECK(all[0].request == record(1).request);
+  CHECK(all[0].submitted_ms == record(1).submitted_ms);
+  CHECK(j->ignored_outcomes() == 0);
+}
+
+TEST_CASE("issue 6: compaction stops at the first outcome finished after the bound", "[broker][journal]") {
+  // Outcomes are deleted as a prefix in finish order: one finished out of clock order waits.
+  TempDir dir;
+  auto j = open_journal(dir.path);
+  for (int ms : {100, 300, 200}) {
+    TaskRecord r = record(ms, "succeeded");
+    r.finished_ms = ms;
+    REQUIRE(j->insert(r).has_value());
+  }
+  REQUIRE(j->commit().has_value());
+  auto n = j->compact(250, 100);
+  REQUIRE(n.has_value());
+  CHECK(*n == 1);
+  REQUIRE(j->commit().has_value());
+  auto all = load_all(*j);
+  REQUIRE(all.size() == 2);
+  CHECK(all[0].finished_ms == 300);
+  CHECK(all[1].finished_ms == 200);
+  n = j->compact(300, 100);
+  REQUIRE(n.has_value());
+  CHECK(*n == 2);
+  REQUIRE(j->commit().has_value());
+  CHECK(load_all(*j).empty());
+  CHECK(j->compact(1000, 100).value() == 0);
+  CHECK(j->pending_records() == 0);  // nothing to delete opens no transaction
 }
 
 TEST_CASE("writes not yet committed are lost when the journal closes, as in a crash", "[broker][journal]") {
