@@ -2,7 +2,7 @@
 
 #include <sqlite3.h>
 
-#include <unordered_map>
+#include <memory>
 
 namespace kbfleet::broker {
 namespace {
@@ -88,7 +88,7 @@ constexpr const char* kCompactTasks =
 constexpr const char* kCompactOutcomes = "DELETE FROM outcomes WHERE rowid <= ?1";
 constexpr const char* kLoadOutcomes =
     "SELECT task_row, state, attempt, worker, worker_name, version, started_ms, finished_ms, next_seq, max_attempts, "
-    "retry_of, cancel_requested, outcome, artifacts, id FROM outcomes ORDER BY rowid";
+    "retry_of, cancel_requested, outcome, artifacts, id FROM outcomes ORDER BY task_row, rowid";
 constexpr const char* kLoad =
     "SELECT id, request, idempotency_key, state, attempt, worker, worker_name, version, submitted_ms, started_ms, "
     "finished_ms, next_seq, max_attempts, retry_of, cancel_requested, outcome, artifacts, tenant, rowid FROM tasks "
@@ -138,23 +138,6 @@ int step_once(sqlite3_stmt* s) {
   sqlite3_reset(s);
   sqlite3_clear_bindings(s);
   return rc;
-}
-
-// The fields a transition changes (kMutableColumns), from a loaded outcome into its task.
-void take_mutable(TaskRecord&& from, TaskRecord& to) {
-  to.state = std::move(from.state);
-  to.attempt = from.attempt;
-  to.worker = std::move(from.worker);
-  to.worker_name = std::move(from.worker_name);
-  to.version = std::move(from.version);
-  to.started_ms = from.started_ms;
-  to.finished_ms = from.finished_ms;
-  to.next_seq = from.next_seq;
-  to.max_attempts = from.max_attempts;
-  to.retry_of = std::move(from.retry_of);
-  to.cancel_requested = from.cancel_requested;
-  to.outcome = std::move(from.outcome);
-  to.artifacts = std::move(from.artifacts);
 }
 
 }  // namespace
@@ -398,66 +381,68 @@ void Journal::rollback() {
 }
 
 Status Journal::load(const std::function<void(TaskRecord&&)>& fn) {
-  // Terminal states first (latest per task), then the tasks in submission order with theirs.
-  std::unordered_map<std::int64_t, TaskRecord> outcomes;
-  sqlite3_stmt* s = nullptr;
-  if (sqlite3_prepare_v2(db_, kLoadOutcomes, -1, &s, nullptr) != SQLITE_OK) return tl::unexpected(error("load"));
+  // A merge join, streaming both tables: tasks in submission order, outcomes sorted by their
+  // task's row (SQLite's sorter spills to temporary files), so memory does not grow with the
+  // number of finished tasks a journal holds.
+  using Stmt = std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)>;
+  sqlite3_stmt* raw_tasks = nullptr;
+  sqlite3_stmt* raw_outcomes = nullptr;
+  if (sqlite3_prepare_v2(db_, kLoad, -1, &raw_tasks, nullptr) != SQLITE_OK) return tl::unexpected(error("load"));
+  Stmt tasks(raw_tasks, &sqlite3_finalize);
+  if (sqlite3_prepare_v2(db_, kLoadOutcomes, -1, &raw_outcomes, nullptr) != SQLITE_OK) return tl::unexpected(error("load"));
+  Stmt outcomes(raw_outcomes, &sqlite3_finalize);
+  sqlite3_stmt* o = outcomes.get();
+  int orc = sqlite3_step(o);
   int rc;
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
-    TaskRecord& o = outcomes[sqlite3_column_int64(s, 0)];
-    o.id = column_bytes(s, 14);
-    o.state = column_bytes(s, 1);
-    o.attempt = sqlite3_column_int64(s, 2);
-    o.worker = column_bytes(s, 3);
-    o.worker_name = column_bytes(s, 4);
-    o.version = column_bytes(s, 5);
-    o.started_ms = sqlite3_column_int64(s, 6);
-    o.finished_ms = sqlite3_column_int64(s, 7);
-    o.next_seq = sqlite3_column_int64(s, 8);
-    o.max_attempts = sqlite3_column_int64(s, 9);
-    o.retry_of = column_bytes(s, 10);
-    o.cancel_requested = sqlite3_column_int(s, 11) != 0;
-    o.outcome = column_bytes(s, 12);
-    o.artifacts = column_bytes(s, 13);
-  }
-  sqlite3_finalize(s);
-  if (rc != SQLITE_DONE) return tl::unexpected(error("load outcomes"));
-
-  if (sqlite3_prepare_v2(db_, kLoad, -1, &s, nullptr) != SQLITE_OK) return tl::unexpected(error("load"));
-  while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+  while ((rc = sqlite3_step(tasks.get())) == SQLITE_ROW) {
+    sqlite3_stmt* t = tasks.get();
     TaskRecord r;
-    r.id = column_bytes(s, 0);
-    r.request = column_bytes(s, 1);
-    r.idempotency_key = column_bytes(s, 2);
-    r.submitted_ms = sqlite3_column_int64(s, 8);
-    r.tenant = column_bytes(s, 17);
-    r.row = sqlite3_column_int64(s, 18);
-    auto o = outcomes.find(r.row);
-    if (o != outcomes.end() && o->second.id != r.id) {
-      ++mismatched_outcomes_;  // not this task's: it keeps the state of its row
-      o = outcomes.end();
+    r.id = column_bytes(t, 0);
+    r.request = column_bytes(t, 1);
+    r.idempotency_key = column_bytes(t, 2);
+    r.state = column_bytes(t, 3);
+    r.attempt = sqlite3_column_int64(t, 4);
+    r.worker = column_bytes(t, 5);
+    r.worker_name = column_bytes(t, 6);
+    r.version = column_bytes(t, 7);
+    r.submitted_ms = sqlite3_column_int64(t, 8);
+    r.started_ms = sqlite3_column_int64(t, 9);
+    r.finished_ms = sqlite3_column_int64(t, 10);
+    r.next_seq = sqlite3_column_int64(t, 11);
+    r.max_attempts = sqlite3_column_int64(t, 12);
+    r.retry_of = column_bytes(t, 13);
+    r.cancel_requested = sqlite3_column_int(t, 14) != 0;
+    r.outcome = column_bytes(t, 15);
+    r.artifacts = column_bytes(t, 16);
+    r.tenant = column_bytes(t, 17);
+    r.row = sqlite3_column_int64(t, 18);
+    // Outcomes of rows before this one have no task (a broker bug): ignored. This row's, in
+    // the order they were written: the last one that names this task wins.
+    for (; orc == SQLITE_ROW && sqlite3_column_int64(o, 0) <= r.row; orc = sqlite3_step(o)) {
+      if (sqlite3_column_int64(o, 0) < r.row || column_bytes(o, 14) != r.id) {
+        ++mismatched_outcomes_;
+        continue;
+      }
+      r.state = column_bytes(o, 1);
+      r.attempt = sqlite3_column_int64(o, 2);
+      r.worker = column_bytes(o, 3);
+      r.worker_name = column_bytes(o, 4);
+      r.version = column_bytes(o, 5);
+      r.started_ms = sqlite3_column_int64(o, 6);
+      r.finished_ms = sqlite3_column_int64(o, 7);
+      r.next_seq = sqlite3_column_int64(o, 8);
+      r.max_attempts = sqlite3_column_int64(o, 9);
+      r.retry_of = column_bytes(o, 10);
+      r.cancel_requested = sqlite3_column_int(o, 11) != 0;
+      r.outcome = column_bytes(o, 12);
+      r.artifacts = column_bytes(o, 13);
     }
-    if (o != outcomes.end()) {
-      take_mutable(std::move(o->second), r);
-    } else {
-      r.state = column_bytes(s, 3);
-      r.attempt = sqlite3_column_int64(s, 4);
-      r.worker = column_bytes(s, 5);
-      r.worker_name = column_bytes(s, 6);
-      r.version = column_bytes(s, 7);
-      r.started_ms = sqlite3_column_int64(s, 9);
-      r.finished_ms = sqlite3_column_int64(s, 10);
-      r.next_seq = sqlite3_column_int64(s, 11);
-      r.max_attempts = sqlite3_column_int64(s, 12);
-      r.retry_of = column_bytes(s, 13);
-      r.cancel_requested = sqlite3_column_int(s, 14) != 0;
-      r.outcome = column_bytes(s, 15);
-      r.artifacts = column_bytes(s, 16);
-    }
+    if (orc != SQLITE_ROW && orc != SQLITE_DONE) return tl::unexpected(error("load outcomes"));
     fn(std::move(r));
   }
-  sqlite3_finalize(s);
   if (rc != SQLITE_DONE) return tl::unexpected(error("load"));
+  for (; orc == SQLITE_ROW; orc = sqlite3_step(o)) ++mismatched_outcomes_;  // after the last task's row
+  if (orc != SQLITE_DONE) return tl::unexpected(error("load outcomes"));
   return {};
 }
 

@@ -74,9 +74,9 @@ class Journal {
   [[nodiscard]] Result<std::int64_t> insert(const TaskRecord& r);
   // Records the mutable fields (everything but id, request, submitted_ms, idempotency_key,
   // tenant) of row `r.row`, which must hold task `r.id`: a terminal state (finished_ms > 0) is
-  // appended as the task's outcome, which is final (load() ignores one whose row holds another
-  // task); any other state rewrites the row. IO_ERROR; INTERNAL if a rewritten row does not hold
-  // the task, or the record has no row.
+  // appended as the task's outcome, which is final (load() ignores one whose row does not hold
+  // the task); any other state rewrites the row. IO_ERROR; INTERNAL if a rewritten row does not
+  // hold the task, or the record has no row.
   [[nodiscard]] Status update(const TaskRecord& r);
   // Deletes at most `limit` tasks finished at or before `finished_before_ms`, oldest finish
   // first, stopping at the first one finished later; returns how many. Opens no transaction
@@ -89,9 +89,9 @@ class Journal {
   void rollback();
   std::size_t pending_records() const { return pending_; }
 
-  // Calls fn for every journalled task in insertion (= submission) order. IO_ERROR. An outcome
-  // whose row holds another task (a broker bug) is ignored, and counted in ignored_outcomes():
-  // that task keeps the state of its row.
+  // Calls fn for every journalled task in insertion (= submission) order, streaming (memory does
+  // not grow with the journal). IO_ERROR. An outcome whose row holds another task or none (a
+  // broker bug) is ignored and counted in ignored_outcomes(): that task keeps its row's state.
   [[nodiscard]] Status load(const std::function<void(TaskRecord&&)>& fn);
   std::size_t ignored_outcomes() const { return mismatched_outcomes_; }
   // Copies the WAL into the database and truncates it (at shutdown).
