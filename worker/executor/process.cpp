@@ -63,6 +63,7 @@ struct HandlerProcess::State {
         err(std::move(launched.stderr_read)),
         fd3(std::move(launched.fd3_read)),
         init_status(std::move(launched.status_read)),
+        under_init(static_cast<bool>(init_status)),
         mount_ns(std::move(launched.mount_ns)),
         started(start) {
     if (limits.timeout_ms > 0) timeout_at = start + std::chrono::milliseconds(limits.timeout_ms);
@@ -90,6 +91,7 @@ struct HandlerProcess::State {
   posix::Fd pidfd;
   posix::Fd out, err, fd3;
   posix::Fd init_status;  // kbfleet-init's records, when the handler runs under it
+  const bool under_init;  // the handler runs under kbfleet-init, in a pid namespace of its own
   NsHold mount_ns;        // the task's mount namespace, released when the run is dropped
   LineSplitter out_lines{Stream::kStdout};
   LineSplitter err_lines{Stream::kStderr};
@@ -130,7 +132,17 @@ void HandlerProcess::State::reap() {
 
   rusage ru{};
   if (rc == 0) {
-    kill_group();  // stragglers in the group die with the main process
+    // Stragglers in the group die with the main process. Under kbfleet-init, the kernel has
+    // already killed every other process of the task's pid namespace and waited for them to be
+    // released before init can be reaped (zap_pid_ns_processes), and a task process cannot
+    // leave that namespace, so the cgroup holds nothing alive: its kill (a read of each
+    // cgroup.procs) is left to the pool's thread, which kills whatever is left before it removes
+    // the cgroup (cgroup_pool.hpp).
+    if (under_init) {
+      ::kill(-pid, SIGKILL);
+    } else {
+      kill_group();
+    }
     pid_t got;
     do {
       got = ::wait4(pid, &status, 0, &ru);
@@ -145,7 +157,9 @@ void HandlerProcess::State::reap() {
   auto now = Clock::now();
   outcome.wall_ms = ms_between(started, now);
   outcome.cpu_ms = status_known ? rusage_cpu_ms(ru) : 0;
-  // The cgroup also counts processes nobody waited for (killed orphans, a setsid escapee).
+  // The cgroup also counts processes nobody waited for (killed orphans, a setsid escapee; under
+  // kbfleet-init the ones the kernel kills when init exits, which it reaps with SIGCHLD ignored,
+  // so their CPU time never reaches init's rusage).
   if (cgroup) outcome.cpu_ms = std::max(outcome.cpu_ms, cgroup->cpu_usage_ms().value_or(0));
   outcome.max_rss_kb = status_known ? ru.ru_maxrss : 0;
   reaped = true;
