@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -29,6 +30,14 @@ using Clock = std::chrono::steady_clock;
 // something outside the group (a setsid escapee) may still hold open.
 constexpr std::chrono::milliseconds kDrainAfterExit{500};
 constexpr std::size_t kReadChunk = 64 * 1024;
+
+// One read buffer per thread, shared by every handler that thread supervises: a read's bytes are
+// consumed (copied into lines, events or the fd-3 parser) before the next read. A buffer per
+// task was 64 KiB zero-filled and faulted in again for every task.
+char* read_buffer() {
+  thread_local std::unique_ptr<char[]> buf(new char[kReadChunk]);
+  return buf.get();
+}
 
 std::int64_t ms_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
@@ -109,7 +118,6 @@ struct HandlerProcess::State {
   std::int64_t output_bytes = 0;
   bool output_over = false;
   ProcessOutcome outcome;
-  std::string buf = std::string(kReadChunk, '\0');
 };
 
 // Kills the whole group, and the whole cgroup, which also holds what left the group (setsid).
@@ -181,11 +189,11 @@ void HandlerProcess::State::take_handler_status() {
 void HandlerProcess::State::read_pipe(posix::Fd& fd, Sink& sink) {
   ssize_t n;
   do {
-    n = ::read(fd.get(), buf.data(), buf.size());
+    n = ::read(fd.get(), read_buffer(), kReadChunk);
   } while (n < 0 && errno == EINTR);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
   if (n <= 0) return end_of_pipe(fd, sink);  // EOF, or an error that ends the stream alike
-  std::string_view bytes(buf.data(), static_cast<std::size_t>(n));
+  std::string_view bytes(read_buffer(), static_cast<std::size_t>(n));
   if (&fd == &out) return take_output(out_lines, bytes, sink);
   if (&fd == &err) return take_output(err_lines, bytes, sink);
   fd3_parser.feed(bytes, sink);
