@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <memory>
 #include <optional>
 #include <string>
 
@@ -29,6 +30,14 @@ using Clock = std::chrono::steady_clock;
 // something outside the group (a setsid escapee) may still hold open.
 constexpr std::chrono::milliseconds kDrainAfterExit{500};
 constexpr std::size_t kReadChunk = 64 * 1024;
+
+// One read buffer per thread, shared by every handler that thread supervises: a read's bytes are
+// consumed (copied into lines, events or the fd-3 parser) before the next read. A buffer per
+// task was 64 KiB zero-filled and faulted in again for every task.
+char* read_buffer() {
+  thread_local std::unique_ptr<char[]> buf(new char[kReadChunk]);
+  return buf.get();
+}
 
 std::int64_t ms_between(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(to - from).count();
@@ -63,6 +72,7 @@ struct HandlerProcess::State {
         err(std::move(launched.stderr_read)),
         fd3(std::move(launched.fd3_read)),
         init_status(std::move(launched.status_read)),
+        under_init(static_cast<bool>(init_status)),
         mount_ns(std::move(launched.mount_ns)),
         started(start) {
     if (limits.timeout_ms > 0) timeout_at = start + std::chrono::milliseconds(limits.timeout_ms);
@@ -90,6 +100,7 @@ struct HandlerProcess::State {
   posix::Fd pidfd;
   posix::Fd out, err, fd3;
   posix::Fd init_status;  // kbfleet-init's records, when the handler runs under it
+  const bool under_init;  // the handler runs under kbfleet-init, in a pid namespace of its own
   NsHold mount_ns;        // the task's mount namespace, released when the run is dropped
   LineSplitter out_lines{Stream::kStdout};
   LineSplitter err_lines{Stream::kStderr};
@@ -107,7 +118,6 @@ struct HandlerProcess::State {
   std::int64_t output_bytes = 0;
   bool output_over = false;
   ProcessOutcome outcome;
-  std::string buf = std::string(kReadChunk, '\0');
 };
 
 // Kills the whole group, and the whole cgroup, which also holds what left the group (setsid).
@@ -130,7 +140,17 @@ void HandlerProcess::State::reap() {
 
   rusage ru{};
   if (rc == 0) {
-    kill_group();  // stragglers in the group die with the main process
+    // Stragglers in the group die with the main process. Under kbfleet-init, the kernel has
+    // already killed every other process of the task's pid namespace and waited for them to be
+    // released before init can be reaped (zap_pid_ns_processes), and a task process cannot
+    // leave that namespace, so the cgroup holds nothing alive: its kill (a read of each
+    // cgroup.procs) is left to the pool's thread, which kills whatever is left before it removes
+    // the cgroup (cgroup_pool.hpp).
+    if (under_init) {
+      ::kill(-pid, SIGKILL);
+    } else {
+      kill_group();
+    }
     pid_t got;
     do {
       got = ::wait4(pid, &status, 0, &ru);
@@ -145,7 +165,9 @@ void HandlerProcess::State::reap() {
   auto now = Clock::now();
   outcome.wall_ms = ms_between(started, now);
   outcome.cpu_ms = status_known ? rusage_cpu_ms(ru) : 0;
-  // The cgroup also counts processes nobody waited for (killed orphans, a setsid escapee).
+  // The cgroup also counts processes nobody waited for (killed orphans, a setsid escapee; under
+  // kbfleet-init the ones the kernel kills when init exits, which it reaps with SIGCHLD ignored,
+  // so their CPU time never reaches init's rusage).
   if (cgroup) outcome.cpu_ms = std::max(outcome.cpu_ms, cgroup->cpu_usage_ms().value_or(0));
   outcome.max_rss_kb = status_known ? ru.ru_maxrss : 0;
   reaped = true;
@@ -167,11 +189,11 @@ void HandlerProcess::State::take_handler_status() {
 void HandlerProcess::State::read_pipe(posix::Fd& fd, Sink& sink) {
   ssize_t n;
   do {
-    n = ::read(fd.get(), buf.data(), buf.size());
+    n = ::read(fd.get(), read_buffer(), kReadChunk);
   } while (n < 0 && errno == EINTR);
   if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
   if (n <= 0) return end_of_pipe(fd, sink);  // EOF, or an error that ends the stream alike
-  std::string_view bytes(buf.data(), static_cast<std::size_t>(n));
+  std::string_view bytes(read_buffer(), static_cast<std::size_t>(n));
   if (&fd == &out) return take_output(out_lines, bytes, sink);
   if (&fd == &err) return take_output(err_lines, bytes, sink);
   fd3_parser.feed(bytes, sink);

@@ -67,9 +67,10 @@ struct Shared {
       std::optional<CgroupLimits> make;
       if (needs_spare()) make = want;
       lock.unlock();
-      removing.clear();  // each destructor kills what is left and removes the directories
+      // The spare first: the next task may be waiting for it; the removals wait for nobody.
       Result<std::unique_ptr<TaskCgroup>> made = make_error(ErrorCode::kInternal, "none");
       if (make) made = real->create(next_spare_name(), *make);
+      removing.clear();  // each destructor kills what is left and removes the directories
       lock.lock();
       if (make && made) {
         if (want && same_limits(*want, *make)) {
@@ -194,8 +195,8 @@ class CgroupPool final : public Cgroups {
 
 }  // namespace
 
-std::shared_ptr<Cgroups> pool_cgroups(std::unique_ptr<Cgroups> real, int spares) {
-  return std::make_shared<CgroupPool>(std::move(real), static_cast<std::size_t>(std::max(spares, 1)));
+std::shared_ptr<Cgroups> pool_cgroups(std::unique_ptr<Cgroups> real, int slots) {
+  return std::make_shared<CgroupPool>(std::move(real), static_cast<std::size_t>(std::max(slots, 1)) + 1);
 }
 
 void wait_idle(const Cgroups& cgroups) { dynamic_cast<const CgroupPool&>(cgroups).wait_idle(); }

@@ -24,9 +24,10 @@
 
 namespace kbfleet::worker {
 
-// Wraps `real` (from probe_cgroups()). `spares`: how many cgroups to keep ready, at least 1;
-// a worker uses its slot count.
-[[nodiscard]] std::shared_ptr<Cgroups> pool_cgroups(std::unique_ptr<Cgroups> real, int spares);
+// Wraps `real` (from probe_cgroups()). Keeps slots + 1 cgroups ready (`slots` at least 1): one
+// per task that can run at once, and one more, so that a task starting right after another
+// ended, before the thread got the CPU to replace the one that task took, still finds one.
+[[nodiscard]] std::shared_ptr<Cgroups> pool_cgroups(std::unique_ptr<Cgroups> real, int slots);
 
 // For tests: blocks until the pool's thread has made the spares it was asked for and removed every
 // cgroup handed back so far. `cgroups` must come from pool_cgroups().

@@ -13,22 +13,17 @@ namespace {
 namespace fs = std::filesystem;
 
 // What a sandboxed handler may touch (Landlock): system directories read+exec, the essential
-// /etc files read, device nodes read+write, its plugin read+exec, kbfleet-init, and inside the
-// workspace only what permissions.fs grants. The fresh /tmp, /dev/shm and /proc are added by the
-// child (isolation.hpp).
+// /etc files read, device nodes read+write (with a new root, the template's paths, opened when
+// it was built), its plugin read+exec, kbfleet-init (by its fd: the inode that is exec'd), and
+// inside the workspace only what permissions.fs grants. The fresh /tmp, /dev/shm and /proc are
+// added by the child (isolation.hpp).
 std::vector<FsRule> landlock_rules(const Isolation& iso, const IsolationRequest& req, const fs::path& plugin_root) {
   std::vector<FsRule> rules;
   const fs::path workspace = req.workspace.lexically_normal();
   if (iso.root) {
-    for (const auto* exposed : {&iso.root_template->exposed(), &iso.root->exposed()}) {
-      for (const auto& e : *exposed) {
-        if (e.host == workspace) continue;
-        rules.push_back({e.host, e.writable ? FsAccess::kReadWrite : e.executable ? FsAccess::kReadExec : FsAccess::kRead});
-      }
+    for (const auto& e : iso.root->exposed()) {
+      if (e.host != workspace) rules.push_back(e.landlock_rule());
     }
-    std::error_code ec;
-    auto init = fs::read_symlink("/proc/self/fd/" + std::to_string(iso.init_exe), ec);
-    if (!ec) rules.push_back({init, FsAccess::kReadExec});
   } else {
     // No new root: the host's tree is visible, so name the same places explicitly.
     for (const char* p : {"/usr", "/bin", "/sbin", "/lib", "/lib64"}) rules.push_back({p, FsAccess::kReadExec});
@@ -42,6 +37,14 @@ std::vector<FsRule> landlock_rules(const Isolation& iso, const IsolationRequest&
   }
   for (auto& r : workspace_rules(workspace, req.fs_read, req.fs_write)) rules.push_back(std::move(r));
   return rules;
+}
+
+Result<posix::Fd> make_ruleset(const Isolation& iso, const IsolationRequest& req, const fs::path& plugin_root, int abi) {
+  auto rules = landlock_rules(iso, req, plugin_root);
+  if (!iso.root) return make_landlock_ruleset(rules, abi);
+  std::vector<FdRule> fds;
+  if (iso.init_exe >= 0) fds.push_back({iso.init_exe, FsAccess::kReadExec});
+  return make_landlock_ruleset(iso.root_template->landlock_rules(), fds, rules, abi);
 }
 
 Status hand_workspace_to(const SlotIdentity& id, const fs::path& workspace) {
@@ -86,7 +89,7 @@ Result<std::shared_ptr<const Isolation>> make_isolation(const SandboxLayers& hav
   }
   iso->drop_capabilities = have.drop_capabilities;
   if (have.landlock_abi > 0) {
-    auto ruleset = make_landlock_ruleset(landlock_rules(*iso, req, plugin_root), have.landlock_abi);
+    auto ruleset = make_ruleset(*iso, req, plugin_root, have.landlock_abi);
     if (!ruleset) return tl::unexpected(ruleset.error());
     iso->landlock = std::move(*ruleset);
     iso->landlock_fresh_write = landlock_access(FsAccess::kReadWrite, have.landlock_abi);

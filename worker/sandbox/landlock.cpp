@@ -77,14 +77,18 @@ Error layer_error(std::string_view call, std::string_view object, int err) {
 
 // Adds a path-beneath rule for the file or directory open at `fd`, keeping only the file rights
 // when it is not a directory. Async-signal-safe; -1 with errno on failure.
-int add_rule_fd(int ruleset, int fd, std::uint64_t allowed) noexcept {
-  struct stat st {};
-  if (::fstat(fd, &st) < 0) return -1;
-  if (!S_ISDIR(st.st_mode)) allowed &= kFileRights;
+int add_rule_known(int ruleset, int fd, bool directory, std::uint64_t allowed) noexcept {
+  if (!directory) allowed &= kFileRights;
   landlock_path_beneath_attr attr{};
   attr.allowed_access = allowed;
   attr.parent_fd = fd;
   return static_cast<int>(::syscall(SYS_landlock_add_rule, ruleset, LANDLOCK_RULE_PATH_BENEATH, &attr, 0));
+}
+
+int add_rule_fd(int ruleset, int fd, std::uint64_t allowed) noexcept {
+  struct stat st {};
+  if (::fstat(fd, &st) < 0) return -1;
+  return add_rule_known(ruleset, fd, S_ISDIR(st.st_mode), allowed);
 }
 
 // Adds one rule; false (not an error) if the path does not exist.
@@ -132,15 +136,7 @@ FsAccess access_of(unsigned bits) {
   return bits & kBitExec ? FsAccess::kReadExec : FsAccess::kRead;
 }
 
-}  // namespace
-
-int landlock_abi() noexcept {
-  long abi = ::syscall(SYS_landlock_create_ruleset, nullptr, 0, LANDLOCK_CREATE_RULESET_VERSION);
-  return abi < 0 ? 0 : static_cast<int>(abi);
-}
-
-Result<posix::Fd> make_landlock_ruleset(const std::vector<FsRule>& rules, int abi,
-                                        std::vector<std::filesystem::path>* skipped) {
+Result<posix::Fd> create_ruleset(int abi) {
   if (abi < 1) {
     return make_error(ErrorCode::kSandboxUnavailable,
                       "Landlock is not available on this kernel (needs Linux >= 5.13 with landlock in lsm=)",
@@ -155,13 +151,67 @@ Result<posix::Fd> make_landlock_ruleset(const std::vector<FsRule>& rules, int ab
   }
   posix::Fd ruleset(static_cast<int>(::syscall(SYS_landlock_create_ruleset, &attr, size, 0)));
   if (!ruleset) return tl::unexpected(layer_error("landlock_create_ruleset", "abi " + std::to_string(abi), errno));
+  return ruleset;
+}
+
+Status add_rules(int ruleset, const std::vector<FsRule>& rules, int abi, std::vector<std::filesystem::path>* skipped) {
   for (const FsRule& rule : rules) {
-    auto added = add_rule(ruleset.get(), rule, abi);
+    auto added = add_rule(ruleset, rule, abi);
     if (!added) return tl::unexpected(std::move(added.error()));
     if (!*added && skipped) skipped->push_back(rule.path);
   }
+  return {};
+}
+
+
+}  // namespace
+
+int landlock_abi() noexcept {
+  long abi = ::syscall(SYS_landlock_create_ruleset, nullptr, 0, LANDLOCK_CREATE_RULESET_VERSION);
+  return abi < 0 ? 0 : static_cast<int>(abi);
+}
+
+Result<posix::Fd> make_landlock_ruleset(const std::vector<FsRule>& rules, int abi,
+                                        std::vector<std::filesystem::path>* skipped) {
+  auto ruleset = create_ruleset(abi);
+  if (!ruleset) return ruleset;
+  if (auto st = add_rules(ruleset->get(), rules, abi, skipped); !st) return tl::unexpected(st.error());
   return ruleset;
 }
+
+Result<OpenedRules> OpenedRules::open(const std::vector<FsRule>& rules) {
+  OpenedRules out;
+  for (const FsRule& rule : rules) {
+    posix::Fd fd(::open(rule.path.c_str(), O_PATH | O_CLOEXEC));
+    if (!fd) {
+      if (errno == ENOENT || errno == ENOTDIR) continue;
+      return tl::unexpected(layer_error("open", rule.path.native(), errno));
+    }
+    struct stat st {};
+    if (::fstat(fd.get(), &st) < 0) return tl::unexpected(layer_error("fstat", rule.path.native(), errno));
+    out.opened_.push_back({rule.path, std::move(fd), S_ISDIR(st.st_mode), rule.access});
+  }
+  return out;
+}
+
+Result<posix::Fd> make_landlock_ruleset(const OpenedRules& base, const std::vector<FdRule>& fds,
+                                        const std::vector<FsRule>& rules, int abi) {
+  auto ruleset = create_ruleset(abi);
+  if (!ruleset) return ruleset;
+  for (const auto& o : base.opened_) {
+    if (add_rule_known(ruleset->get(), o.fd.get(), o.directory, landlock_access(o.access, abi)) < 0) {
+      return tl::unexpected(layer_error("landlock_add_rule", o.path.native(), errno));
+    }
+  }
+  for (const FdRule& r : fds) {
+    if (add_rule_fd(ruleset->get(), r.fd, landlock_access(r.access, abi)) < 0) {
+      return tl::unexpected(layer_error("landlock_add_rule", "fd " + std::to_string(r.fd), errno));
+    }
+  }
+  if (auto st = add_rules(ruleset->get(), rules, abi, nullptr); !st) return tl::unexpected(st.error());
+  return ruleset;
+}
+
 
 std::uint64_t landlock_access(FsAccess access, int abi) {
   std::uint64_t rights = kReadRights;

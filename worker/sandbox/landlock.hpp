@@ -55,6 +55,41 @@ int landlock_abi() noexcept;
 [[nodiscard]] Result<posix::Fd> make_landlock_ruleset(const std::vector<FsRule>& rules, int abi,
                                                       std::vector<std::filesystem::path>* skipped = nullptr);
 
+// A rule on an fd the caller keeps open (an O_PATH fd will do), e.g. kbfleet-init's: it grants
+// exactly the inode the fd refers to, whatever its path names now.
+struct FdRule {
+  int fd;
+  FsAccess access;
+};
+
+// Rules whose paths are opened once and then added to any number of rulesets: what every task's
+// ruleset grants (the root template's paths), without an open, fstat and close of each path per
+// task (a ruleset cannot be copied). Each rule holds the inode its path named at open(), as a
+// rule in a ruleset does. Move-only; owns its fds.
+class OpenedRules {
+ public:
+  // Opens each path (O_PATH, following symlinks, as make_landlock_ruleset does). A path that
+  // does not exist (ENOENT, ENOTDIR) is left out. Errors: SANDBOX_UNAVAILABLE naming the open.
+  [[nodiscard]] static Result<OpenedRules> open(const std::vector<FsRule>& rules);
+  std::size_t size() const { return opened_.size(); }
+
+ private:
+  friend Result<posix::Fd> make_landlock_ruleset(const OpenedRules&, const std::vector<FdRule>&,
+                                                 const std::vector<FsRule>&, int);
+  struct Opened {
+    std::filesystem::path path;  // for error messages
+    posix::Fd fd;
+    bool directory;
+    FsAccess access;
+  };
+  std::vector<Opened> opened_;
+};
+
+// As make_landlock_ruleset above, with `base`'s rules and `fds` added before `rules`. Errors:
+// as above, and SANDBOX_UNAVAILABLE for a landlock_add_rule on `base` or `fds` that failed.
+[[nodiscard]] Result<posix::Fd> make_landlock_ruleset(const OpenedRules& base, const std::vector<FdRule>& fds,
+                                                      const std::vector<FsRule>& rules, int abi);
+
 // The rights `access` grants on a directory, limited to what `abi` handles (a rule may not grant
 // a right its ruleset does not handle: EINVAL): for landlock_allow_path(), which the child calls
 // for mounts that do not exist before it runs.

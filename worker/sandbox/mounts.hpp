@@ -31,6 +31,7 @@
 #include <vector>
 
 #include "common/errors/error.hpp"
+#include "worker/sandbox/landlock.hpp"
 
 namespace kbfleet::worker {
 
@@ -51,6 +52,11 @@ struct ExposedPath {
   std::filesystem::path host;
   bool writable;
   bool executable;
+
+  // The Landlock rule for it: what its mount allows.
+  FsRule landlock_rule() const {
+    return {host, writable ? FsAccess::kReadWrite : executable ? FsAccess::kReadExec : FsAccess::kRead};
+  }
 };
 
 // The top-level directories (e.g. "var" for /var/lib/kbfleet/work/t1) the task's paths need a

@@ -49,11 +49,18 @@ Result<std::shared_ptr<const RootTemplate>> RootTemplate::build(const TemplateSp
   auto plan = MountPlan::make_template(spec);
   if (!plan) return tl::unexpected(plan.error());
   auto tmpl = std::make_shared<RootTemplate>();
-  for (const auto& e : plan->exposed()) {
-    struct stat st {};
-    if (::lstat(e.host.c_str(), &st) < 0) return errno_error("lstat", e.host.string(), errno);
-    tmpl->identities_.push_back({st.st_dev, st.st_ino});
-  }
+  std::vector<std::filesystem::path> hosts;
+  for (const auto& e : plan->exposed()) hosts.push_back(e.host);
+  auto identities = PathIdentities::take(hosts, PathIdentities::Clock::now());
+  if (!identities) return tl::unexpected(identities.error());
+  tmpl->identities_ = std::move(*identities);
+  // Opened right after the identities were taken and before the helper binds the paths: if one
+  // is replaced in between, current() sees it and the next task gets a new template.
+  std::vector<FsRule> rules;
+  for (const auto& e : plan->exposed()) rules.push_back(e.landlock_rule());
+  auto opened = OpenedRules::open(rules);
+  if (!opened) return tl::unexpected(opened.error());
+  tmpl->landlock_ = std::move(*opened);
   auto report = posix::make_pipe();
   if (!report) return tl::unexpected(report.error());
   auto hold = posix::make_pipe();
@@ -88,14 +95,7 @@ Result<std::shared_ptr<const RootTemplate>> RootTemplate::build(const TemplateSp
   return std::shared_ptr<const RootTemplate>(std::move(tmpl));
 }
 
-bool RootTemplate::current() const {
-  for (std::size_t i = 0; i < exposed_.size(); ++i) {
-    struct stat st {};
-    if (::lstat(exposed_[i].host.c_str(), &st) < 0) return false;
-    if (st.st_dev != identities_[i].dev || st.st_ino != identities_[i].ino) return false;
-  }
-  return true;
-}
+bool RootTemplate::current() const { return identities_->unchanged(PathIdentities::Clock::now()); }
 
 Result<std::shared_ptr<const RootTemplate>> RootTemplates::get(const TemplateSpec& spec) {
   std::lock_guard lock(mu_);

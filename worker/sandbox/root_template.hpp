@@ -7,19 +7,22 @@
 //
 // RootTemplates caches one template per set of anchors (mounts.hpp anchors_of: the top-level
 // directories plugin roots and workspaces live under, fixed for a worker in practice), and
-// builds it again when a bound host path was replaced (RootTemplate::current(): ~30 lstat calls). Not
+// builds it again when a bound host path was replaced (RootTemplate::current()). Not
 // thread-safe beyond its mutex: get() may be called from any thread.
 #include <sys/types.h>
 
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "common/errors/error.hpp"
 #include "common/posix/fd.hpp"
+#include "worker/sandbox/landlock.hpp"
 #include "worker/sandbox/mounts.hpp"
+#include "worker/sandbox/path_identities.hpp"
 
 namespace kbfleet::worker {
 
@@ -34,17 +37,18 @@ class RootTemplate {
   const std::vector<ExposedPath>& exposed() const { return exposed_; }
   // Whether every bound host path is still the inode the template bound. A bind pins an inode:
   // an /etc file replaced by rename (ldconfig's ld.so.cache, useradd's passwd) would otherwise
-  // stay the old one in every later task.
+  // stay the old one in every later task. Cheap while nothing changed (path_identities.hpp).
+  // Callers serialize it (RootTemplates' mutex).
   bool current() const;
+  // The exposed paths opened for Landlock when the template was built, with the access
+  // ExposedPath::landlock_rule() gives: each task's ruleset adds them without opening a path.
+  const OpenedRules& landlock_rules() const { return landlock_; }
 
  private:
-  struct Identity {
-    dev_t dev;
-    ino_t ino;
-  };
   posix::Fd ns_;
   std::vector<ExposedPath> exposed_;
-  std::vector<Identity> identities_;  // of exposed_, taken before the helper bound them
+  mutable std::optional<PathIdentities> identities_;  // of exposed_, taken before the helper bound them
+  OpenedRules landlock_;
 };
 
 class RootTemplates {

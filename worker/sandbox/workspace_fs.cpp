@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cerrno>
 #include <condition_variable>
+#include <deque>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -45,18 +46,28 @@ bool reusable(const fs::path& dir, unsigned fresh_mode) {
   return empty;
 }
 
-// One thread per process, never destroyed (it may still be removing when static destructors
-// run at exit; the next start's clean-up takes whatever it left). It also keeps the spares.
+// Threads retiring workspaces side by side. Each detach waits for an RCU grace period
+// (milliseconds on a loaded VM) while using no CPU; with one thread, workspaces of short tasks
+// waited in line behind each other's detach, the spares ran out and the worker's loop made its
+// workspace directories itself (mkdir on ext4: ~1 ms). Concurrent waits share grace periods.
+constexpr int kRetirerThreads = 4;
+
+// A few threads per process, never destroyed (they may still be removing when static destructors
+// run at exit; the next start's clean-up takes whatever they left). They also keep the spares.
 class Retirer {
  public:
   static Retirer* get() {
     static Retirer* retirer = [] {
       auto* r = new Retirer;
-      try {
-        std::thread([r] { r->run(); }).detach();
-      } catch (const std::system_error&) {
-        r->inline_ = true;
+      for (int i = 0; i < kRetirerThreads; ++i) {
+        try {
+          std::thread([r] { r->run(); }).detach();
+          r->threads_ = true;
+        } catch (const std::system_error&) {
+          break;  // fewer threads, or inline without any
+        }
       }
+      r->inline_ = !r->threads_;
       return r;
     }();
     return retirer;
@@ -73,7 +84,7 @@ class Retirer {
 
   void wait_idle() {
     std::unique_lock lock(mu_);
-    idle_.wait(lock, [this] { return inline_ || (dirs_.empty() && !busy_); });
+    idle_.wait(lock, [this] { return inline_ || (dirs_.empty() && busy_ == 0); });
   }
 
   // The mode of a new workspace directory (umask applied), learnt from the first one; a spare
@@ -95,16 +106,17 @@ class Retirer {
     // Yield the CPU to the worker's loop and its spawns (setpriority(2): this thread only).
     (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), 10);
     for (;;) {
-      std::vector<fs::path> batch;
+      fs::path dir;
       {
         std::unique_lock lock(mu_);
         cv_.wait(lock, [this] { return !dirs_.empty(); });
-        batch.swap(dirs_);
-        busy_ = true;
+        dir = std::move(dirs_.front());
+        dirs_.pop_front();
+        ++busy_;
       }
-      for (const auto& dir : batch) remove(dir);
+      remove(dir);
       std::lock_guard lock(mu_);
-      busy_ = false;
+      --busy_;
       idle_.notify_all();
     }
   }
@@ -132,10 +144,11 @@ class Retirer {
 
   std::mutex mu_;
   std::condition_variable cv_, idle_;
-  std::vector<fs::path> dirs_;
-  bool busy_ = false;  // removing a batch taken from dirs_
+  std::deque<fs::path> dirs_;
+  int busy_ = 0;  // threads removing a directory taken from dirs_
   std::map<fs::path, std::vector<fs::path>> spares_;  // by parent directory
-  std::uint64_t next_ = 0;                            // only the retiring thread names spares
+  std::atomic<std::uint64_t> next_{0};                // names spares uniquely across the threads
+  bool threads_ = false;
   bool inline_ = false;
 };
 

@@ -31,7 +31,8 @@ namespace kbfleet::worker {
 // Detaches a workspace mount at `dir`, if there is one (lazy: an open fd does not block it).
 void unmount_workspace(const std::filesystem::path& dir);
 
-// Detaches and removes a finished task's workspace on a background thread. Detaching a mount
+// Detaches and removes a finished task's workspace on a background thread (a few of them, so
+// that one detach's wait does not hold up the next). Detaching a mount
 // waits for an RCU grace period, milliseconds on a loaded machine, which in the worker's loop
 // delayed the next task (docs/performance.md, end to end). A directory that is empty once
 // detached, a real directory owned by the worker, becomes a spare for create_workspace(); anything

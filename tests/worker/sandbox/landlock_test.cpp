@@ -282,5 +282,34 @@ TEST_CASE("a sandboxed task cannot signal or reach the worker's abstract sockets
   CHECK(sandboxed(fd, connect_once) == errno_outcome(EPERM));
 }
 
+// OpenedRules (the root template's paths, opened once) and FdRule (kbfleet-init's fd) grant what
+// the same rules by path grant, each bound to the inode its path named when it was opened.
+TEST_CASE("opened rules and fd rules grant like path rules, on the inode they were opened on", "[sandbox][landlock]") {
+  SKIP_UNLESS(landlock_abi() >= 1, "Landlock unavailable on this kernel");
+  Tree t;
+  auto opened = OpenedRules::open({{t.ro, FsAccess::kRead}, {t.tmp.path() / "missing", FsAccess::kRead}});
+  REQUIRE(opened);
+  CHECK(opened->size() == 1);  // a missing path is left out, as make_landlock_ruleset skips it
+  write_text(t.outside / "tool", "#!/bin/true");
+  posix::Fd tool(::open((t.outside / "tool").c_str(), O_PATH | O_CLOEXEC));
+  REQUIRE(tool);
+  // Replaced after it was opened: the fd rule still names the old inode, not the new file.
+  fs::rename(t.outside / "tool", t.outside / "tool.old");
+  write_text(t.outside / "tool", "new");
+  auto rs = make_landlock_ruleset(*opened, {{tool.get(), FsAccess::kRead}}, {{t.rw, FsAccess::kReadWrite}}, landlock_abi());
+  REQUIRE(rs);
+  CHECK(sandboxed(*rs, [&] { return open_errno(t.ro / "file", O_RDONLY); }) == "ok");
+  CHECK(sandboxed(*rs, [&] { return open_errno(t.ro / "file", O_WRONLY); }) == errno_outcome(EACCES));
+  CHECK(sandboxed(*rs, [&] { return open_errno(t.rw / "new", O_WRONLY | O_CREAT); }) == "ok");
+  CHECK(sandboxed(*rs, [&] { return open_errno(t.outside / "tool.old", O_RDONLY); }) == "ok");
+  CHECK(sandboxed(*rs, [&] { return open_errno(t.outside / "tool", O_RDONLY); }) == errno_outcome(EACCES));
+  CHECK(sandboxed(*rs, [&] { return open_errno(t.outside / "secret", O_RDONLY); }) == errno_outcome(EACCES));
+  // The opened rules are not used up: a second ruleset gets them again.
+  auto again = make_landlock_ruleset(*opened, {}, {}, landlock_abi());
+  REQUIRE(again);
+  CHECK(sandboxed(*again, [&] { return open_errno(t.ro / "file", O_RDONLY); }) == "ok");
+  CHECK(sandboxed(*again, [&] { return open_errno(t.rw / "mine", O_RDONLY); }) == errno_outcome(EACCES));
+}
+
 }  // namespace
 }  // namespace kbfleet::worker

@@ -81,5 +81,29 @@ TEST_CASE("creating a workspace that exists already leaves it as it is", "[sandb
   CHECK(refused.error().message.find("mkdir(") == 0);
 }
 
+// Retired side by side (workspace_fs.cpp runs several retiring threads): each directory becomes
+// one spare, under a name of its own.
+TEST_CASE("workspaces retired at once all become spares", "[sandbox][workspace]") {
+  TempDir work("/var/tmp");
+  std::vector<fs::path> dirs;
+  for (int i = 0; i < 8; ++i) {
+    dirs.push_back(work.path() / ("t" + std::to_string(i) + "-1"));
+    REQUIRE(create_workspace(dirs.back()));
+    auto mounted = mount_workspace(dirs.back(), 4);
+    if (!mounted) {
+      WARN("skipped: cannot mount a tmpfs workspace: " << mounted.error().message);
+      for (const auto& d : dirs) unmount_workspace(d);
+      SUCCEED();
+      return;
+    }
+  }
+  for (const auto& d : dirs) retire_workspace(d);
+  wait_workspaces_retired();
+  for (const auto& d : dirs) CHECK_FALSE(fs::exists(d));
+  CHECK(spares_in(work.path()) == 8);
+  for (int i = 0; i < 8; ++i) REQUIRE(create_workspace(work.path() / ("n" + std::to_string(i) + "-1")));
+  CHECK(spares_in(work.path()) == 0);
+}
+
 }  // namespace
 }  // namespace kbfleet::worker

@@ -8,34 +8,41 @@
 //    namespace, double-forked and setsid'd ones included;
 //  - reports the handler's start and real wait status on the status pipe (init_status.hpp).
 // Usage (by the launcher only): kbfleet-init <handler> [args...], environment = the handler's.
-// Statically linked and allocation-free, so it runs inside any minimal root.
-#include <errno.h>
-#include <fcntl.h>
-#include <sched.h>
-#include <signal.h>
-#include <sys/wait.h>
-#include <unistd.h>
+// Statically linked without a C library (raw_syscall.hpp: a libc's start-up costs more than
+// all of init's work under a hypervisor) and allocation-free, so it runs inside any minimal root.
+#include <asm/signal.h>
+#include <linux/sched.h>
+#include <linux/wait.h>
 
 #include "worker/sandbox/init/init_status.hpp"
+#include "worker/sandbox/init/raw_syscall.hpp"
 
 namespace {
 
+namespace sys = kbfleet::worker::init::sys;
 using kbfleet::worker::init::kStatusFd;
 using kbfleet::worker::init::StatusKind;
 using kbfleet::worker::init::StatusRecord;
 
+constexpr long kEintr = -4;
+constexpr int kNsig = 64;  // the kernel's _NSIG on x86-64 and arm64
+constexpr int kFdCloexec = 1;  // FD_CLOEXEC
+constexpr int kFSetfd = 2;     // F_SETFD
+
 void report(StatusKind kind, int value) {
   StatusRecord rec{kind, value};
-  while (::write(kStatusFd, &rec, sizeof rec) < 0 && errno == EINTR) {
+  while (sys::write(kStatusFd, &rec, sizeof rec) == kEintr) {
   }
 }
 
 void ignore_signal(int) {}
 
-// Exit code mirroring the handler's, for a reader that does not look at the status pipe.
+// Exit code mirroring the handler's, for a reader that does not look at the status pipe
+// (<sys/wait.h>'s macros, spelled out: there is no libc header here).
 int exit_code_of(int status) {
-  if (WIFEXITED(status)) return WEXITSTATUS(status);
-  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  int sig = status & 0x7f;
+  if (sig == 0) return (status >> 8) & 0xff;            // WIFEXITED: WEXITSTATUS
+  if (sig != 0x7f) return 128 + sig;                    // WIFSIGNALED: 128 + WTERMSIG
   return 125;
 }
 
@@ -55,13 +62,12 @@ struct Start {
 // init as well, which forwards it once the handler has started. Syscalls only.
 int run_handler(void* arg) {
   auto* start = static_cast<Start*>(arg);
-  ::close(kStatusFd);  // O_CLOEXEC too; closed first so no error path leaves it to the handler
-  sigset_t none;
-  sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
-  ::execve(start->argv[0], start->argv, start->envp);
-  start->exec_errno = errno;
-  ::_exit(127);
+  sys::close(kStatusFd);  // O_CLOEXEC too; closed first so no error path leaves it to the handler
+  const unsigned long none = 0;
+  sys::sigprocmask(SIG_SETMASK, &none);
+  long rc = sys::execve(start->argv[0], start->argv, start->envp);
+  *const_cast<volatile int*>(&start->exec_errno) = static_cast<int>(-rc);
+  return 127;
 }
 
 // The handler's stack until it execs. Static: init starts one handler, once.
@@ -69,35 +75,44 @@ alignas(16) char handler_stack[64 * 1024];
 
 // Starts the handler as our child. CLONE_VM | CLONE_VFORK, as posix_spawn does: no copy of our
 // page tables for a child that execs at once, no pipe to learn whether the exec worked, and we
-// resume only after it did (or failed). Returns its pid, or -1 with errno (clone failed); a
-// failed execve sets *exec_errno (the child has then exited 127, and dies with init).
-pid_t start_handler(char** argv, char** envp, int* exec_errno) {
+// resume only after it did (or failed). Returns its pid, or -errno (clone failed); a failed
+// execve sets *exec_errno (the child has then exited 127, and dies with init).
+long start_handler(char** argv, char** envp, int* exec_errno) {
   Start start{argv, envp, 0};
-  pid_t pid = ::clone(run_handler, handler_stack + sizeof handler_stack, CLONE_VM | CLONE_VFORK | SIGCHLD, &start);
-  *exec_errno = pid < 0 ? 0 : start.exec_errno;
+  long pid = kbfleet_init_clone(run_handler, handler_stack + sizeof handler_stack, CLONE_VM | CLONE_VFORK | SIGCHLD,
+                                &start);
+  *exec_errno = pid < 0 ? 0 : *const_cast<volatile int*>(&start.exec_errno);
   return pid;
+}
+
+// Every disposition a no-op handler, so that no signal counts as ignored by a namespace init
+// before it reaches sigwait (SIGKILL and SIGSTOP cannot be caught).
+void catch_all_signals() {
+  sys::KernelSigaction noop{};
+  noop.handler = ignore_signal;
+#if defined(__x86_64__)
+  noop.flags = sys::kSaRestorer;  // x86-64 delivers a signal only with a return trampoline
+  noop.restorer = kbfleet_init_restore_rt;
+#endif
+  for (int sig = 1; sig <= kNsig; ++sig) {
+    if (sig != SIGKILL && sig != SIGSTOP) sys::sigaction(sig, &noop);
+  }
 }
 
 }  // namespace
 
-int main(int argc, char** argv, char** envp) {
-  if (argc < 2 || ::fcntl(kStatusFd, F_SETFD, FD_CLOEXEC) < 0) return 125;
+extern "C" int kbfleet_init_main(int argc, char** argv, char** envp) {
+  if (argc < 2 || sys::fcntl(kStatusFd, kFSetfd, kFdCloexec) < 0) return 125;
 
-  // Everything blocked and collected with sigwaitinfo; the no-op handlers make sure that no
-  // signal counts as ignored by a namespace init before it reaches us.
-  sigset_t all;
-  sigfillset(&all);
-  ::sigprocmask(SIG_SETMASK, &all, nullptr);
-  struct sigaction noop {};
-  noop.sa_handler = ignore_signal;
-  for (int sig = 1; sig < NSIG; ++sig) {
-    if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &noop, nullptr);
-  }
+  // Everything blocked and collected with sigwait.
+  const unsigned long all = sys::kAllSignals;
+  sys::sigprocmask(SIG_SETMASK, &all);
+  catch_all_signals();
 
   int exec_errno = 0;
-  pid_t handler = start_handler(argv + 1, envp, &exec_errno);
+  long handler = start_handler(argv + 1, envp, &exec_errno);
   if (handler < 0) {
-    report(StatusKind::kExecFailed, errno);
+    report(StatusKind::kExecFailed, static_cast<int>(-handler));
     return 127;
   }
   if (exec_errno != 0) {
@@ -107,16 +122,15 @@ int main(int argc, char** argv, char** envp) {
   report(StatusKind::kStarted, 0);
 
   for (;;) {
-    siginfo_t info{};
-    int sig = ::sigwaitinfo(&all, &info);
+    long sig = sys::sigwait(&all);
     if (sig < 0) continue;  // EINTR
     if (sig != SIGCHLD) {
-      ::kill(handler, sig);
+      sys::kill(static_cast<int>(handler), static_cast<int>(sig));
       continue;
     }
     int status = 0;
-    pid_t got;
-    while ((got = ::waitpid(-1, &status, WNOHANG)) > 0) {
+    long got;
+    while ((got = sys::wait4(-1, &status, WNOHANG)) > 0) {
       if (got == handler) {
         report(StatusKind::kExited, status);
         return exit_code_of(status);
