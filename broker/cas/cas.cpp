@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include "common/hash/sha256.hpp"
+#include "common/posix/file_write.hpp"
 
 namespace kbfleet::broker {
 namespace {
@@ -84,14 +85,9 @@ class FileUpload final : public Cas::Upload {
                         "artifact chunk would exceed the declared size of " + std::to_string(size_) + " bytes");
     }
     preallocate(received_ + static_cast<std::int64_t>(bytes.size()));
-    // pwrite at the logical offset, so a chunk that failed half-way (ENOSPC) can be retried.
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-      ssize_t n = ::pwrite(fd_, bytes.data() + done, bytes.size() - done, received_ + static_cast<off_t>(done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return errno_error("pwrite", temp_.native(), errno);
-      done += static_cast<std::size_t>(n);
-    }
+    // pwrite at the logical offset, so a chunk that failed half-way (ENOSPC) can be retried;
+    // in slices, so the page cache takes small folios (common/posix/file_write.hpp).
+    if (auto st = posix::pwrite_sliced(fd_, bytes, received_, temp_.native()); !st) return st;
     hasher_.update(bytes);
     received_ += static_cast<std::int64_t>(bytes.size());
     if (sync_ == Cas::Sync::kFsync) start_writeback(/*at_least=*/kWritebackBytes);
