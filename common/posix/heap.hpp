@@ -4,7 +4,7 @@
 // written. glibc's defaults hand such blocks back to the kernel (an mmap per block, or a trim of
 // the heap's top beyond 2x the last one), so each chunk's pages were faulted in and zeroed anew:
 // ~90,000 page faults per GiB in the broker's and the worker's busiest threads, several us each on
-// a VM whose balloon returns freed memory to the host (docs/performance.md, "Artifacts").
+// a VM whose balloon returns freed memory to the host (measured on the VM of issue #6).
 #include <cstddef>
 
 namespace kbfleet::posix {
