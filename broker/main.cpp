@@ -10,8 +10,10 @@
 #include "broker/broker.hpp"
 #include "common/log/log.hpp"
 #include "common/posix/signals.hpp"
+#include "common/posix/heap.hpp"
 
 int main(int argc, char** argv) {
+  kbfleet::posix::keep_freed_heap();  // artifact chunks reuse their memory (common/posix/heap.hpp)
   kbfleet::broker::BrokerOptions opt;
   std::string log_level = "info";
   std::string durability = "batch";

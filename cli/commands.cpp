@@ -20,6 +20,7 @@
 #include "cli/follow.hpp"
 #include "common/hash/background_sha256.hpp"
 #include "common/hash/sha256.hpp"
+#include "common/posix/file_write.hpp"
 #include "common/protocol/messages.hpp"
 
 namespace kbfleet::cli {
@@ -292,17 +293,6 @@ constexpr std::int64_t kFetchChunkBytes = std::int64_t{2} << 20;
 constexpr std::size_t kFetchWindow = 4;
 constexpr std::int64_t kWritebackBytes = std::int64_t{8} << 20;
 
-Status write_all(int fd, std::string_view bytes, const std::string& out) {
-  std::size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::write(fd, bytes.data() + done, bytes.size() - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return make_error(ErrorCode::kIoError, "write " + out + ": " + std::strerror(errno));
-    done += static_cast<std::size_t>(n);
-  }
-  return {};
-}
-
 // Chunks written but maybe not hashed yet: each stays alive until the hashing thread is past it,
 // also when fetch_into returns early. At most kFetchWindow + 1 are held (the newest is the one
 // being written).
@@ -386,7 +376,8 @@ Result<std::string> fetch_into(Client& c, const std::string& id, const std::stri
       if (auto st = ask(); !st) return tl::unexpected(st.error());
     }
     const std::string_view bytes = hashing.add(std::move(chunk));
-    if (auto st = write_all(fd, bytes, out); !st) return tl::unexpected(st.error());  // while h hashes
+    // while h hashes; in slices, so the page cache takes small folios (common/posix/file_write.hpp)
+    if (auto st = posix::write_sliced(fd, bytes, out); !st) return tl::unexpected(st.error());
     got += static_cast<std::int64_t>(bytes.size());
     if (sync == FileSync::kFsync && got - written_back >= kWritebackBytes) {
       // Start the write-back now (it does not wait), so the fsync before the rename only waits

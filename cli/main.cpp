@@ -9,6 +9,7 @@
 #include "cli/commands.hpp"
 #include "cli/exit_codes.hpp"
 #include "common/posix/signals.hpp"
+#include "common/posix/heap.hpp"
 
 namespace {
 
@@ -28,6 +29,7 @@ void add_submit_options(CLI::App* cmd, kbfleet::cli::SubmitArgs& a, std::vector<
 }  // namespace
 
 int main(int argc, char** argv) {
+  kbfleet::posix::keep_freed_heap();  // artifact chunks reuse their memory (common/posix/heap.hpp)
   using kbfleet::cli::Format;
   const char* env_broker = std::getenv("KBFLEET_BROKER");
   std::string broker = env_broker && *env_broker ? env_broker : "tcp://127.0.0.1:7700";

@@ -15,6 +15,7 @@
 #include "common/posix/signals.hpp"
 #include "worker/sandbox/probe.hpp"
 #include "worker/worker.hpp"
+#include "common/posix/heap.hpp"
 
 extern char** environ;
 
@@ -29,6 +30,7 @@ std::string join(const std::vector<std::string>& v) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  kbfleet::posix::keep_freed_heap();  // artifact chunks reuse their memory (common/posix/heap.hpp)
   kbfleet::worker::WorkerOptions opt;
   std::string log_level = "info";
   bool allow_degraded = false, allow_unsandboxed = false, check_sandbox = false, builtin_noop = false;

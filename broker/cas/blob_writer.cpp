@@ -75,9 +75,10 @@ Result<std::unique_ptr<BlobWriter>> BlobWriter::start() {
   if (fd < 0) return errno_error("eventfd", "blob writer", errno);
   std::unique_ptr<BlobWriter> w(new BlobWriter(posix::Fd(fd)));
   try {
-    w->thread_ = std::thread([raw = w.get()] { raw->run(); });
+    w->hash_thread_ = std::thread([raw = w.get()] { raw->hash_stage(); });
+    w->write_thread_ = std::thread([raw = w.get()] { raw->write_stage(); });
   } catch (const std::system_error& e) {
-    return make_error(ErrorCode::kIoError, std::string("cannot start the blob writer thread: ") + e.what());
+    return make_error(ErrorCode::kIoError, std::string("cannot start the blob writer threads: ") + e.what());
   }
   return w;
 }
@@ -87,8 +88,12 @@ BlobWriter::~BlobWriter() {
     std::lock_guard lock(mu_);
     stop_ = true;
   }
-  wake_.notify_one();
-  if (thread_.joinable()) thread_.join();
+  wake_hash_.notify_one();
+  wake_write_.notify_one();
+  if (hash_thread_.joinable()) hash_thread_.join();
+  if (write_thread_.joinable()) write_thread_.join();
+  jobs_.clear();
+  writes_.clear();
   blobs_.clear();  // uncommitted uploads remove their temp files
 }
 
@@ -130,23 +135,59 @@ void BlobWriter::push(Job job) {
     std::lock_guard lock(mu_);
     jobs_.push_back(std::move(job));
   }
-  wake_.notify_one();
+  wake_hash_.notify_one();
 }
 
-void BlobWriter::run() {
+BlobWriter::Blob BlobWriter::find(std::uint64_t upload) {
+  std::lock_guard lock(mu_);
+  auto it = blobs_.find(upload);
+  return it == blobs_.end() ? nullptr : it->second;
+}
+
+void BlobWriter::hash_stage() {
   for (;;) {
     Job job;
     {
       std::unique_lock lock(mu_);
-      wake_.wait(lock, [&] { return stop_ || !jobs_.empty(); });
+      wake_hash_.wait(lock, [&] { return stop_ || !jobs_.empty(); });
       if (stop_) return;
       job = std::move(jobs_.front());
       jobs_.pop_front();
+      if (job.kind == Job::Kind::kAdopt) {
+        blobs_[job.upload] = Blob(std::move(job.blob));
+        continue;
+      }
     }
-    if (job.kind == Job::Kind::kAdopt) {
-      blobs_[job.upload] = std::move(job.blob);
-    } else if (job.kind == Job::Kind::kAbandon) {
-      blobs_.erase(job.upload);
+    if (job.kind == Job::Kind::kAppend) {
+      if (Blob blob = find(job.upload)) {
+        job.hashed = blob->hash(job.offset, std::string_view(static_cast<const char*>(job.bytes.data()), job.bytes.size()));
+      }  // else the writing stage answers that the upload ended
+    }
+    {
+      std::lock_guard lock(mu_);
+      writes_.push_back(std::move(job));
+    }
+    wake_write_.notify_one();
+  }
+}
+
+void BlobWriter::write_stage() {
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock lock(mu_);
+      wake_write_.wait(lock, [&] { return stop_ || !writes_.empty(); });
+      if (stop_) return;
+      job = std::move(writes_.front());
+      writes_.pop_front();
+    }
+    if (job.kind == Job::Kind::kAbandon) {
+      Blob gone;  // removes the temp file outside the lock, unless the other stage still holds it
+      std::lock_guard lock(mu_);
+      if (auto it = blobs_.find(job.upload); it != blobs_.end()) {
+        gone = std::move(it->second);
+        blobs_.erase(it);
+      }
     } else {
       finish(execute(job));
     }
@@ -158,20 +199,24 @@ BlobWriter::Done BlobWriter::execute(Job& job) {
   Done d;
   d.upload = job.upload;
   d.op = job.kind == Job::Kind::kCommit ? Op::kCommit : Op::kAppend;
-  auto it = blobs_.find(job.upload);
-  if (it == blobs_.end()) {
+  Blob blob = find(job.upload);
+  if (blob == nullptr) {
     d.status = make_error(ErrorCode::kInvalidArgument, "artifact upload already committed or abandoned");
     return d;
   }
-  Cas::Upload& blob = *it->second;
   if (d.op == Op::kAppend) {
-    d.status = blob.append(job.offset, std::string_view(static_cast<const char*>(job.bytes.data()), job.bytes.size()));
+    d.status = !job.hashed ? job.hashed
+                           : blob->write(job.offset, std::string_view(static_cast<const char*>(job.bytes.data()),
+                                                                      job.bytes.size()));
   } else {
-    d.status = blob.commit(job.declared);
+    d.status = blob->commit(job.declared);
   }
-  d.received = blob.received();
+  d.received = blob->received();
   // A failed append or any commit ends the upload: its temp file is gone or renamed.
-  if (!d.status || d.op == Op::kCommit) blobs_.erase(it);
+  if (!d.status || d.op == Op::kCommit) {
+    std::lock_guard lock(mu_);
+    blobs_.erase(job.upload);
+  }
   return d;
 }
 

@@ -1,14 +1,18 @@
 #pragma once
-// BlobWriter: one background thread that appends uploads' chunks to their CAS temp files and
-// commits them, so the broker's poll loop only hands over each received ZeroMQ message (kept
-// alive, not copied) and answers when the thread reports back. Writing and hashing a chunk costs
+// BlobWriter: two background threads that append uploads' chunks to their CAS temp files and
+// commit them, so the broker's poll loop only hands over each received ZeroMQ message (kept
+// alive, not copied) and answers when the threads report back. Writing and hashing a chunk costs
 // ~1.5 ms per MiB; on the loop that capped an upload near 400 MB/s and made every other peer wait.
+// The work is a pipeline of two stages: the hashing thread checks and hashes each chunk
+// (Cas::Upload::hash), then hands it to the writing thread, which writes it (Cas::Upload::write)
+// while the next chunk is hashed: SHA-256 and the copy into the page cache cost about the same,
+// and done in turn on one thread they were the upload's bottleneck.
 //
-// The operations of all uploads run on the thread in the order they were queued, so an upload's
+// Each stage runs the operations of all uploads in the order they were queued, so an upload's
 // chunks and its commit keep their order. Results come back through ready_fd() (an eventfd,
 // readable when take() may return something) and take(). Memory stays bounded: an upload has at
-// most `window` chunks queued or written-but-not-taken (the broker acknowledges a chunk only
-// when take() returned it), each at most `chunk_bytes`.
+// most `window` chunks queued, in either stage, or written-but-not-taken (the broker acknowledges
+// a chunk only when take() returned it), each at most `chunk_bytes`.
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -70,9 +74,9 @@ class BlobWriter {
     std::uint64_t id_ = 0;
   };
 
-  // Starts the thread. IO_ERROR if the eventfd or the thread cannot be created.
+  // Starts the threads. IO_ERROR if the eventfd or a thread cannot be created.
   [[nodiscard]] static Result<std::unique_ptr<BlobWriter>> start();
-  // Stops the thread after the operation in progress; queued ones are dropped and uncommitted
+  // Stops the threads after the operations in progress; queued ones are dropped and uncommitted
   // uploads removed. Handles must be gone by then.
   ~BlobWriter();
   BlobWriter(const BlobWriter&) = delete;
@@ -93,7 +97,8 @@ class BlobWriter {
     std::int64_t offset = 0;
     zmq::message_t bytes;
     std::string declared;
-    std::unique_ptr<Cas::Upload> blob;
+    std::unique_ptr<Cas::Upload> blob;  // kAdopt
+    Status hashed;                      // kAppend, after the hashing stage
   };
   // Loop-side state of an upload (under mu_, as take() updates it).
   struct Credit {
@@ -101,24 +106,31 @@ class BlobWriter {
     std::int64_t outstanding = 0;  // appends not yet returned by take()
     bool committing = false;
   };
+  using Blob = std::shared_ptr<Cas::Upload>;  // held by the table and by the stage using it
 
   explicit BlobWriter(posix::Fd ready) : ready_(std::move(ready)) {}
   void push(Job job);
-  void run();                       // the thread
-  Done execute(Job& job);           // one job, on the thread; no lock held
-  void finish(Done done);           // publishes a result and wakes the loop
+  void hash_stage();                 // the hashing thread
+  void write_stage();                // the writing thread
+  Done execute(Job& job);            // one job of the writing stage; no lock held
+  void finish(Done done);            // publishes a result and wakes the loop
+  Blob find(std::uint64_t upload);   // nullptr if the upload ended
 
   posix::Fd ready_;  // eventfd
   std::mutex mu_;
-  std::condition_variable wake_;
-  std::deque<Job> jobs_;
+  std::condition_variable wake_hash_;
+  std::condition_variable wake_write_;
+  std::deque<Job> jobs_;    // for the hashing stage
+  std::deque<Job> writes_;  // hashed, for the writing stage
   std::vector<Done> done_;
   std::unordered_map<std::uint64_t, Credit> credit_;
   bool stop_ = false;
   std::uint64_t next_id_ = 1;
-  // Thread only: the uploads it writes.
-  std::unordered_map<std::uint64_t, std::unique_ptr<Cas::Upload>> blobs_;
-  std::thread thread_;  // last: started when everything above exists
+  // The uploads being written: added by the hashing stage (kAdopt), removed by the writing stage
+  // when one ends. Under mu_; each stage works on its own reference, outside the lock.
+  std::unordered_map<std::uint64_t, Blob> blobs_;
+  std::thread hash_thread_;   // last: started when everything above exists
+  std::thread write_thread_;
 };
 
 }  // namespace kbfleet::broker

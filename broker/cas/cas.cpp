@@ -7,10 +7,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <system_error>
 
 #include "common/hash/sha256.hpp"
+#include "common/posix/file_write.hpp"
 
 namespace kbfleet::broker {
 namespace {
@@ -74,28 +76,26 @@ class FileUpload final : public Cas::Upload {
   FileUpload& operator=(const FileUpload&) = delete;
 
   Status append(std::int64_t offset, std::string_view bytes) override {
-    if (done_) return finished();
-    if (offset != received_) {
-      return make_error(ErrorCode::kInvalidArgument, "artifact chunk at offset " + std::to_string(offset) +
-                                                         ", expected offset " + std::to_string(received_));
-    }
-    if (static_cast<std::int64_t>(bytes.size()) > size_ - received_) {
-      return make_error(ErrorCode::kInvalidArgument,
-                        "artifact chunk would exceed the declared size of " + std::to_string(size_) + " bytes");
-    }
-    preallocate(received_ + static_cast<std::int64_t>(bytes.size()));
-    // pwrite at the logical offset, so a chunk that failed half-way (ENOSPC) can be retried.
-    std::size_t done = 0;
-    while (done < bytes.size()) {
-      ssize_t n = ::pwrite(fd_, bytes.data() + done, bytes.size() - done, received_ + static_cast<off_t>(done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) return errno_error("pwrite", temp_.native(), errno);
-      done += static_cast<std::size_t>(n);
-    }
+    if (auto st = check(offset, bytes, received_); !st) return st;
+    if (hashed_ != received_) return out_of_order();
+    // Written before hashed: a chunk whose write failed (ENOSPC) can be appended again.
+    if (auto st = write_at(bytes); !st) return st;
     hasher_.update(bytes);
-    received_ += static_cast<std::int64_t>(bytes.size());
-    if (sync_ == Cas::Sync::kFsync) start_writeback(/*at_least=*/kWritebackBytes);
+    hashed_ += static_cast<std::int64_t>(bytes.size());
     return {};
+  }
+
+  Status hash(std::int64_t offset, std::string_view bytes) override {
+    if (auto st = check(offset, bytes, hashed_); !st) return st;
+    hasher_.update(bytes);
+    hashed_ += static_cast<std::int64_t>(bytes.size());
+    return {};
+  }
+
+  Status write(std::int64_t offset, std::string_view bytes) override {
+    if (auto st = check(offset, bytes, received_); !st) return st;
+    if (received_ + static_cast<std::int64_t>(bytes.size()) > hashed_) return out_of_order();
+    return write_at(bytes);
   }
 
   Status commit(std::string_view declared) override {
@@ -120,6 +120,10 @@ class FileUpload final : public Cas::Upload {
       return make_error(ErrorCode::kInvalidArgument, "artifact incomplete: declared " + std::to_string(size_) +
                                                          " bytes, received " + std::to_string(received_));
     }
+    if (hashed_ != received_) {
+      discard();
+      return out_of_order();
+    }
     std::string actual = hasher_.hex_digest();
     if (actual != sha256_) {
       discard();
@@ -141,6 +145,35 @@ class FileUpload final : public Cas::Upload {
   std::int64_t received() const override { return received_; }
 
  private:
+  // The checks append() and hash() make; `at` is where the chunk must start.
+  Status check(std::int64_t offset, std::string_view bytes, std::int64_t at) const {
+    if (done_) return finished();
+    if (offset != at) {
+      return make_error(ErrorCode::kInvalidArgument, "artifact chunk at offset " + std::to_string(offset) +
+                                                         ", expected offset " + std::to_string(at));
+    }
+    if (static_cast<std::int64_t>(bytes.size()) > size_ - at) {
+      return make_error(ErrorCode::kInvalidArgument,
+                        "artifact chunk would exceed the declared size of " + std::to_string(size_) + " bytes");
+    }
+    return {};
+  }
+
+  // Writes a checked chunk at received_ and advances it.
+  Status write_at(std::string_view bytes) {
+    preallocate(received_ + static_cast<std::int64_t>(bytes.size()));
+    // pwrite at the logical offset, so a chunk that failed half-way (ENOSPC) is rewritten whole;
+    // in slices, so the page cache takes small folios (common/posix/file_write.hpp).
+    if (auto st = posix::pwrite_sliced(fd_, bytes, received_, temp_.native()); !st) return st;
+    received_ += static_cast<std::int64_t>(bytes.size());
+    if (sync_ == Cas::Sync::kFsync) start_writeback(/*at_least=*/kWritebackBytes);
+    return {};
+  }
+
+  static tl::unexpected<Error> out_of_order() {
+    return make_error(ErrorCode::kInvalidArgument, "artifact chunk written before it was hashed");
+  }
+
   // Starts writing back the bytes appended since the last call, once there are `at_least` of
   // them. Without it the page cache holds the whole artifact dirty (the kernel starts on its own
   // only at dirty_background_ratio, gigabytes on a large machine, or after 30 s), and the fsync
@@ -221,11 +254,15 @@ class FileUpload final : public Cas::Upload {
   fs::path final_;  // known at commit
   std::string sha256_;
   std::int64_t size_;
-  std::int64_t received_ = 0;
+  std::int64_t received_ = 0;  // written; the write() side's
+  // Hashed; the hash() side's. Atomic: write() reads it while hash() may move it.
+  std::atomic<std::int64_t> hashed_ = 0;
   std::int64_t allocated_ = 0;       // bytes preallocated from the start of the file
   std::int64_t writeback_from_ = 0;  // start of the bytes whose write-back is not started yet
   hash::Sha256 hasher_;
-  bool done_ = false;  // the temp file no longer exists (renamed or removed)
+  // The temp file no longer exists (renamed or removed). Atomic: hash() reads it on another
+  // thread than the write() or commit() that sets it.
+  std::atomic<bool> done_ = false;
 };
 
 }  // namespace

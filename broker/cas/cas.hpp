@@ -46,7 +46,8 @@ class Cas {
   std::filesystem::path path_of(std::string_view sha256) const;
 
   // An Upload may be appended to and committed on another thread than the one calling the
-  // Cas's other functions (broker/cas/blob_writer.hpp); one Upload is used by one thread at a time.
+  // Cas's other functions (broker/cas/blob_writer.hpp); one Upload is used by one thread at a
+  // time, except that hash() and write() may run at once on two (below).
   class Upload {
    public:
     virtual ~Upload() = default;  // an uncommitted upload removes its temp file
@@ -56,6 +57,14 @@ class Cas {
     // kWritebackBytes it starts the write-back (sync_file_range(SYNC_FILE_RANGE_WRITE), which
     // does not wait), so commit()'s fsync waits only for the tail.
     [[nodiscard]] virtual Status append(std::int64_t offset, std::string_view bytes) = 0;
+    // append() in two halves, for a pipeline that hashes a chunk on one thread while it writes
+    // the one before on another (BlobWriter): hash() checks the chunk as append() does (offset
+    // == hashed()) and hashes it; write() writes a chunk already hashed (offset == received(),
+    // INVALID_ARGUMENT if it was not hashed). Each half is called by one thread at a time, in
+    // chunk order, and may run while the other half works on another chunk; commit() after the
+    // last write(). A failed write() cannot be retried: the chunk is hashed already.
+    [[nodiscard]] virtual Status hash(std::int64_t offset, std::string_view bytes) = 0;
+    [[nodiscard]] virtual Status write(std::int64_t offset, std::string_view bytes) = 0;
     // Verifies size (INVALID_ARGUMENT if fewer bytes than declared) and hash (HASH_MISMATCH
     // naming both hashes; the temp file is removed), fsyncs (Sync::kFsync) and renames into
     // place. If the blob already exists the temp file is discarded (dedupe). `declared`: the

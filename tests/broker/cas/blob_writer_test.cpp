@@ -182,3 +182,57 @@ TEST_CASE("dropping an upload's handle mid-transfer removes its temp file and dr
   CHECK(done[0].upload == other.id());  // none of the dropped upload's four results
   CHECK(temp_files(dir.path()) == 1);   // only `other`'s
 }
+
+TEST_CASE("two uploads interleaved through the hashing and writing stages are each stored intact",
+          "[broker][cas][writer]") {
+  TempDir dir;
+  auto cas = Cas::open(dir.path());
+  REQUIRE(cas);
+  auto writer = start_writer();
+  const std::string a = pattern(5 * 65536 + 7), b = pattern(4 * 65536).substr(1000) + "tail";
+  auto up_a = cas->begin("", static_cast<std::int64_t>(a.size()));
+  auto up_b = cas->begin(kbfleet::hash::sha256_hex(b), static_cast<std::int64_t>(b.size()));
+  REQUIRE(up_a);
+  REQUIRE(up_b);
+  auto ha = writer->adopt(std::move(*up_a), {65536, 8});
+  auto hb = writer->adopt(std::move(*up_b), {65536, 8});
+  for (std::size_t off = 0; off < std::max(a.size(), b.size()); off += 65536) {
+    if (off < a.size()) REQUIRE(ha.append(static_cast<std::int64_t>(off), message(std::string_view(a).substr(off, 65536))));
+    if (off < b.size()) REQUIRE(hb.append(static_cast<std::int64_t>(off), message(std::string_view(b).substr(off, 65536))));
+  }
+  ha.commit(kbfleet::hash::sha256_hex(a));
+  hb.commit("");
+  auto done = take(*writer, 6 + 4 + 2);
+  for (const auto& d : done) CHECK(d.status);
+  for (const std::string* data : {&a, &b}) {
+    auto back = cas->read(kbfleet::hash::sha256_hex(*data), 0, static_cast<std::int64_t>(data->size()));
+    REQUIRE(back);
+    CHECK(*back == *data);
+  }
+}
+
+TEST_CASE("after a refused chunk the chunks behind it in the pipeline are refused too and nothing is stored",
+          "[broker][cas][writer]") {
+  TempDir dir;
+  auto cas = Cas::open(dir.path());
+  REQUIRE(cas);
+  auto writer = start_writer();
+  const std::string data = pattern(4 * 4096);
+  auto up = cas->begin("", static_cast<std::int64_t>(data.size()));
+  REQUIRE(up);
+  auto handle = writer->adopt(std::move(*up), {4096, 8});
+  REQUIRE(handle.append(0, message(std::string_view(data).substr(0, 4096))));
+  REQUIRE(handle.append(8192, message(std::string_view(data).substr(8192, 4096))));  // skips 4096
+  REQUIRE(handle.append(12288, message(std::string_view(data).substr(12288, 4096))));
+  auto done = take(*writer, 3);
+  REQUIRE(done.size() == 3);
+  CHECK(done[0].status);
+  REQUIRE_FALSE(done[1].status);
+  CHECK(done[1].status.error().message.find("expected offset 4096") != std::string::npos);
+  REQUIRE_FALSE(done[2].status);  // the upload ended at the refused chunk
+  CHECK(done[2].received == 0);
+  CHECK_FALSE(cas->contains(kbfleet::hash::sha256_hex(data)));
+  handle = {};
+  writer.reset();
+  CHECK(temp_files(dir.path()) == 0);
+}

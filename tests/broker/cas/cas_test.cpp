@@ -406,3 +406,56 @@ TEST_CASE("without fsync the store vouches only for blobs stored since it was op
     CHECK(open_store(dir.path()).contains(sha));
   }
 }
+
+TEST_CASE("an upload written in halves (hash ahead of write) stores the same blob as append", "[broker][cas]") {
+  TempDir dir;
+  Cas cas = open_store(dir.path());
+  const std::string data = pattern(3 * 65536 + 11);
+  const std::string sha = kbfleet::hash::sha256_hex(data);
+  auto up = cas.begin("", static_cast<std::int64_t>(data.size()));
+  REQUIRE(up);
+  const std::string_view v(data);
+  // The hashing side runs two chunks ahead of the writing side, as the blob writer's stages may.
+  REQUIRE((*up)->hash(0, v.substr(0, 65536)));
+  REQUIRE((*up)->hash(65536, v.substr(65536, 65536)));
+  REQUIRE((*up)->write(0, v.substr(0, 65536)));
+  REQUIRE((*up)->hash(131072, v.substr(131072)));
+  REQUIRE((*up)->write(65536, v.substr(65536, 65536)));
+  CHECK((*up)->received() == 131072);
+  REQUIRE((*up)->write(131072, v.substr(131072)));
+  REQUIRE((*up)->commit(sha));
+  auto back = cas.read(sha, 0, static_cast<std::int64_t>(data.size()));
+  REQUIRE(back);
+  CHECK(*back == data);
+}
+
+TEST_CASE("an upload in halves refuses a write ahead of the hash, a hash out of order, and a commit of unhashed bytes",
+          "[broker][cas]") {
+  TempDir dir;
+  Cas cas = open_store(dir.path());
+  const std::string data = pattern(8192);
+  const std::string_view v(data);
+  auto up = cas.begin("", 8192);
+  REQUIRE(up);
+  auto early = (*up)->write(0, v.substr(0, 4096));  // nothing hashed yet
+  REQUIRE_FALSE(early);
+  CHECK(early.error().code == ErrorCode::kInvalidArgument);
+  CHECK((*up)->received() == 0);
+  auto skipped = (*up)->hash(4096, v.substr(4096));  // the first 4096 bytes were not hashed
+  REQUIRE_FALSE(skipped);
+  CHECK(skipped.error().code == ErrorCode::kInvalidArgument);
+  auto too_long = (*up)->hash(0, data + "x");
+  REQUIRE_FALSE(too_long);
+  CHECK(too_long.error().code == ErrorCode::kInvalidArgument);
+
+  // append() after a hash() that ran ahead would write unhashed bytes: refused.
+  REQUIRE((*up)->hash(0, v.substr(0, 4096)));
+  REQUIRE((*up)->write(0, v.substr(0, 4096)));
+  REQUIRE((*up)->hash(4096, v.substr(4096)));
+  auto mixed = (*up)->append(4096, v.substr(4096));
+  REQUIRE_FALSE(mixed);
+  CHECK(mixed.error().code == ErrorCode::kInvalidArgument);
+  REQUIRE((*up)->write(4096, v.substr(4096)));
+  REQUIRE((*up)->commit(kbfleet::hash::sha256_hex(data)));
+  CHECK(cas.contains(kbfleet::hash::sha256_hex(data)));
+}
