@@ -86,13 +86,11 @@ constexpr const char* kCompactScan = "SELECT rowid, finished_ms FROM outcomes OR
 constexpr const char* kCompactTasks =
     "DELETE FROM tasks WHERE rowid IN (SELECT task_row FROM outcomes WHERE rowid <= ?1)";
 constexpr const char* kCompactOutcomes = "DELETE FROM outcomes WHERE rowid <= ?1";
-constexpr const char* kLoadOutcomes =
-    "SELECT task_row, state, attempt, worker, worker_name, version, started_ms, finished_ms, next_seq, max_attempts, "
-    "retry_of, cancel_requested, outcome, artifacts, id FROM outcomes ORDER BY task_row, rowid";
-constexpr const char* kLoad =
-    "SELECT id, request, idempotency_key, state, attempt, worker, worker_name, version, submitted_ms, started_ms, "
-    "finished_ms, next_seq, max_attempts, retry_of, cancel_requested, outcome, artifacts, tenant, rowid FROM tasks "
-    "ORDER BY rowid";
+// Both loads select kMutableColumns as one run (read_mutable_columns): from column 6 of the tasks
+// query, from column 1 of the outcomes query (after task_row; the outcome's id follows them).
+constexpr const char* kLoadPrefix = "SELECT id, request, idempotency_key, submitted_ms, tenant, rowid, ";
+constexpr int kLoadMutableFirst = 6;
+constexpr int kOutcomeMutableFirst = 1;
 
 void bind_text(sqlite3_stmt* s, int i, const std::string& v) {
   sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
@@ -129,6 +127,23 @@ std::string column_bytes(sqlite3_stmt* s, int i) {
   const void* p = sqlite3_column_blob(s, i);
   int n = sqlite3_column_bytes(s, i);
   return p == nullptr ? std::string() : std::string(static_cast<const char*>(p), static_cast<std::size_t>(n));
+}
+
+// The kMutableColumns of a row, selected in that order from column `first` on.
+void read_mutable_columns(sqlite3_stmt* s, int first, TaskRecord& r) {
+  r.state = column_bytes(s, first);
+  r.attempt = sqlite3_column_int64(s, first + 1);
+  r.worker = column_bytes(s, first + 2);
+  r.worker_name = column_bytes(s, first + 3);
+  r.version = column_bytes(s, first + 4);
+  r.started_ms = sqlite3_column_int64(s, first + 5);
+  r.finished_ms = sqlite3_column_int64(s, first + 6);
+  r.next_seq = sqlite3_column_int64(s, first + 7);
+  r.max_attempts = sqlite3_column_int64(s, first + 8);
+  r.retry_of = column_bytes(s, first + 9);
+  r.cancel_requested = sqlite3_column_int(s, first + 10) != 0;
+  r.outcome = column_bytes(s, first + 11);
+  r.artifacts = column_bytes(s, first + 12);
 }
 
 // Runs a prepared statement to completion and resets it (bindings are cleared too, so the
@@ -387,9 +402,12 @@ Status Journal::load(const std::function<void(TaskRecord&&)>& fn) {
   using Stmt = std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)>;
   sqlite3_stmt* raw_tasks = nullptr;
   sqlite3_stmt* raw_outcomes = nullptr;
-  if (sqlite3_prepare_v2(db_, kLoad, -1, &raw_tasks, nullptr) != SQLITE_OK) return tl::unexpected(error("load"));
+  const std::string load_tasks = std::string(kLoadPrefix) + kMutableColumns + " FROM tasks ORDER BY rowid";
+  if (sqlite3_prepare_v2(db_, load_tasks.c_str(), -1, &raw_tasks, nullptr) != SQLITE_OK) return tl::unexpected(error("load"));
   Stmt tasks(raw_tasks, &sqlite3_finalize);
-  if (sqlite3_prepare_v2(db_, kLoadOutcomes, -1, &raw_outcomes, nullptr) != SQLITE_OK) return tl::unexpected(error("load"));
+  const std::string load_outcomes =
+      std::string("SELECT task_row, ") + kMutableColumns + ", id FROM outcomes ORDER BY task_row, rowid";
+  if (sqlite3_prepare_v2(db_, load_outcomes.c_str(), -1, &raw_outcomes, nullptr) != SQLITE_OK) return tl::unexpected(error("load"));
   Stmt outcomes(raw_outcomes, &sqlite3_finalize);
   sqlite3_stmt* o = outcomes.get();
   int orc = sqlite3_step(o);
@@ -400,42 +418,18 @@ Status Journal::load(const std::function<void(TaskRecord&&)>& fn) {
     r.id = column_bytes(t, 0);
     r.request = column_bytes(t, 1);
     r.idempotency_key = column_bytes(t, 2);
-    r.state = column_bytes(t, 3);
-    r.attempt = sqlite3_column_int64(t, 4);
-    r.worker = column_bytes(t, 5);
-    r.worker_name = column_bytes(t, 6);
-    r.version = column_bytes(t, 7);
-    r.submitted_ms = sqlite3_column_int64(t, 8);
-    r.started_ms = sqlite3_column_int64(t, 9);
-    r.finished_ms = sqlite3_column_int64(t, 10);
-    r.next_seq = sqlite3_column_int64(t, 11);
-    r.max_attempts = sqlite3_column_int64(t, 12);
-    r.retry_of = column_bytes(t, 13);
-    r.cancel_requested = sqlite3_column_int(t, 14) != 0;
-    r.outcome = column_bytes(t, 15);
-    r.artifacts = column_bytes(t, 16);
-    r.tenant = column_bytes(t, 17);
-    r.row = sqlite3_column_int64(t, 18);
+    r.submitted_ms = sqlite3_column_int64(t, 3);
+    r.tenant = column_bytes(t, 4);
+    r.row = sqlite3_column_int64(t, 5);
+    read_mutable_columns(t, kLoadMutableFirst, r);
     // Outcomes of rows before this one have no task (a broker bug): ignored. This row's, in
     // the order they were written: the last one that names this task wins.
     for (; orc == SQLITE_ROW && sqlite3_column_int64(o, 0) <= r.row; orc = sqlite3_step(o)) {
-      if (sqlite3_column_int64(o, 0) < r.row || column_bytes(o, 14) != r.id) {
+      if (sqlite3_column_int64(o, 0) < r.row || column_bytes(o, kOutcomeMutableFirst + 13) != r.id) {
         ++mismatched_outcomes_;
         continue;
       }
-      r.state = column_bytes(o, 1);
-      r.attempt = sqlite3_column_int64(o, 2);
-      r.worker = column_bytes(o, 3);
-      r.worker_name = column_bytes(o, 4);
-      r.version = column_bytes(o, 5);
-      r.started_ms = sqlite3_column_int64(o, 6);
-      r.finished_ms = sqlite3_column_int64(o, 7);
-      r.next_seq = sqlite3_column_int64(o, 8);
-      r.max_attempts = sqlite3_column_int64(o, 9);
-      r.retry_of = column_bytes(o, 10);
-      r.cancel_requested = sqlite3_column_int(o, 11) != 0;
-      r.outcome = column_bytes(o, 12);
-      r.artifacts = column_bytes(o, 13);
+      read_mutable_columns(o, kOutcomeMutableFirst, r);
     }
     if (orc != SQLITE_ROW && orc != SQLITE_DONE) return tl::unexpected(error("load outcomes"));
     fn(std::move(r));
