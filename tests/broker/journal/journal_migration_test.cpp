@@ -1,5 +1,5 @@
-// Issue #7: schema version 2 adds the tenant column; a version-1 journal is migrated in place and
-// its tasks belong to the implicit tenant "default" (broker/journal/journal.cpp).
+// Journal schema migrations (broker/journal/journal.cpp): version 2 adds the tenant column (issue
+// #7), version 4 moves terminal states to `outcomes` (issue #6); a newer schema is refused.
 #include <sqlite3.h>
 
 #include <catch2/catch.hpp>
@@ -11,29 +11,40 @@
 #include "tests/support/process.hpp"
 
 namespace kbfleet::broker {
+namespace {
+
+// Writes a journal as another broker version did: its schema and rows, by raw SQL.
+void write_old_journal(const std::string& path, const char* sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  const int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  REQUIRE(rc == SQLITE_OK);
+}
+
+std::vector<TaskRecord> load_all(Journal& j) {
+  std::vector<TaskRecord> got;
+  REQUIRE(j.load([&](TaskRecord&& r) { got.push_back(std::move(r)); }));
+  return got;
+}
+
+}  // namespace
 
 TEST_CASE("issue 7: a version-1 journal is migrated and its tasks belong to tenant default", "[broker][journal]") {
   const std::string dir = test::make_temp_dir();
   const std::string path = dir + "/journal.db";
-  {
-    // The version-1 schema and one task, as a broker before issue #7 wrote them.
-    sqlite3* db = nullptr;
-    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
-    const char* v1 =
-        "CREATE TABLE tasks (id TEXT PRIMARY KEY NOT NULL, request BLOB NOT NULL, idempotency_key TEXT NOT NULL, "
-        "state TEXT NOT NULL, attempt INTEGER NOT NULL, worker TEXT NOT NULL, worker_name TEXT NOT NULL, "
-        "version TEXT NOT NULL, submitted_ms INTEGER NOT NULL, started_ms INTEGER NOT NULL, finished_ms INTEGER NOT "
-        "NULL, next_seq INTEGER NOT NULL, max_attempts INTEGER NOT NULL, retry_of TEXT NOT NULL, cancel_requested "
-        "INTEGER NOT NULL, outcome BLOB NOT NULL, artifacts BLOB NOT NULL);"
-        "INSERT INTO tasks VALUES ('old', x'80', '', 'queued', 0, '', '', '', 1, 0, 0, 1, 1, '', 0, x'', x'');"
-        "PRAGMA user_version = 1;";
-    REQUIRE(sqlite3_exec(db, v1, nullptr, nullptr, nullptr) == SQLITE_OK);
-    sqlite3_close(db);
-  }
+  // The version-1 schema and one task, as a broker before issue #7 wrote them.
+  write_old_journal(path,
+      "CREATE TABLE tasks (id TEXT PRIMARY KEY NOT NULL, request BLOB NOT NULL, idempotency_key TEXT NOT NULL, "
+      "state TEXT NOT NULL, attempt INTEGER NOT NULL, worker TEXT NOT NULL, worker_name TEXT NOT NULL, "
+      "version TEXT NOT NULL, submitted_ms INTEGER NOT NULL, started_ms INTEGER NOT NULL, finished_ms INTEGER NOT "
+      "NULL, next_seq INTEGER NOT NULL, max_attempts INTEGER NOT NULL, retry_of TEXT NOT NULL, cancel_requested "
+      "INTEGER NOT NULL, outcome BLOB NOT NULL, artifacts BLOB NOT NULL);"
+      "INSERT INTO tasks VALUES ('old', x'80', '', 'queued', 0, '', '', '', 1, 0, 0, 1, 1, '', 0, x'', x'');"
+      "PRAGMA user_version = 1;");
   auto j = Journal::open({path, Durability::kBatch, 0});
   REQUIRE(j.has_value());
-  std::vector<TaskRecord> got;
-  REQUIRE((*j)->load([&](TaskRecord&& r) { got.push_back(std::move(r)); }));
+  std::vector<TaskRecord> got = load_all(**j);
   REQUIRE(got.size() == 1);
   CHECK(got[0].id == "old");
   CHECK(got[0].tenant == "default");
@@ -51,8 +62,7 @@ TEST_CASE("issue 7: a version-1 journal is migrated and its tasks belong to tena
   j->reset();
   auto again = Journal::open({path, Durability::kBatch, 0});
   REQUIRE(again.has_value());
-  got.clear();
-  REQUIRE((*again)->load([&](TaskRecord&& r) { got.push_back(std::move(r)); }));
+  got = load_all(**again);
   REQUIRE(got.size() == 2);
   CHECK(got[0].state == "succeeded");
   CHECK(got[0].tenant == "default");
@@ -61,42 +71,31 @@ TEST_CASE("issue 7: a version-1 journal is migrated and its tasks belong to tena
   test::remove_tree(dir);
 }
 
-}  // namespace kbfleet::broker
-
-namespace kbfleet::broker {
-
 TEST_CASE("issue 6: a version-3 journal is migrated: finished tasks keep their outcome and compact as before",
           "[broker][journal]") {
   const std::string dir = test::make_temp_dir();
   const std::string path = dir + "/journal.db";
-  {
-    // The version-3 schema (one row per task, rewritten on every transition, and the partial
-    // index on finished_ms), as the broker before issue #6 wrote it.
-    sqlite3* db = nullptr;
-    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
-    const char* v3 =
-        "CREATE TABLE tasks (id TEXT NOT NULL, request BLOB NOT NULL, idempotency_key TEXT NOT NULL, "
-        "state TEXT NOT NULL, attempt INTEGER NOT NULL, worker TEXT NOT NULL, worker_name TEXT NOT NULL, "
-        "version TEXT NOT NULL, submitted_ms INTEGER NOT NULL, started_ms INTEGER NOT NULL, finished_ms INTEGER NOT "
-        "NULL, next_seq INTEGER NOT NULL, max_attempts INTEGER NOT NULL, retry_of TEXT NOT NULL, cancel_requested "
-        "INTEGER NOT NULL, outcome BLOB NOT NULL, artifacts BLOB NOT NULL, tenant TEXT NOT NULL DEFAULT 'default');"
-        "CREATE INDEX tasks_finished ON tasks(finished_ms) WHERE finished_ms > 0;"
-        "INSERT INTO tasks VALUES ('late', x'80', '', 'succeeded', 1, '', 'w0', '1.0', 1, 2, 300, 4, 1, '', 0, "
-        "x'81a57374617465a9737563636565646564', x'', 'acme');"
-        "INSERT INTO tasks VALUES ('queued', x'80', 'k', 'queued', 0, '', '', '', 2, 0, 0, 1, 1, '', 0, x'', x'', "
-        "'default');"
-        "INSERT INTO tasks VALUES ('early', x'80', '', 'failed', 2, '', 'w1', '1.0', 3, 4, 100, 6, 2, '', 1, "
-        "x'81a57374617465a66661696c6564', x'', 'default');"
-        "INSERT INTO tasks VALUES ('running', x'80', '', 'running', 1, 'rid', 'w0', '1.0', 4, 5, 0, 3, 1, '', 0, x'', "
-        "x'', 'default');"
-        "PRAGMA user_version = 3;";
-    REQUIRE(sqlite3_exec(db, v3, nullptr, nullptr, nullptr) == SQLITE_OK);
-    sqlite3_close(db);
-  }
+  // The version-3 schema (one row per task, rewritten on every transition, and the partial
+  // index on finished_ms), as the broker before issue #6 wrote it.
+  write_old_journal(path,
+      "CREATE TABLE tasks (id TEXT NOT NULL, request BLOB NOT NULL, idempotency_key TEXT NOT NULL, "
+      "state TEXT NOT NULL, attempt INTEGER NOT NULL, worker TEXT NOT NULL, worker_name TEXT NOT NULL, "
+      "version TEXT NOT NULL, submitted_ms INTEGER NOT NULL, started_ms INTEGER NOT NULL, finished_ms INTEGER NOT "
+      "NULL, next_seq INTEGER NOT NULL, max_attempts INTEGER NOT NULL, retry_of TEXT NOT NULL, cancel_requested "
+      "INTEGER NOT NULL, outcome BLOB NOT NULL, artifacts BLOB NOT NULL, tenant TEXT NOT NULL DEFAULT 'default');"
+      "CREATE INDEX tasks_finished ON tasks(finished_ms) WHERE finished_ms > 0;"
+      "INSERT INTO tasks VALUES ('late', x'80', '', 'succeeded', 1, '', 'w0', '1.0', 1, 2, 300, 4, 1, '', 0, "
+      "x'81a57374617465a9737563636565646564', x'', 'acme');"
+      "INSERT INTO tasks VALUES ('queued', x'80', 'k', 'queued', 0, '', '', '', 2, 0, 0, 1, 1, '', 0, x'', x'', "
+      "'default');"
+      "INSERT INTO tasks VALUES ('early', x'80', '', 'failed', 2, '', 'w1', '1.0', 3, 4, 100, 6, 2, '', 1, "
+      "x'81a57374617465a66661696c6564', x'', 'default');"
+      "INSERT INTO tasks VALUES ('running', x'80', '', 'running', 1, 'rid', 'w0', '1.0', 4, 5, 0, 3, 1, '', 0, x'', "
+      "x'', 'default');"
+      "PRAGMA user_version = 3;");
   auto j = Journal::open({path, Durability::kBatch, 0});
   REQUIRE(j.has_value());
-  std::vector<TaskRecord> got;
-  REQUIRE((*j)->load([&](TaskRecord&& r) { got.push_back(std::move(r)); }));
+  std::vector<TaskRecord> got = load_all(**j);
   REQUIRE(got.size() == 4);  // in submission order, each with the state it had
   CHECK(got[0].id == "late");
   CHECK(got[0].state == "succeeded");
@@ -132,8 +131,7 @@ TEST_CASE("issue 6: a version-3 journal is migrated: finished tasks keep their o
   sqlite3_close(db);
   auto again = Journal::open({path, Durability::kBatch, 0});
   REQUIRE(again.has_value());
-  got.clear();
-  REQUIRE((*again)->load([&](TaskRecord&& r) { got.push_back(std::move(r)); }));
+  got = load_all(**again);
   REQUIRE(got.size() == 3);
   CHECK(got[0].id == "late");
   CHECK(got[0].state == "succeeded");
@@ -146,12 +144,7 @@ TEST_CASE("issue 6: a version-3 journal is migrated: finished tasks keep their o
 TEST_CASE("issue 6: a journal with a newer schema than the broker's is refused with IO_ERROR", "[broker][journal]") {
   const std::string dir = test::make_temp_dir();
   const std::string path = dir + "/journal.db";
-  {
-    sqlite3* db = nullptr;
-    REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
-    REQUIRE(sqlite3_exec(db, "PRAGMA user_version = 5;", nullptr, nullptr, nullptr) == SQLITE_OK);
-    sqlite3_close(db);
-  }
+  write_old_journal(path, "PRAGMA user_version = 5;");  // as a broker newer than this one left it
   auto j = Journal::open({path, Durability::kBatch, 0});
   REQUIRE_FALSE(j.has_value());
   CHECK(j.error().code == ErrorCode::kIoError);
