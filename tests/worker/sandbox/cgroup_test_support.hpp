@@ -16,10 +16,11 @@ namespace kbfleet::worker::testing {
 // Shell lines that start a process which leaves the handler's session and process group
 // (`setsid`) and lives on (`sleep 100`: only a kill ends it), then wait for it to have escaped:
 // it writes its pid after setsid, and the handler polls for that file, so a group kill cannot
-// catch it before it escapes; only the cgroup kill can. Read its pid from escaped.pid.
+// catch it before it escapes; only the cgroup kill can. Read its pid from escaped.pid. The poll
+// gives up after 10 s and exits 97, so a broken escape fails the test instead of hanging it.
 inline constexpr const char* kEscapeFromGroup =
     "setsid sh -c 'echo $$ > escaped.pid; exec sleep 100' &\n"
-    "while [ ! -s escaped.pid ]; do sleep 0.01; done\n";
+    "i=0; while [ ! -s escaped.pid ]; do i=$((i+1)); [ $i -le 1000 ] || exit 97; sleep 0.01; done\n";
 
 // The spec with `cgroup` attached, as prepare.cpp does it.
 inline LaunchSpec in_cgroup(LaunchSpec spec, std::shared_ptr<TaskCgroup> cgroup) {
