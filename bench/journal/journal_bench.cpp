@@ -70,16 +70,28 @@ void check(bool ok, const char* what) {
 int main(int argc, char** argv) {
   long per_commit = 32, tasks = 200000;
   std::string dir;
-  for (int i = 1; i + 1 < argc; i += 2) {
+  constexpr const char* kUsage = "usage: kbfleet-journal-bench [--per-commit K] [--tasks N] [--dir DIR]\n";
+  for (int i = 1; i < argc; i += 2) {
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+      std::fputs(kUsage, stdout);
+      return 0;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "kbfleet-journal-bench: %s needs a value\n%s", argv[i], kUsage);
+      return 64;
+    }
     if (std::strcmp(argv[i], "--per-commit") == 0) per_commit = std::atol(argv[i + 1]);
     else if (std::strcmp(argv[i], "--tasks") == 0) tasks = std::atol(argv[i + 1]);
     else if (std::strcmp(argv[i], "--dir") == 0) dir = argv[i + 1];
     else {
-      std::fprintf(stderr, "kbfleet-journal-bench: unknown option %s (see bench/journal/journal_bench.cpp)\n", argv[i]);
+      std::fprintf(stderr, "kbfleet-journal-bench: unknown option %s\n%s", argv[i], kUsage);
       return 64;
     }
   }
-  if (per_commit < 1 || tasks < 1) return 64;
+  if (per_commit < 1 || tasks < 1) {
+    std::fprintf(stderr, "kbfleet-journal-bench: --per-commit and --tasks must be positive integers\n%s", kUsage);
+    return 64;
+  }
   const bool own_dir = dir.empty();
   if (own_dir) {
     char tmpl[] = "/tmp/kbfleet-journal-bench.XXXXXX";
