@@ -256,6 +256,7 @@ class Broker {
   TaskQueue queue_;
   TaskStore tasks_;
   WorkerRegistry workers_;
+  std::vector<WorkerInfo*> credit_candidates_;  // dispatch_key's buffer, kept for its capacity
   std::unique_ptr<BlobWriter> writer_;  // before uploads_: their handles abandon through it
   std::map<std::string, Upload> uploads_;
   std::int64_t queued_ = 0;   // tasks in state queued

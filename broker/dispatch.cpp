@@ -47,10 +47,15 @@ Error no_capable_worker(const PluginLookup& l, const std::string& plugin, const 
 
 void Broker::dispatch_key(const std::string& key) {
   if (queue_.empty_for(key)) return;
-  for (WorkerInfo* w : workers_.with_credit_for(key)) {
+  // The candidates go in a buffer kept between calls (moved out, so a nested call cannot
+  // overwrite it while it is walked; it would only allocate a buffer of its own).
+  std::vector<WorkerInfo*> candidates = std::move(credit_candidates_);
+  workers_.with_credit_for(key, candidates);
+  for (WorkerInfo* w : candidates) {
     dispatch_worker(*w);
-    if (queue_.empty_for(key)) return;
+    if (queue_.empty_for(key)) break;
   }
+  credit_candidates_ = std::move(candidates);
 }
 
 void Broker::dispatch_worker(WorkerInfo& w) {
@@ -86,7 +91,7 @@ void Broker::start_task(WorkerInfo& w, Task& t) {
       break;
     }
   }
-  workers_.assign(w, t.id().str());
+  workers_.assign(w, t.key);
   metrics_.queue_wait.Observe(seconds_between(t.queued_at, run.started_at));
 
   Writer body;
@@ -112,7 +117,7 @@ void Broker::finish_task(Task& t, protocol::TaskOutcome outcome) {
     // Idle workers may have skipped this tenant at its max_running: offer them its tasks again.
     if (secure() && allow_->policy(t.tenant.str()).max_running > 0) redispatch_ = true;
     metrics_.run_time.Observe(seconds_between(t.run().started_at, Clock::now()));
-    if (WorkerInfo* w = workers_.find(t.run().worker)) workers_.release(*w, t.id().str());
+    if (WorkerInfo* w = workers_.find(t.run().worker)) workers_.release(*w, t.key);
   }
   // A cancel that raced with completion: the handler's own outcome stands, as reported.
   t.state = TaskState::of(outcome.state);  // TaskOutcome::decode accepts only terminal states

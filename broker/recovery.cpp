@@ -289,7 +289,7 @@ void Broker::commit_turn() {
         if (t->state == state::kQueued) count_queued(*t, -1);
         if (t->state == state::kRunning) {
           count_running(*t, -1);
-          if (WorkerInfo* w = workers_.find(t->run().worker)) workers_.release(*w, t->id().str());
+          if (WorkerInfo* w = workers_.find(t->run().worker)) workers_.release(*w, t->key);
         }
         dirty_set_.erase(key);
         tasks_.erase(key);  // its queue entry is discarded lazily

@@ -52,13 +52,17 @@ void Broker::on_ready(transport::Incoming& in) {
   // Tasks we believe run there and the worker still runs keep their slot; tasks it no longer
   // knows were lost with its previous incarnation.
   std::size_t reattached = 0;
+  // The ids it lists, as keys (a malformed one names no task of ours: it is foreign).
+  TaskKeySet listed;
   for (const auto& id : still_running) {
-    if (previous.count(id)) continue;
-    Task* t = tasks_.find(id);
+    const auto key = parse_task_key(id);
+    if (key) listed.insert(*key);
+    if (key && previous.count(*key)) continue;
+    Task* t = key ? tasks_.find(*key) : nullptr;
     if (t != nullptr && t->orphaned && t->state == state::kRunning && t->run().worker == in.peer) {
       // Recovered from the journal as running on this worker: it re-attaches its task.
       t->orphaned = false;
-      workers_.assign(w, id);
+      workers_.assign(w, *key);
       ++reattached;
       if (t->cancel_requested) {
         reply(in.peer, msg::kCancel, Writer().begin_map().kv("task_id", t->id().view()).kv("attempt", t->attempt).end_map().take());
@@ -71,7 +75,7 @@ void Broker::on_ready(transport::Incoming& in) {
     --w.free;
   }
   for (const auto& id : previous) {
-    if (same_process || std::find(still_running.begin(), still_running.end(), id) != still_running.end()) {
+    if (same_process || listed.count(id) > 0) {
       workers_.assign(w, id);
     } else if (Task* t = tasks_.find(id); t != nullptr && t->state == state::kRunning) {
       lose_task(*t, name, "it restarted");

@@ -4,18 +4,10 @@
 // (load.hpp) with the same workers, window and request bytes. One run of one system per call;
 // bench/run interleaves the calls and computes the ratios. Prints one JSON object on stdout.
 //
-//   --system kbfleet|baseline   --workers N (2)   --credits C (1: one task in flight per worker;
-//   kbfleet --slots C)   --window W (0 = N*C)   --seconds S (3)   --warmup S (0.5)
-//   --input-bytes B (16)   --durability none|batch|fsync (none)   --bin DIR (next to this program)
-//   --queued Q: before the workers start, queue Q tasks at priority 0 and run the measured ones at
-//               priority 1, so Q tasks stay queued throughout (cost with a deep queue; use a window
-//               above workers*credits so a priority-1 task is always waiting); also reports the
-//               broker's resident bytes per queued task
-//   --plugins DIR --plugin ID --handler H: run a real plugin instead of the noop (end to end)
-//   --events-lines N --subscribers K: one task of --plugin/--handler that writes N lines, followed
-//               by K subscribers that fill their gaps by replay (events_load.hpp)
+// Flags: see kUsage below (`--help` prints it).
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -56,9 +48,44 @@ struct Options {
   std::string plugins, plugin = "kbfleet.noop", handler = "noop";
 };
 
-[[noreturn]] void usage(const char* why) {
-  std::fprintf(stderr, "kbfleet-dispatch-bench: %s (see the comment at the top of bench/dispatch/main.cpp)\n", why);
+constexpr const char* kUsage =
+    "usage: kbfleet-dispatch-bench [options]   (prints one JSON object)\n"
+    "  --system kbfleet|baseline  (kbfleet)    --workers N (2)\n"
+    "  --credits C (1: one task in flight per worker; kbfleet --slots C)\n"
+    "  --window W (0 = workers x credits)    --seconds S (3)    --warmup S (0.5)\n"
+    "  --input-bytes B (16)    --durability none|batch|fsync (none)\n"
+    "  --bin DIR (kbfleet-broker and kbfleet-worker; default: next to this program)\n"
+    "  --queued Q   before the workers start, queue Q tasks at priority 0 and run the measured\n"
+    "               ones at priority 1, so Q tasks stay queued throughout (use a window above\n"
+    "               workers x credits); also reports the broker's resident bytes per queued task\n"
+    "  --plugins DIR --plugin ID --handler H   a real plugin instead of the noop (end to end)\n"
+    "  --events-lines N --subscribers K (10)   one task of --plugin/--handler writing N lines,\n"
+    "               then K subscribers that fill their gaps by replay\n";
+
+[[noreturn]] void usage(const std::string& why) {
+  std::fprintf(stderr, "kbfleet-dispatch-bench: %s\n%s", why.c_str(), kUsage);
   std::exit(64);
+}
+
+// A failure of the run itself (not of the command line): no usage text, exit 1.
+[[noreturn]] void fail(const std::string& why) {
+  std::fprintf(stderr, "kbfleet-dispatch-bench: %s\n", why.c_str());
+  std::exit(1);
+}
+
+// A whole decimal number, or exit 64 naming the flag (atoi would read "x" as 0).
+long long whole(const std::string& flag, const std::string& v) {
+  long long n = 0;
+  const auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), n);
+  if (ec != std::errc() || end != v.data() + v.size()) usage(flag + " needs a whole number, not '" + v + "'");
+  return n;
+}
+
+double decimal(const std::string& flag, const std::string& v) {
+  char* end = nullptr;
+  const double d = std::strtod(v.c_str(), &end);
+  if (v.empty() || *end != '\0') usage(flag + " needs a number, not '" + v + "'");
+  return d;
 }
 
 Options parse(int argc, char** argv) {
@@ -66,27 +93,38 @@ Options parse(int argc, char** argv) {
   o.bin = fs::read_symlink("/proc/self/exe").parent_path().string();
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
-    if (i + 1 >= argc) usage(("missing value for " + a).c_str());
+    if (a == "--help" || a == "-h") {
+      std::fputs(kUsage, stdout);
+      std::exit(0);
+    }
+    if (i + 1 >= argc) usage("missing value for " + a);
     std::string v = argv[++i];
     if (a == "--system") o.system = v;
-    else if (a == "--workers") o.workers = std::atoi(v.c_str());
-    else if (a == "--credits") o.credits = std::atoi(v.c_str());
-    else if (a == "--window") o.window = std::atoi(v.c_str());
-    else if (a == "--seconds") o.seconds = std::atof(v.c_str());
-    else if (a == "--warmup") o.warmup = std::atof(v.c_str());
-    else if (a == "--input-bytes") o.input_bytes = std::atoi(v.c_str());
+    else if (a == "--workers") o.workers = static_cast<int>(whole(a, v));
+    else if (a == "--credits") o.credits = static_cast<int>(whole(a, v));
+    else if (a == "--window") o.window = static_cast<int>(whole(a, v));
+    else if (a == "--seconds") o.seconds = decimal(a, v);
+    else if (a == "--warmup") o.warmup = decimal(a, v);
+    else if (a == "--input-bytes") o.input_bytes = static_cast<int>(whole(a, v));
     else if (a == "--durability") o.durability = v;
     else if (a == "--bin") o.bin = v;
-    else if (a == "--queued") o.queued = std::atoll(v.c_str());
+    else if (a == "--queued") o.queued = whole(a, v);
     else if (a == "--plugins") o.plugins = v;
-    else if (a == "--events-lines") o.events_lines = std::atoll(v.c_str());
-    else if (a == "--subscribers") o.subscribers = std::atoi(v.c_str());
+    else if (a == "--events-lines") o.events_lines = whole(a, v);
+    else if (a == "--subscribers") o.subscribers = static_cast<int>(whole(a, v));
     else if (a == "--plugin") o.plugin = v;
     else if (a == "--handler") o.handler = v;
-    else usage(("unknown flag " + a).c_str());
+    else usage("unknown option " + a);
   }
   if (o.system != "kbfleet" && o.system != "baseline") usage("--system is kbfleet or baseline");
-  if (o.workers < 0 || o.credits < 1 || o.seconds <= 0) usage("bad --workers, --credits or --seconds");
+  if (o.durability != "none" && o.durability != "batch" && o.durability != "fsync") {
+    usage("--durability is none, batch or fsync");
+  }
+  if (o.workers < 0 || o.workers > 64 || o.credits < 1 || o.credits > 4096) usage("--workers is 0-64, --credits 1-4096");
+  if (o.seconds <= 0 || o.warmup < 0) usage("--seconds must be above 0 and --warmup at least 0");
+  if (o.window < 0 || o.queued < 0 || o.input_bytes < 0 || o.events_lines < 0 || o.subscribers < 1) {
+    usage("--window, --queued, --input-bytes and --events-lines cannot be negative; --subscribers is at least 1");
+  }
   if (o.window == 0) o.window = o.workers * o.credits;
   return o;
 }
@@ -94,7 +132,7 @@ Options parse(int argc, char** argv) {
 // A fresh directory outside /tmp (a sandboxing worker refuses a --work under /tmp).
 fs::path make_scratch() {
   char tmpl[] = "/var/tmp/kbfleet-dispatch-bench-XXXXXX";
-  if (::mkdtemp(tmpl) == nullptr) usage("cannot create a directory under /var/tmp");
+  if (::mkdtemp(tmpl) == nullptr) fail("cannot create a directory under /var/tmp");
   return tmpl;
 }
 
@@ -206,7 +244,7 @@ void print_result(const Options& o, const LoadResult& r, double broker_cpu_s, do
 int run_baseline(const Options& o, LoadSpec spec) {
   Child broker = spawn_function([] { return run_baseline_broker(); });
   auto ep = broker.read_keys({"frontend", "backend"}, std::chrono::seconds(10));
-  if (ep.size() != 2) usage("the baseline broker did not start");
+  if (ep.size() != 2) fail("the baseline broker did not start");
   std::vector<Child> workers;
   for (int i = 0; i < o.workers; ++i) {
     const std::string backend = ep["backend"];
@@ -229,7 +267,7 @@ int run_kbfleet(const Options& o, LoadSpec spec) {
                              o.events_lines > 0 ? "268435456" : "16777216", "--log-level", "warn"},
                             log);
   auto ep = broker.read_keys({"bind", "events"}, std::chrono::seconds(10));
-  if (ep.size() != 2) usage(("the broker did not start; see " + log).c_str());
+  if (ep.size() != 2) fail("the broker did not start; see " + log);
   int rc = 0;
   long long queued_bytes = 0;
   if (o.queued > 0) {  // before any worker connects, so every one of them stays queued
@@ -237,7 +275,7 @@ int run_kbfleet(const Options& o, LoadSpec spec) {
     behind.priority = 0;  // the measured tasks run at priority 1, ahead of these
     const long long before = rss_bytes(broker.pid());
     const long long acked = fill_queue(ep["bind"], behind, o.queued);
-    if (acked != o.queued) usage(("filling the queue failed; see " + log).c_str());
+    if (acked != o.queued) fail("filling the queue failed; see " + log);
     queued_bytes = rss_bytes(broker.pid()) - before;
     spec.priority = 1;
   }
@@ -251,7 +289,7 @@ int run_kbfleet(const Options& o, LoadSpec spec) {
                                     "bench-w" + std::to_string(i), "--log-level", "warn"},
                                    log));
     }
-    if (!wait_for_workers(ep["bind"], o.workers)) usage(("the workers did not register; see " + log).c_str());
+    if (!wait_for_workers(ep["bind"], o.workers)) fail("the workers did not register; see " + log);
     if (o.events_lines > 0) {
       EventsSpec es{o.plugin, o.handler, o.subscribers, o.events_lines};
       const double b0 = cpu_seconds(broker.pid());

@@ -18,13 +18,13 @@ bool grants_all(const protocol::WorkerReady& w, const protocol::PluginOffer& p) 
 
 }  // namespace
 
-std::set<std::string> WorkerRegistry::upsert(const std::string& routing_id, protocol::WorkerReady ready,
-                                             Clock::time_point now) {
-  std::set<std::string> previous;
+TaskKeySet WorkerRegistry::upsert(const std::string& routing_id, protocol::WorkerReady ready, Clock::time_point now) {
+  TaskKeySet previous;
   if (auto it = workers_.find(routing_id); it != workers_.end()) previous = std::move(it->second.running);
   WorkerInfo w;
   w.routing_id = routing_id;
   w.free = ready.slots;
+  w.running.reserve(static_cast<std::size_t>(ready.slots));
   w.last_seen = now;
   std::set<std::string> keys;
   for (const auto& p : ready.plugins) {
@@ -39,7 +39,7 @@ std::set<std::string> WorkerRegistry::upsert(const std::string& routing_id, prot
   return previous;
 }
 
-std::set<std::string> WorkerRegistry::remove(const std::string& routing_id) {
+TaskKeySet WorkerRegistry::remove(const std::string& routing_id) {
   auto it = workers_.find(routing_id);
   if (it == workers_.end()) return {};
   auto running = std::move(it->second.running);
@@ -65,24 +65,23 @@ std::vector<std::string> WorkerRegistry::silent_since(Clock::time_point deadline
   return out;
 }
 
-std::vector<WorkerInfo*> WorkerRegistry::with_credit_for(const std::string& key) {
-  std::vector<WorkerInfo*> out;
+void WorkerRegistry::with_credit_for(const std::string& key, std::vector<WorkerInfo*>& out) {
+  out.clear();
   for (auto& [id, w] : workers_) {
     if (w.free > 0 && !w.draining && std::binary_search(w.keys.begin(), w.keys.end(), key)) out.push_back(&w);
   }
   std::sort(out.begin(), out.end(), [](auto* a, auto* b) {
     return a->free != b->free ? a->free > b->free : a->last_assigned < b->last_assigned;
   });
-  return out;
 }
 
-void WorkerRegistry::assign(WorkerInfo& w, const std::string& task_id) {
-  if (w.running.insert(task_id).second) --w.free;
+void WorkerRegistry::assign(WorkerInfo& w, const TaskKey& task) {
+  if (w.running.insert(task).second) --w.free;
   w.last_assigned = ++assignments_;
 }
 
-void WorkerRegistry::release(WorkerInfo& w, const std::string& task_id) {
-  if (w.running.erase(task_id) > 0) ++w.free;
+void WorkerRegistry::release(WorkerInfo& w, const TaskKey& task) {
+  if (w.running.erase(task) > 0) ++w.free;
 }
 
 bool WorkerRegistry::serves(const std::string& key) const {

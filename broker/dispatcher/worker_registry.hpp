@@ -7,19 +7,23 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
+#include "broker/tasks/task_key.hpp"
 #include "common/protocol/messages.hpp"
 
 namespace kbfleet::broker {
 
 using Clock = std::chrono::steady_clock;
+// Tasks by their 16-byte key: assigning one allocates a node, never a 32-character string.
+using TaskKeySet = std::unordered_set<TaskKey, TaskKeyHash>;
 
 struct WorkerInfo {
   std::string routing_id;  // ZeroMQ identity on the ROUTER
   protocol::WorkerReady ready;
   std::int64_t free = 0;  // slots without a task
-  std::set<std::string> running;
+  TaskKeySet running;
   std::set<std::string> foreign;  // tasks it still runs that this broker does not know (restart)
   bool draining = false;          // shutting down: no new tasks
   std::vector<std::string> keys;  // queue keys this worker can serve
@@ -42,21 +46,22 @@ struct PluginLookup {
 
 class WorkerRegistry {
  public:
-  // Adds or replaces a worker; returns the task ids it was running before (replaced entry).
-  std::set<std::string> upsert(const std::string& routing_id, protocol::WorkerReady ready, Clock::time_point now);
+  // Adds or replaces a worker; returns the tasks it was running before (replaced entry).
+  TaskKeySet upsert(const std::string& routing_id, protocol::WorkerReady ready, Clock::time_point now);
   // Removes a worker; returns the tasks it was running.
-  std::set<std::string> remove(const std::string& routing_id);
+  TaskKeySet remove(const std::string& routing_id);
   WorkerInfo* find(const std::string& routing_id);
   void touch(const std::string& routing_id, Clock::time_point now);
   // Workers silent since before `deadline`.
   std::vector<std::string> silent_since(Clock::time_point deadline) const;
 
-  // Workers with credit that can serve `key`: most free slots first, then the one that got a task
-  // least recently, so equal workers share the load instead of the first one taking everything.
-  std::vector<WorkerInfo*> with_credit_for(const std::string& key);
+  // Workers with credit that can serve `key`, into `out` (cleared first; the caller keeps its
+  // capacity, so a dispatch allocates nothing): most free slots first, then the one that got a
+  // task least recently, so equal workers share the load instead of the first one taking everything.
+  void with_credit_for(const std::string& key, std::vector<WorkerInfo*>& out);
 
-  void assign(WorkerInfo& w, const std::string& task_id);
-  void release(WorkerInfo& w, const std::string& task_id);
+  void assign(WorkerInfo& w, const TaskKey& task);
+  void release(WorkerInfo& w, const TaskKey& task);
 
   // True if a connected worker that is not draining serves `key` (offers it and grants its
   // capabilities); it may be busy.

@@ -42,20 +42,28 @@ void TaskQueue::removed(const std::string& tenant, const std::string& key, std::
   if (n == 0) return;
   size_ -= n;
   auto ks = key_sizes_.find(key);
-  if (ks != key_sizes_.end() && (ks->second -= n) == 0) key_sizes_.erase(ks);
+  if (ks != key_sizes_.end() && (ks->second -= n) == 0 && key_sizes_.size() > kMaxIdleEntries) key_sizes_.erase(ks);
   auto t = tenants_.find(tenant);
   if (t == tenants_.end()) return;
   auto& tq = t->second;
   tq.size -= n;
   auto q = tq.by_key.find(key);
-  if (q != tq.by_key.end() && q->second.empty()) tq.by_key.erase(q);
+  if (q != tq.by_key.end() && q->second.empty() && tq.by_key.size() > kMaxIdleEntries) tq.by_key.erase(q);
   if (tq.size == 0) {
-    tenants_.erase(t);
-    ring_.erase(std::find(ring_.begin(), ring_.end(), tenant));
+    drop_from_ring(tenant);  // before the erase: `tenant` may be the ring's own copy
+    if (tenants_.size() > kMaxIdleEntries) tenants_.erase(tenants_.find(tenant));
   }
 }
 
-bool TaskQueue::empty_for(const std::string& key) const { return key_sizes_.count(key) == 0; }
+void TaskQueue::drop_from_ring(const std::string& tenant) {
+  auto pos = std::find(ring_.begin(), ring_.end(), tenant);
+  if (pos != ring_.end()) ring_.erase(pos);
+}
+
+bool TaskQueue::empty_for(const std::string& key) const {
+  auto it = key_sizes_.find(key);
+  return it == key_sizes_.end() || it->second == 0;
+}
 
 std::vector<TaskKey> TaskQueue::take_if(const std::string& key, const Alive& take) {
   std::vector<TaskKey> taken;
@@ -73,20 +81,28 @@ std::vector<TaskKey> TaskQueue::take_if(const std::string& key, const Alive& tak
 
 std::vector<std::string> TaskQueue::keys() const {
   std::vector<std::string> out;
-  for (const auto& [key, n] : key_sizes_) out.push_back(key);
+  for (const auto& [key, n] : key_sizes_) {
+    if (n > 0) out.push_back(key);
+  }
   return out;
 }
 
 std::optional<TaskKey> TaskQueue::pop_best(const std::vector<std::string>& keys, const Alive& alive,
                                            const std::function<bool(const std::string&)>& eligible) {
-  // Copy: discarding stale entries may drop tenants from the ring while it is walked.
-  const std::vector<std::string> order(ring_.begin(), ring_.end());
-  for (const auto& tenant : order) {
-    if (eligible && !eligible(tenant)) continue;
+  // Walked by index: a tenant found to hold only stale entries leaves the ring during the walk.
+  for (std::size_t i = 0; i < ring_.size();) {
+    const std::string& tenant = ring_[i];
+    if (eligible && !eligible(tenant)) {
+      ++i;
+      continue;
+    }
     auto t = tenants_.find(tenant);
-    if (t == tenants_.end()) continue;
+    if (t == tenants_.end()) {
+      ++i;
+      continue;
+    }
     Levels* best = nullptr;
-    const std::string* best_key = nullptr;
+    const std::string* best_key = nullptr;  // points into `keys`, which outlives this call
     for (const auto& key : keys) {
       auto it = t->second.by_key.find(key);
       if (it == t->second.by_key.end()) continue;
@@ -97,10 +113,10 @@ std::optional<TaskKey> TaskQueue::pop_best(const std::vector<std::string>& keys,
         ++stale;
       }
       if (stale > 0) {
-        // Bookkeeping without erasing the heap we still iterate over (removed() erases empties).
+        // Bookkeeping without erasing the map we still iterate over (removed() erases empties).
         size_ -= stale;
         t->second.size -= stale;
-        if ((key_sizes_[key] -= stale) == 0) key_sizes_.erase(key);
+        key_sizes_[key] -= stale;
       }
       if (q.empty()) continue;
       if (best == nullptr || best->top() < q.top()) {
@@ -111,21 +127,23 @@ std::optional<TaskKey> TaskQueue::pop_best(const std::vector<std::string>& keys,
     if (best == nullptr) {
       // Nothing this worker can run (only stale entries were found): tidy up empties.
       std::erase_if(t->second.by_key, [](const auto& kv) { return kv.second.empty(); });
+      std::erase_if(key_sizes_, [](const auto& kv) { return kv.second == 0; });
       if (t->second.size == 0) {
         tenants_.erase(t);
-        ring_.erase(std::find(ring_.begin(), ring_.end(), tenant));
+        ring_.erase(ring_.begin() + static_cast<std::ptrdiff_t>(i));  // the next tenant moves to i
+      } else {
+        ++i;
       }
       continue;
     }
     const TaskKey task = *best->top().task;
     best->pop();
-    const std::string key = *best_key;
-    removed(tenant, key, 1);
-    // Served: to the back of the ring (if it still has entries).
-    auto pos = std::find(ring_.begin(), ring_.end(), tenant);
-    if (pos != ring_.end()) {
+    // Served: to the back of the ring if it still has entries (removed() drops it otherwise).
+    const std::string served = tenant;  // removed() may erase the ring entry `tenant` refers to
+    removed(served, *best_key, 1);
+    if (auto pos = std::find(ring_.begin(), ring_.end(), served); pos != ring_.end()) {
       ring_.erase(pos);
-      ring_.push_back(tenant);
+      ring_.push_back(served);
     }
     return task;
   }

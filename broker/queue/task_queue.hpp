@@ -62,29 +62,48 @@ class TaskQueue {
       return Entry{priority, fifo.front().first, &fifo.front().second};
     }
     void push(std::int64_t priority, std::uint64_t order, const TaskKey& task) {
-      levels_[priority].emplace_back(order, task);
+      auto level = levels_.find(priority);
+      if (level == levels_.end()) {
+        if (spare_) {  // the node (and the FIFO's buffer) of a level that emptied: no allocation
+          spare_.key() = priority;
+          level = levels_.insert(std::move(spare_)).position;
+        } else {
+          level = levels_.try_emplace(priority).first;
+        }
+      }
+      level->second.emplace_back(order, task);
     }
     void pop() {
       auto level = levels_.begin();
       level->second.pop_front();
-      if (level->second.empty()) levels_.erase(level);
+      if (level->second.empty()) spare_ = levels_.extract(level);
     }
     // Removes the tasks for which `take` holds, in queue order; returns them.
     std::vector<TaskKey> take_if(const Alive& take);
 
    private:
     // 24 bytes per queued task: submission order and the task's key, nothing on the heap.
-    std::map<std::int64_t, std::deque<std::pair<std::uint64_t, TaskKey>>, std::greater<>> levels_;
+    using LevelMap = std::map<std::int64_t, std::deque<std::pair<std::uint64_t, TaskKey>>, std::greater<>>;
+    LevelMap levels_;
+    // A queue that empties and fills again (the usual state when workers keep up) would free
+    // and allocate a level every task; the last emptied one is kept for the next push instead.
+    LevelMap::node_type spare_;
   };
   struct TenantQueues {
     std::unordered_map<std::string, Levels> by_key;
     std::size_t size = 0;
   };
   void removed(const std::string& tenant, const std::string& key, std::size_t n);
+  void drop_from_ring(const std::string& tenant);
+
+  // Emptied keys and tenants keep their entries (and buffers), so a queue that keeps draining
+  // does not allocate per task, up to this many idle ones; beyond it they are erased, so made-up
+  // plugin ids queued while no worker is connected cannot grow the maps for good.
+  static constexpr std::size_t kMaxIdleEntries = 64;
 
   std::unordered_map<std::string, TenantQueues> tenants_;
   std::deque<std::string> ring_;  // tenants with entries, least recently served first
-  std::unordered_map<std::string, std::size_t> key_sizes_;
+  std::unordered_map<std::string, std::size_t> key_sizes_;  // 0 = idle (kept, see above)
   std::uint64_t next_order_ = 0;
   std::size_t size_ = 0;
 };

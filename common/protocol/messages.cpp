@@ -15,8 +15,18 @@ bool state::is_terminal(std::string_view s) {
   return s == kSucceeded || s == kFailed || s == kCancelled || s == kTimedOut || s == kDeadLetter;
 }
 
-std::string task_topic(std::string_view task_id) { return "task." + std::string(task_id); }
-std::string plugin_topic(std::string_view plugin_id) { return "plugin." + std::string(plugin_id); }
+namespace {
+// One allocation: the topic is built for every event the broker publishes.
+std::string prefixed(std::string_view prefix, std::string_view id) {
+  std::string out;
+  out.reserve(prefix.size() + id.size());
+  out.append(prefix).append(id);
+  return out;
+}
+}  // namespace
+
+std::string task_topic(std::string_view task_id) { return prefixed("task.", task_id); }
+std::string plugin_topic(std::string_view plugin_id) { return prefixed("plugin.", plugin_id); }
 
 std::int64_t now_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -227,3 +227,49 @@ TEST_CASE("stale entries of one tenant are discarded and the next tenant is serv
 }
 
 }  // namespace kbfleet::broker
+
+namespace kbfleet::broker {
+
+// Emptied keys, levels and tenants are kept for reuse (task_queue.hpp): a queue that drains and
+// fills again, the usual state when workers keep up, must behave as a fresh one.
+TEST_CASE("a queue that drains and fills again keeps priority, FIFO and tenant order", "[broker][queue]") {
+  TaskQueue q;
+  q.push("k", 5, k("first"));
+  CHECK(drain(q, {"k"}) == std::vector<std::string>{"first"});
+  CHECK(q.empty_for("k"));
+  CHECK(q.keys().empty());
+  // The emptied level (priority 5) is reused for another priority: order must follow the new one.
+  q.push("k", 1, k("low"));
+  q.push("k", 3, k("high"));
+  q.push("k", 1, k("low2"));
+  CHECK_FALSE(q.empty_for("k"));
+  CHECK(q.keys() == std::vector<std::string>{"k"});
+  CHECK(drain(q, {"k"}) == std::vector<std::string>{"high", "low", "low2"});
+  // Tenants that emptied come back in round-robin order.
+  q.push("k", 0, k("a1"), "A");
+  q.push("k", 0, k("a2"), "A");
+  q.push("k", 0, k("b1"), "B");
+  CHECK(drain(q, {"k"}) == std::vector<std::string>{"a1", "b1", "a2"});
+  q.push("k", 0, k("b2"), "B");
+  q.push("k", 0, k("a3"), "A");
+  CHECK(drain(q, {"k"}) == std::vector<std::string>{"b2", "a3"});
+  CHECK(q.size() == 0);
+}
+
+TEST_CASE("many drained keys and tenants leave the queue empty and usable", "[broker][queue]") {
+  TaskQueue q;
+  std::vector<std::string> keys;
+  for (int i = 0; i < 300; ++i) {  // beyond the idle entries kept
+    keys.push_back("p" + std::to_string(i) + "@");
+    q.push(keys.back(), 0, k("t" + std::to_string(i)), "tenant" + std::to_string(i % 150));
+  }
+  CHECK(drain(q, keys).size() == 300);
+  CHECK(q.size() == 0);
+  CHECK(q.keys().empty());
+  for (const auto& key : keys) CHECK(q.empty_for(key));
+  q.push(keys[7], 2, k("again"), "tenant3");
+  CHECK(q.keys() == std::vector<std::string>{keys[7]});
+  CHECK(name(q.pop_best({keys[7]}, always_alive)) == std::optional<std::string>("again"));
+}
+
+}  // namespace kbfleet::broker

@@ -51,6 +51,15 @@ std::vector<std::string> ids(const std::vector<WorkerInfo*>& ws) {
   return out;
 }
 
+// with_credit_for into a buffer that already holds a stale entry: the call must clear it.
+std::vector<WorkerInfo*> credit(WorkerRegistry& reg, const std::string& key) {
+  std::vector<WorkerInfo*> out{nullptr};
+  reg.with_credit_for(key, out);
+  return out;
+}
+
+TaskKey task(std::uint64_t n) { return TaskKey{0, n}; }
+
 }  // namespace
 
 TEST_CASE("a worker's slots are credit: assign takes one, release gives it back", "[broker][dispatcher]") {
@@ -61,23 +70,23 @@ TEST_CASE("a worker's slots are credit: assign takes one, release gives it back"
   CHECK(w->free == 2);
   CHECK(reg.total_slots() == 2);
 
-  reg.assign(*w, "t1");
+  reg.assign(*w, task(1));
   CHECK(w->free == 1);
-  reg.assign(*w, "t1");  // the same task twice does not take two slots
+  reg.assign(*w, task(1));  // the same task twice does not take two slots
   CHECK(w->free == 1);
-  reg.assign(*w, "t2");
+  reg.assign(*w, task(2));
   CHECK(w->free == 0);
-  CHECK(w->running == std::set<std::string>{"t1", "t2"});
-  CHECK(reg.with_credit_for("hello@").empty());
+  CHECK(w->running == TaskKeySet{task(1), task(2)});
+  CHECK(credit(reg, "hello@").empty());
   CHECK(reg.free_slots() == 0);
 
-  reg.release(*w, "unknown");
+  reg.release(*w, task(99));  // not running there
   CHECK(w->free == 0);
-  reg.release(*w, "t1");
+  reg.release(*w, task(1));
   CHECK(w->free == 1);
-  reg.release(*w, "t1");
+  reg.release(*w, task(1));
   CHECK(w->free == 1);
-  CHECK(ids(reg.with_credit_for("hello@")) == std::vector<std::string>{"w1"});
+  CHECK(ids(credit(reg, "hello@")) == std::vector<std::string>{"w1"});
 }
 
 TEST_CASE("workers with credit for a key come most free slots first", "[broker][dispatcher]") {
@@ -87,11 +96,11 @@ TEST_CASE("workers with credit for a key come most free slots first", "[broker][
   reg.upsert("c", ready("c", 2, {offer("other", "1", {"run"})}), kT0);
   CHECK(reg.total_slots() == 7);
   CHECK(reg.free_slots() == 7);
-  CHECK(ids(reg.with_credit_for("hello@")) == std::vector<std::string>{"b", "a"});
-  CHECK(ids(reg.with_credit_for("hello@1.0.0")) == std::vector<std::string>{"a"});
-  CHECK(ids(reg.with_credit_for("hello@2.0.0")) == std::vector<std::string>{"b"});
-  CHECK(reg.with_credit_for("hello@3.0.0").empty());
-  CHECK(ids(reg.with_credit_for("other@")) == std::vector<std::string>{"c"});
+  CHECK(ids(credit(reg, "hello@")) == std::vector<std::string>{"b", "a"});
+  CHECK(ids(credit(reg, "hello@1.0.0")) == std::vector<std::string>{"a"});
+  CHECK(ids(credit(reg, "hello@2.0.0")) == std::vector<std::string>{"b"});
+  CHECK(credit(reg, "hello@3.0.0").empty());
+  CHECK(ids(credit(reg, "other@")) == std::vector<std::string>{"c"});
 }
 
 TEST_CASE("a plugin needing a capability the worker does not grant is not in its keys", "[broker][dispatcher]") {
@@ -100,12 +109,12 @@ TEST_CASE("a plugin needing a capability the worker does not grant is not in its
   SECTION("not granted") {
     reg.upsert("w", ready("w", 1, plugins, {"gpu"}), kT0);
     CHECK(reg.find("w")->keys == std::vector<std::string>{"hello@", "hello@1.0"});
-    CHECK(reg.with_credit_for("fetcher@").empty());
+    CHECK(credit(reg, "fetcher@").empty());
   }
   SECTION("granted") {
     reg.upsert("w", ready("w", 1, plugins, {"gpu", "net"}), kT0);
     CHECK(reg.find("w")->keys == std::vector<std::string>{"fetcher@", "fetcher@1.0", "hello@", "hello@1.0"});
-    CHECK(ids(reg.with_credit_for("fetcher@1.0")) == std::vector<std::string>{"w"});
+    CHECK(ids(credit(reg, "fetcher@1.0")) == std::vector<std::string>{"w"});
   }
 }
 
@@ -187,9 +196,9 @@ TEST_CASE("lookup does not offer a plugin whose capabilities no worker grants", 
 TEST_CASE("re-announcing a worker resets its credit and returns what it ran", "[broker][dispatcher]") {
   WorkerRegistry reg;
   reg.upsert("w", ready("w", 2, {offer("hello", "1.0", {"greet"})}), kT0);
-  reg.assign(*reg.find("w"), "t1");
+  reg.assign(*reg.find("w"), task(1));
   auto previous = reg.upsert("w", ready("w", 3, {offer("hello", "1.0", {"greet"})}), kT0 + 5s);
-  CHECK(previous == std::set<std::string>{"t1"});
+  CHECK(previous == TaskKeySet{task(1)});
   auto* w = reg.find("w");
   REQUIRE(w != nullptr);
   CHECK(w->free == 3);
@@ -198,8 +207,8 @@ TEST_CASE("re-announcing a worker resets its credit and returns what it ran", "[
   CHECK(reg.all().size() == 1);
 
   SECTION("remove returns the running tasks and forgets the worker") {
-    reg.assign(*w, "t2");
-    CHECK(reg.remove("w") == std::set<std::string>{"t2"});
+    reg.assign(*w, task(2));
+    CHECK(reg.remove("w") == TaskKeySet{task(2)});
     CHECK(reg.find("w") == nullptr);
     CHECK(reg.remove("w").empty());
     CHECK(reg.total_slots() == 0);
@@ -227,12 +236,12 @@ TEST_CASE("among equally free workers the one that got a task least recently com
   // Each task finishes before the next arrives: the load must still alternate.
   std::vector<std::string> chosen;
   for (int i = 0; i < 4; ++i) {
-    auto candidates = reg.with_credit_for(key);
+    auto candidates = credit(reg, key);
     REQUIRE(candidates.size() == 2);
     WorkerInfo& w = *candidates.front();
     chosen.push_back(w.routing_id);
-    reg.assign(w, "t" + std::to_string(i));
-    reg.release(w, "t" + std::to_string(i));
+    reg.assign(w, task(static_cast<std::uint64_t>(i)));
+    reg.release(w, task(static_cast<std::uint64_t>(i)));
   }
   CHECK(chosen == std::vector<std::string>{"a", "b", "a", "b"});
 }
