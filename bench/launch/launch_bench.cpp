@@ -23,6 +23,8 @@
 #include <string>
 #include <vector>
 
+#include <spdlog/spdlog.h>
+
 #include "bench/launch/launch_loop.hpp"
 
 namespace {
@@ -139,6 +141,7 @@ std::string json_escape(const std::string& s) {
 
 int main(int argc, char** argv) {
   const Options o = parse(argc, argv);
+  spdlog::set_level(spdlog::level::warn);  // as bench/run starts the fleet's workers (--log-level warn)
   const fs::path bin = fs::read_symlink("/proc/self/exe").parent_path();
   char tmpl[] = "/var/tmp/kbfleet-launch-bench-XXXXXX";  // not /tmp: a sandboxing worker refuses it
   if (::mkdtemp(tmpl) == nullptr) usage("cannot create a directory under /var/tmp");
