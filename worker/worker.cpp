@@ -1,6 +1,5 @@
 #include "worker/worker.hpp"
 
-#include <fcntl.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -10,6 +9,7 @@
 #include <spdlog/spdlog.h>
 
 #include "worker/sandbox/workspace_fs.hpp"
+#include "worker/task/attempt.hpp"
 #include "worker/task/builtin_noop.hpp"
 
 namespace kbfleet::worker {
@@ -295,35 +295,10 @@ void Worker::on_task(const protocol::MapView& body) {
   if (options_.builtin_noop == BuiltinNoop::kOn && task->plugin == kNoopPlugin) return run_builtin(*task);
 
   auto run = std::make_unique<TaskRun>(*task);
-  run->workspace = options_.work_dir / (task->task_id + "-" + std::to_string(task->attempt));
-  // Only the directory: preparing makes out/ in it, or in the tmpfs it mounts over it.
-  if (auto st = create_workspace(run->workspace); !st) {
-    return reject(*task, Error{ErrorCode::kIoError, "cannot create workspace: " + st.error().message, st.error().details}, {});
-  }
-  std::string input = "null";
-  if (!task->input.empty()) {
-    auto json = protocol::msgpack_to_json(task->input);
-    if (!json) return reject(*task, json.error(), {});
-    input = std::move(*json);
-  }
   run->slot = free_slot();
-  auto prepared = prepare_launch(*task, plugins_, options_.policy, run->workspace, std::move(input), run->slot);
-  if (!prepared) {
-    spdlog::warn("task refused task={} code={} error=\"{}\"", task->task_id, code_name(prepared.error().code),
-                 prepared.error().message);
-    return reject(*task, prepared.error(), {});
+  if (auto started = start_attempt(*run, plugins_, options_.policy, options_.work_dir); !started) {
+    return reject(*task, started.error().error, std::move(started.error().layers));
   }
-  // Opened only now: preparing may have mounted the task's size-limited workspace over the dir.
-  run->workspace_fd = posix::Fd(::open(run->workspace.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  run->manifest = prepared->manifest;
-  run->layers = prepared->layers;
-  auto process = HandlerProcess::spawn(prepared->spec);
-  if (!process) {
-    spdlog::warn("handler did not start task={} error=\"{}\"", task->task_id, process.error().message);
-    return reject(*task, process.error(), prepared->layers);
-  }
-  run->process = std::move(*process);
-  spdlog::debug("handler started task={} pid={}", task->task_id, run->process->pid());
   runs_[task->task_id] = std::move(run);
   metrics_.busy.Set(static_cast<double>(busy_slots()));
 }
@@ -360,29 +335,9 @@ void Worker::on_cancel(transport::Incoming& in) {
 }
 
 void Worker::after_handler(TaskRun& run) {
-  const auto& p = run.process->outcome();
-  Limits limits;
-  limits.timeout_ms = run.task().timeout_ms > 0 ? run.task().timeout_ms : run.manifest->quotas.timeout_ms;
-  limits.cpu_ms = run.manifest->quotas.cpu_ms;
-  limits.output_bytes = run.manifest->quotas.output_bytes;
-  limits.memory_mb = run.manifest->quotas.memory_mb;
-  limits.pids = run.manifest->quotas.pids;
-  std::string result = std::move(run.outcome.result);
-  run.outcome = outcome_of(p, limits);
-  run.outcome.result = std::move(result);
-  run.outcome.layers = run.layers;
-  metrics_.run_time.Observe(static_cast<double>(p.wall_ms) / 1000.0);
+  finish_attempt(run);
+  metrics_.run_time.Observe(static_cast<double>(run.outcome.wall_ms) / 1000.0);
   metrics_.output_bytes.Increment(static_cast<double>(run.output_bytes));
-  run.process.reset();
-  // Collect declared artifacts; a missing one matters only when the handler claims success.
-  for (const auto& decl : run.manifest->artifacts) {
-    auto art = collect_artifact(run.workspace_fd.get(), decl, run.task().task_id);
-    if (art) {
-      run.to_upload.push_back(std::move(*art));
-    } else if (art.error().code != ErrorCode::kArtifactNotFound || run.outcome.state == state::kSucceeded) {
-      run.outcome.artifact_errors.push_back(decl.id + ": " + art.error().to_string());
-    }
-  }
   run.phase = Phase::kUploading;
   next_upload(run);
 }
@@ -507,8 +462,7 @@ void Worker::report(TaskRun& run) {
   send_result(run);
   metrics_.finished.increment(run.outcome.state, run.outcome.error_code);
   spdlog::debug("task reported task={} state={}", run.task().task_id, run.outcome.state);
-  run.workspace_fd.reset();
-  if (!run.workspace.empty()) retire_workspace(run.workspace);  // built-in tasks have none
+  retire_attempt(run);  // built-in tasks have no workspace
   metrics_.busy.Set(static_cast<double>(busy_slots()));
 }
 

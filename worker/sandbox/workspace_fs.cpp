@@ -24,8 +24,13 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr std::string_view kSparePrefix = ".spare-";
-// Spares kept per parent directory; more than the slots that finish at once is never used.
-constexpr std::size_t kMaxSpares = 16;
+// Spares kept per parent directory. The directories of a worker circulate: in use, being
+// retired (a detach waits for an RCU grace period, tens of milliseconds when the host is loaded),
+// spare. A cap below the retirement backlog's peaks made the loop mkdir new directories in a
+// backlog and the retirers rmdir as many once it cleared, over and over: about half the tasks of a
+// busy one-slot worker paid an ext4 mkdir (~1 ms, slower after many recent rmdirs) in the loop
+// (docs/performance.md, end to end). Empty directories cost an inode each.
+constexpr std::size_t kMaxSpares = 256;
 
 // An empty real directory (not a symlink) of ours with the mode create_workspace() gave it:
 // what a tmpfs workspace's mount point is once the tmpfs is detached. `fresh_mode` 0: not known.
