@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 
 #include <CLI/CLI.hpp>
 #include <spdlog/spdlog.h>
@@ -14,6 +15,7 @@
 #include "common/log/log.hpp"
 #include "common/posix/signals.hpp"
 #include "worker/sandbox/probe.hpp"
+#include "worker/sandbox/uid_range_lock.hpp"
 #include "worker/worker.hpp"
 #include "common/posix/heap.hpp"
 
@@ -58,8 +60,11 @@ int main(int argc, char** argv) {
   app.add_option("--task-cpus", task_cpus,
                  "CPUs each task may use at most, e.g. 1.5 (the task cgroup's cpu.max / cpu.cfs_quota_us); default: no limit")
       ->check(CLI::Range(0.01, 4096.0));
-  app.add_option("--task-uid-base", probe.uid_base, "host uid/gid of slot 0's task user; slot N runs as base+N")
-      ->check(CLI::Range(std::uint32_t{1000}, std::uint32_t{4000000000U}))->capture_default_str();
+  auto* uid_base_flag =
+      app.add_option("--task-uid-base", probe.uid_base,
+                     "host uid/gid of slot 0's task user; slot N runs as base+N (default: the first block of 4096 "
+                     "from 200000 that no other worker on this host holds)")
+          ->check(CLI::Range(std::uint32_t{1000}, std::uint32_t{4000000000U}));
   app.add_option("--init", probe.init, "path of kbfleet-init (default: next to kbfleet-worker)");
   app.add_option("--heartbeat-ms", opt.heartbeat_ms, "heartbeat interval")->check(CLI::Range(10, 60000))->capture_default_str();
   app.add_option("--liveness", opt.liveness, "silent heartbeats before the broker is presumed gone")->check(CLI::Range(2, 100))->capture_default_str();
@@ -89,6 +94,19 @@ int main(int argc, char** argv) {
     }
   }
   probe.slots = static_cast<int>(opt.slots);
+  // The task uids are this worker's alone on this host (uid_range_lock.hpp), held until it exits.
+  std::optional<kbfleet::worker::UidRangeLock> uid_lock;
+  if (::geteuid() == 0) {
+    using kbfleet::worker::UidRangeLock;
+    auto lock = uid_base_flag->count() > 0 ? UidRangeLock::take(probe.uid_base, probe.slots)
+                                           : UidRangeLock::take_first_free(probe.slots);
+    if (!lock) {
+      std::cerr << "kbfleet-worker: " << lock.error().message << "\n";
+      return 78;  // EX_CONFIG
+    }
+    probe.uid_base = lock->base();
+    uid_lock = std::move(*lock);
+  }
   probe.cpu_bandwidth = task_cpus > 0;
   opt.policy.task_cpu_quota_us = static_cast<std::int64_t>(task_cpus * kbfleet::worker::kCpuPeriodUs);
   opt.policy.layers = kbfleet::worker::probe_sandbox(probe);
