@@ -161,11 +161,11 @@ class Broker {
   [[nodiscard]] Status recover();
   void restore_task(TaskRecord&& r, std::vector<Task*>& finished);
   // A new task is journalled at once; its reply waits for the commit (acknowledge_created).
-  [[nodiscard]] Status journal_insert(const Task& t);
+  [[nodiscard]] Status journal_insert(Task& t);
   // Journals and queues a new task (submit, retry); nullopt after replying the journal's error.
   std::optional<std::string> admit(Task& t, const transport::Incoming& in);
   void acknowledge_created(const std::string& peer, std::int64_t req, const Task& t, std::string type, std::string body);
-  void mark_dirty(const Task& t);
+  void mark_dirty(Task& t);
   // What an Outgoing about `t` records as its task_id: the id while the task's creation could
   // still be rolled back this turn, else empty (no copy of the id per message).
   std::string rollback_id(const Task& t) const;
@@ -268,8 +268,7 @@ class Broker {
   // coalesce_outbox's scratch: peer -> index of its batch head, for `task` [0] and `result_ack` [1]
   std::unordered_map<std::string_view, std::size_t> batch_heads_[2];
   std::unordered_map<std::string, HeldAcks> held_acks_;  // routing id -> its held acknowledgements
-  std::vector<TaskKey> dirty_;  // tasks to rewrite in the journal at the end of this turn
-  std::unordered_set<TaskKey, TaskKeyHash> dirty_set_;
+  std::vector<TaskKey> dirty_;  // tasks to rewrite in the journal at the end of this turn (Task::journal_dirty)
   bool turn_failed_ = false;             // a journal write failed during this turn
   std::optional<Error> journal_error_;   // set while the journal cannot be written
   bool journal_probing_ = false;         // the error was cleared on a timer tick to try again

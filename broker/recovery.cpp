@@ -53,6 +53,12 @@ TaskRecord record_of(const Task& t, bool with_request) {
     o.end_map();
     r.outcome = o.take();
   }
+  if (t.run().artifacts.empty()) {
+    // Most tasks: the same 12 bytes, kept inline by the string (no Writer, no allocation).
+    static const std::string kNone = Writer().begin_map().key("artifacts").begin_array().end_array().end_map().take();
+    r.artifacts = kNone;
+    return r;
+  }
   Writer a;
   a.begin_map().key("artifacts").begin_array();
   for (const auto& m : t.run().artifacts) {
@@ -183,7 +189,7 @@ void Broker::restore_task(TaskRecord&& r, std::vector<Task*>& finished) {
   queue_.push(queue_key(t.request.plugin, t.request.version), t.request.priority, t.key, t.tenant.str());
 }
 
-Status Broker::journal_insert(const Task& t) {
+Status Broker::journal_insert(Task& t) {
   if (!journal_) return {};
   // Written at the end of the turn with the state the turn left it in (commit_turn): a task
   // submitted and dispatched in one turn is one INSERT, not an INSERT and an UPDATE.
@@ -209,8 +215,12 @@ std::string Broker::rollback_id(const Task& t) const {
   return journal_ && t.journal_row == 0 ? t.id().str() : std::string();
 }
 
-void Broker::mark_dirty(const Task& t) {
-  if (journal_ && dirty_set_.insert(t.key).second) dirty_.push_back(t.key);
+void Broker::mark_dirty(Task& t) {
+  // A flag in the task rather than a set: no hashing or node allocation per transition.
+  if (journal_ && !t.journal_dirty) {
+    t.journal_dirty = true;
+    dirty_.push_back(t.key);
+  }
 }
 
 void Broker::on_journal_failure(const Error& e) {
@@ -234,6 +244,7 @@ void Broker::commit_turn() {
     for (const auto& key : dirty_) {
       if (turn_failed_) break;
       if (Task* t = tasks_.find(key)) {
+        t->journal_dirty = false;
         if (created_this_turn_.count(key) > 0) {
           auto row = journal_->insert(record_of(*t, /*with_request=*/true));
           if (row) t->journal_row = *row;
@@ -291,13 +302,15 @@ void Broker::commit_turn() {
           count_running(*t, -1);
           if (WorkerInfo* w = workers_.find(t->run().worker)) workers_.release(*w, t->key);
         }
-        dirty_set_.erase(key);
         tasks_.erase(key);  // its queue entry is discarded lazily
       }
-      std::erase_if(dirty_, [&](const TaskKey& key) { return !dirty_set_.count(key); });
+      std::erase_if(dirty_, [&](const TaskKey& key) {
+        Task* t = tasks_.find(key);
+        if (t != nullptr) t->journal_dirty = true;  // written again next turn
+        return t == nullptr;
+      });
     } else {
       dirty_.clear();
-      dirty_set_.clear();
     }
     created_this_turn_.clear();
     turn_failed_ = false;

@@ -4,67 +4,12 @@
 
 #include <memory>
 
+#include "broker/journal/schema.hpp"
+
 namespace kbfleet::broker {
 namespace {
 
-// 2: the `tenant` column (issue #7). 3: `id` is no longer a primary key: rows are updated by
-// rowid, which the broker keeps per task, so a commit dirties no page of a random-keyed index
-// (ids are 128 random bits; unique by construction). 4: a task's terminal state is appended to
-// `outcomes` instead of rewriting its row (issue #6). Older journals are migrated at open.
-constexpr int kSchemaVersion = 4;
-
-constexpr const char* kColumns =
-    "id, request, idempotency_key, state, attempt, worker, worker_name, version, submitted_ms, started_ms, "
-    "finished_ms, next_seq, max_attempts, retry_of, cancel_requested, outcome, artifacts, tenant";
-// The fields a transition may change (all but id, request, idempotency_key, submitted_ms, tenant).
-constexpr const char* kMutableColumns =
-    "state, attempt, worker, worker_name, version, started_ms, finished_ms, next_seq, max_attempts, retry_of, "
-    "cancel_requested, outcome, artifacts";
-// `tasks`: one row per task, written at acceptance and rewritten by non-terminal transitions (a
-// task queued in one turn and dispatched in a later one). `rowid` keeps insertion order, which
-// recovery uses to requeue tasks in their original submission order.
-// `outcomes`: a task's terminal state, appended once when it finishes (terminal states are
-// final); on load it overrides the task's row. Appending in finish order keeps both tables'
-// writes on their rightmost pages (a commit of N finishing tasks dirties a few pages, not the N
-// scattered rows of a rewrite), and makes compaction a scan from the start of `outcomes`
-// without an index to maintain on every finish.
-constexpr const char* kSchema = R"sql(
-CREATE TABLE IF NOT EXISTS tasks (
-  id TEXT NOT NULL,
-  request BLOB NOT NULL,
-  idempotency_key TEXT NOT NULL,
-  state TEXT NOT NULL,
-  attempt INTEGER NOT NULL,
-  worker TEXT NOT NULL,
-  worker_name TEXT NOT NULL,
-  version TEXT NOT NULL,
-  submitted_ms INTEGER NOT NULL,
-  started_ms INTEGER NOT NULL,
-  finished_ms INTEGER NOT NULL,
-  next_seq INTEGER NOT NULL,
-  max_attempts INTEGER NOT NULL,
-  retry_of TEXT NOT NULL,
-  cancel_requested INTEGER NOT NULL,
-  outcome BLOB NOT NULL,
-  artifacts BLOB NOT NULL,
-  tenant TEXT NOT NULL DEFAULT 'default');
-CREATE TABLE IF NOT EXISTS outcomes (
-  task_row INTEGER NOT NULL,
-  id TEXT NOT NULL,
-  state TEXT NOT NULL,
-  attempt INTEGER NOT NULL,
-  worker TEXT NOT NULL,
-  worker_name TEXT NOT NULL,
-  version TEXT NOT NULL,
-  started_ms INTEGER NOT NULL,
-  finished_ms INTEGER NOT NULL,
-  next_seq INTEGER NOT NULL,
-  max_attempts INTEGER NOT NULL,
-  retry_of TEXT NOT NULL,
-  cancel_requested INTEGER NOT NULL,
-  outcome BLOB NOT NULL,
-  artifacts BLOB NOT NULL);
-)sql";
+using journal_schema::kMutableColumns;
 
 constexpr const char* kInsert =
     "INSERT INTO tasks (id, request, idempotency_key, state, attempt, worker, worker_name, version, submitted_ms, "
@@ -205,51 +150,7 @@ Result<std::unique_ptr<Journal>> Journal::open(const Options& options) {
     auto sql = "PRAGMA max_page_count = " + std::to_string(options.max_pages);
     if (auto st = j->exec(sql.c_str()); !st) return tl::unexpected(st.error());
   }
-  sqlite3_stmt* v = nullptr;
-  if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &v, nullptr) != SQLITE_OK) return tl::unexpected(j->error("read schema version"));
-  int version = sqlite3_step(v) == SQLITE_ROW ? sqlite3_column_int(v, 0) : -1;
-  sqlite3_finalize(v);
-  if (version < 0) return tl::unexpected(j->error("read schema version (is another kbfleet-broker using this --data?)"));
-  if (version > kSchemaVersion) {
-    return make_error(ErrorCode::kIoError, "journal " + options.path + " has schema version " + std::to_string(version) +
-                                               ", newer than this broker's " + std::to_string(kSchemaVersion) +
-                                               "; run the newer kbfleet-broker");
-  }
-  if (version == 1) {
-    // Tasks of a version-1 journal predate tenants: they belong to the implicit tenant.
-    if (auto st = j->exec("ALTER TABLE tasks ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default'"); !st) {
-      return tl::unexpected(st.error());
-    }
-  }
-  if (version == 1 || version == 2) {
-    // Rebuild without the primary key on id (rowids, and with them submission order, kept).
-    const std::string cols = kColumns;
-    const std::string sql = "BEGIN IMMEDIATE; ALTER TABLE tasks RENAME TO tasks_old; DROP INDEX IF EXISTS tasks_finished; " +
-                            std::string(kSchema) + "INSERT INTO tasks (rowid, " + cols + ") SELECT rowid, " + cols +
-                            " FROM tasks_old ORDER BY rowid; DROP TABLE tasks_old; COMMIT;";
-    if (auto st = j->exec(sql.c_str()); !st) {
-      (void)j->exec("ROLLBACK");
-      return tl::unexpected(st.error());
-    }
-  }
-  if (version >= 1 && version <= 3) {
-    // Terminal states move to `outcomes` (in finish order, which compaction relies on), and the
-    // index that compaction used goes; one transaction with the version bump. The tasks' rows
-    // keep their copy of the terminal fields, which the outcome overrides on load.
-    const std::string cols = kMutableColumns;
-    const std::string sql = "BEGIN IMMEDIATE; DROP INDEX IF EXISTS tasks_finished; " + std::string(kSchema) +
-                            "INSERT INTO outcomes (task_row, id, " + cols + ") SELECT rowid, id, " + cols +
-                            " FROM tasks WHERE finished_ms > 0 ORDER BY finished_ms, rowid; PRAGMA user_version = " +
-                            std::to_string(kSchemaVersion) + "; COMMIT;";
-    if (auto st = j->exec(sql.c_str()); !st) {
-      (void)j->exec("ROLLBACK");
-      return tl::unexpected(st.error());
-    }
-  }
-  if (auto st = j->exec(kSchema); !st) return tl::unexpected(st.error());
-  if (auto st = j->exec(("PRAGMA user_version = " + std::to_string(kSchemaVersion)).c_str()); !st) {
-    return tl::unexpected(st.error());
-  }
+  if (auto st = journal_schema::migrate(db, options.path); !st) return tl::unexpected(st.error());
   if (auto st = j->prepare_all(); !st) return tl::unexpected(st.error());
   return j;
 }

@@ -75,6 +75,7 @@ struct Task {
   // Recovered as running after a broker restart: waits for its worker to re-attach it (or to
   // send its result) until the re-attach grace period ends.
   bool orphaned = false;
+  bool journal_dirty = false;  // listed in the broker's dirty_: its record is written at the turn's end
   std::int32_t attempt = 0;
   std::int32_t max_attempts = 1;  // attempts allowed when workers are lost
   SharedName tenant;  // who submitted it ("default" unless CURVE); only that tenant (and admins) may see it

@@ -1,5 +1,6 @@
-// Journal schema migrations (broker/journal/journal.cpp): version 2 adds the tenant column (issue
-// #7), version 4 moves terminal states to `outcomes` (issue #6); a newer schema is refused.
+// Journal schema migrations (broker/journal/schema.cpp): version 2 adds the tenant column (issue
+// #7), version 4 moves terminal states to `outcomes` (issue #6); a newer schema is refused; each
+// step commits with its version bump, and half-migrated journals of older brokers still open.
 #include <sqlite3.h>
 
 #include <catch2/catch.hpp>
@@ -22,6 +23,27 @@ void write_old_journal(const std::string& path, const char* sql) {
   REQUIRE(rc == SQLITE_OK);
 }
 
+// The first column of the first row of `sql` run on a closed journal, as an operator would see it.
+std::int64_t scalar(const std::string& path, const char* sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  sqlite3_stmt* s = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, sql, -1, &s, nullptr) == SQLITE_OK);
+  const std::int64_t v = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  return v;
+}
+
+// The version-1 table, as a broker before issue #7 created it.
+constexpr const char* kTasksV1 =
+    "CREATE TABLE tasks (id TEXT PRIMARY KEY NOT NULL, request BLOB NOT NULL, idempotency_key TEXT NOT NULL, "
+    "state TEXT NOT NULL, attempt INTEGER NOT NULL, worker TEXT NOT NULL, worker_name TEXT NOT NULL, "
+    "version TEXT NOT NULL, submitted_ms INTEGER NOT NULL, started_ms INTEGER NOT NULL, finished_ms INTEGER NOT "
+    "NULL, next_seq INTEGER NOT NULL, max_attempts INTEGER NOT NULL, retry_of TEXT NOT NULL, cancel_requested "
+    "INTEGER NOT NULL, outcome BLOB NOT NULL, artifacts BLOB NOT NULL);"
+    "CREATE INDEX tasks_finished ON tasks(finished_ms) WHERE finished_ms > 0;";
+
 std::vector<TaskRecord> load_all(Journal& j) {
   std::vector<TaskRecord> got;
   REQUIRE(j.load([&](TaskRecord&& r) { got.push_back(std::move(r)); }));
@@ -34,14 +56,11 @@ TEST_CASE("issue 7: a version-1 journal is migrated and its tasks belong to tena
   const std::string dir = test::make_temp_dir();
   const std::string path = dir + "/journal.db";
   // The version-1 schema and one task, as a broker before issue #7 wrote them.
-  write_old_journal(path,
-      "CREATE TABLE tasks (id TEXT PRIMARY KEY NOT NULL, request BLOB NOT NULL, idempotency_key TEXT NOT NULL, "
-      "state TEXT NOT NULL, attempt INTEGER NOT NULL, worker TEXT NOT NULL, worker_name TEXT NOT NULL, "
-      "version TEXT NOT NULL, submitted_ms INTEGER NOT NULL, started_ms INTEGER NOT NULL, finished_ms INTEGER NOT "
-      "NULL, next_seq INTEGER NOT NULL, max_attempts INTEGER NOT NULL, retry_of TEXT NOT NULL, cancel_requested "
-      "INTEGER NOT NULL, outcome BLOB NOT NULL, artifacts BLOB NOT NULL);"
-      "INSERT INTO tasks VALUES ('old', x'80', '', 'queued', 0, '', '', '', 1, 0, 0, 1, 1, '', 0, x'', x'');"
-      "PRAGMA user_version = 1;");
+  write_old_journal(path, (std::string(kTasksV1) +
+                           "INSERT INTO tasks VALUES ('old', x'80', '', 'queued', 0, '', '', '', 1, 0, 0, 1, 1, '', 0, "
+                           "x'', x'');"
+                           "PRAGMA user_version = 1;")
+                              .c_str());
   auto j = Journal::open({path, Durability::kBatch, 0});
   REQUIRE(j.has_value());
   std::vector<TaskRecord> got = load_all(**j);
@@ -138,6 +157,112 @@ TEST_CASE("issue 6: a version-3 journal is migrated: finished tasks keep their o
   CHECK(got[1].id == "queued");
   CHECK(got[2].id == "running");
   again->reset();
+  test::remove_tree(dir);
+}
+
+TEST_CASE("issue 6: a version-1 journal whose tenant column was added before a crash, version not bumped, opens",
+          "[broker][journal]") {
+  const std::string dir = test::make_temp_dir();
+  const std::string path = dir + "/journal.db";
+  // What a broker before the one-transaction rule left when it died between its ALTER TABLE and
+  // its version bump: the column is there, the version still says 1. It then failed every start
+  // with "duplicate column name: tenant".
+  write_old_journal(path, (std::string(kTasksV1) +
+                           "INSERT INTO tasks VALUES ('old', x'80', '', 'succeeded', 1, '', 'w0', '1.0', 1, 2, 3, 4, 1, "
+                           "'', 0, x'81', x'');"
+                           "ALTER TABLE tasks ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';"
+                           "PRAGMA user_version = 1;")
+                              .c_str());
+  auto j = Journal::open({path, Durability::kBatch, 0});
+  REQUIRE(j.has_value());
+  std::vector<TaskRecord> got = load_all(**j);
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].id == "old");
+  CHECK(got[0].tenant == "default");
+  CHECK(got[0].state == "succeeded");
+  CHECK(got[0].finished_ms == 3);
+  j->reset();
+  CHECK(scalar(path, "PRAGMA user_version") == 4);
+  test::remove_tree(dir);
+}
+
+TEST_CASE("issue 6: a migration step that fails rolls back with its version bump, and the next start resumes there",
+          "[broker][journal]") {
+  const std::string dir = test::make_temp_dir();
+  const std::string path = dir + "/journal.db";
+  const std::string journal_v1 = std::string(kTasksV1) +
+                                 "INSERT INTO tasks VALUES ('old', x'80', '', 'failed', 1, '', 'w0', '1.0', 1, 2, 3, 4, 1, "
+                                 "'', 0, x'81', x'');";
+  SECTION("the rebuild of version 2 fails: the journal stays at version 2, tenant column added once") {
+    // A table in the way of the rebuild's rename makes the 2 -> 3 step fail after 1 -> 2 committed.
+    write_old_journal(path, (journal_v1 + "CREATE TABLE tasks_old (x); PRAGMA user_version = 1;").c_str());
+    auto failed = Journal::open({path, Durability::kBatch, 0});
+    REQUIRE_FALSE(failed.has_value());
+    CHECK(failed.error().code == ErrorCode::kIoError);
+    CHECK(failed.error().message.find("tasks_old") != std::string::npos);
+    failed = tl::unexpected(Error{});  // closes the journal
+    CHECK(scalar(path, "PRAGMA user_version") == 2);
+    CHECK(scalar(path, "SELECT count(*) FROM pragma_table_info('tasks') WHERE name = 'tenant'") == 1);
+    CHECK(scalar(path, "SELECT count(*) FROM pragma_index_list('tasks') WHERE origin = 'pk'") == 1);  // not rebuilt
+    write_old_journal(path, "DROP TABLE tasks_old;");
+  }
+  SECTION("the move to outcomes fails: the journal stays at version 3 with its index") {
+    // An `outcomes` table without the columns makes the 3 -> 4 step fail after 1 -> 3 committed.
+    write_old_journal(path, (journal_v1 + "CREATE TABLE outcomes (x); PRAGMA user_version = 1;").c_str());
+    auto failed = Journal::open({path, Durability::kBatch, 0});
+    REQUIRE_FALSE(failed.has_value());
+    CHECK(failed.error().code == ErrorCode::kIoError);
+    failed = tl::unexpected(Error{});
+    CHECK(scalar(path, "PRAGMA user_version") == 3);
+    CHECK(scalar(path, "SELECT count(*) FROM sqlite_master WHERE name = 'tasks_finished'") == 1);  // DROP rolled back
+    CHECK(scalar(path, "SELECT count(*) FROM outcomes") == 0);
+    write_old_journal(path, "DROP TABLE outcomes;");
+  }
+  auto j = Journal::open({path, Durability::kBatch, 0});
+  REQUIRE(j.has_value());
+  std::vector<TaskRecord> got = load_all(**j);
+  REQUIRE(got.size() == 1);
+  CHECK(got[0].id == "old");
+  CHECK(got[0].state == "failed");
+  CHECK(got[0].tenant == "default");
+  CHECK((*j)->ignored_outcomes() == 0);
+  j->reset();
+  CHECK(scalar(path, "PRAGMA user_version") == 4);
+  CHECK(scalar(path, "SELECT count(*) FROM outcomes") == 1);
+  test::remove_tree(dir);
+}
+
+TEST_CASE("issue 6: a journal left without a schema version is created again when empty and refused when it has tasks",
+          "[broker][journal]") {
+  const std::string dir = test::make_temp_dir();
+  const std::string path = dir + "/journal.db";
+  SECTION("empty version-1 tables, the version never set: replaced by this version's") {
+    write_old_journal(path, kTasksV1);
+    auto j = Journal::open({path, Durability::kBatch, 0});
+    REQUIRE(j.has_value());
+    TaskRecord r;
+    r.id = "new";
+    r.request = std::string("\x80", 1);
+    r.state = "queued";
+    r.tenant = "acme";
+    REQUIRE((*j)->insert(r));
+    REQUIRE((*j)->commit());
+    std::vector<TaskRecord> got = load_all(**j);
+    REQUIRE(got.size() == 1);
+    CHECK(got[0].tenant == "acme");
+  }
+  SECTION("tasks without a version: refused, untouched") {
+    write_old_journal(path, (std::string(kTasksV1) +
+                             "INSERT INTO tasks VALUES ('x', x'80', '', 'queued', 0, '', '', '', 1, 0, 0, 1, 1, '', 0, "
+                             "x'', x'');")
+                                .c_str());
+    auto j = Journal::open({path, Durability::kBatch, 0});
+    REQUIRE_FALSE(j.has_value());
+    CHECK(j.error().code == ErrorCode::kIoError);
+    CHECK(j.error().message.find("has tasks but no schema version: not a kbfleet journal") != std::string::npos);
+    j = tl::unexpected(Error{});
+    CHECK(scalar(path, "SELECT count(*) FROM tasks") == 1);
+  }
   test::remove_tree(dir);
 }
 
