@@ -1,6 +1,6 @@
 #pragma once
 // A task id as the broker holds it: the 128 random bits themselves, not their 32-character hex
-// form. Used as the key of the task map and of queue entries, so neither allocates per task nor
+// form. Used as the key of the task index and of queue entries, so neither allocates per task nor
 // compares strings (docs/performance.md, memory per task). The hex form is what the wire shows.
 #include <cstdint>
 #include <optional>

@@ -17,8 +17,10 @@ TaskRun& Task::mutable_run() {
 bool valid_task_id(std::string_view id) { return parse_task_key(id).has_value(); }
 
 Task& TaskStore::create(protocol::SubmitRequest request, std::int64_t now_ms) {
-  TaskKey key = new_task_key();
-  Task& t = live_[key];
+  const TaskKey key = new_task_key();
+  const std::uint32_t slot = slab_.emplace();
+  live_.insert(key, slot);
+  Task& t = slab_[slot];
   t.key = key;
   t.tenant = names_.get("default");
   t.submitted_ms = now_ms;
@@ -31,7 +33,13 @@ Task& TaskStore::create(protocol::SubmitRequest request, std::int64_t now_ms) {
 Task& TaskStore::restore(const std::string& id, protocol::SubmitRequest request) {
   auto key = parse_task_key(id);
   KB_CHECK(key.has_value());  // the caller checked valid_task_id
-  Task& t = live_[*key];
+  Task* existing = find_in(live_, *key);  // a journal holds an id once; if not, the last row wins
+  if (existing == nullptr) {
+    const std::uint32_t slot = slab_.emplace();
+    live_.insert(*key, slot);
+    existing = &slab_[slot];
+  }
+  Task& t = *existing;
   t.key = *key;
   t.tenant = names_.get("default");
   t.queued_at = std::chrono::steady_clock::now();
@@ -45,16 +53,26 @@ void TaskStore::erase(std::string_view id) {
 }
 
 void TaskStore::erase(const TaskKey& key) {
-  TaskMap& map = live_.count(key) ? live_ : finished_;
-  auto it = map.find(key);
-  if (it == map.end()) return;
-  const auto idem = it->second.request.idempotency_key();
+  auto is_it = [&](std::uint32_t s) { return slab_[s].key == key; };
+  if (auto slot = live_.find(key, is_it)) {
+    forget(live_, *slot);
+  } else if (auto done = finished_.find(key, is_it)) {
+    forget(finished_, *done);
+  } else {
+    return;
+  }
+  names_.sweep();
+}
+
+void TaskStore::forget(TaskIndex& index, std::uint32_t slot) {
+  Task& t = slab_[slot];
+  const auto idem = t.request.idempotency_key();
   if (!idem.empty()) {
     auto k = by_idempotency_key_.find(std::string(idem));
-    if (k != by_idempotency_key_.end() && k->second == key) by_idempotency_key_.erase(k);
+    if (k != by_idempotency_key_.end() && k->second == t.key) by_idempotency_key_.erase(k);
   }
-  map.erase(it);
-  names_.sweep();
+  index.erase(t.key, slot);
+  slab_.erase(slot);
 }
 
 Task* TaskStore::find(std::string_view id) {
@@ -62,10 +80,14 @@ Task* TaskStore::find(std::string_view id) {
   return key ? find(*key) : nullptr;
 }
 
+Task* TaskStore::find_in(const TaskIndex& index, const TaskKey& key) {
+  auto slot = index.find(key, [&](std::uint32_t s) { return slab_[s].key == key; });
+  return slot ? &slab_[*slot] : nullptr;
+}
+
 Task* TaskStore::find(const TaskKey& key) {
-  if (auto it = live_.find(key); it != live_.end()) return &it->second;
-  auto it = finished_.find(key);
-  return it == finished_.end() ? nullptr : &it->second;
+  if (Task* t = find_in(live_, key)) return t;
+  return find_in(finished_, key);
 }
 
 Task* TaskStore::find_by_idempotency_key(const std::string& key) {
@@ -94,8 +116,12 @@ const std::string& TaskStore::append_event(Task& t, std::string_view type, std::
 
 void TaskStore::mark_finished(Task& t, std::int64_t now_ms) {
   t.mutable_run().finished_ms = now_ms;
-  // The node moves, the Task stays where it is: references to it remain valid.
-  if (auto node = live_.extract(t.key)) finished_.insert(std::move(node));
+  // Only the index entry moves; the Task stays where it is, so references to it remain valid.
+  auto slot = live_.find(t.key, [&](std::uint32_t s) { return &slab_[s] == &t; });
+  if (slot) {
+    live_.erase(t.key, *slot);
+    finished_.insert(t.key, *slot);
+  }
   finished_order_.emplace_back(now_ms, t.key);
 }
 
@@ -103,11 +129,9 @@ std::size_t TaskStore::expire(std::int64_t now_ms, std::int64_t retention_ms, st
   std::size_t n = 0;
   while (!finished_order_.empty() &&
          (finished_order_.front().first + retention_ms <= now_ms || finished_order_.size() > max_finished)) {
-    auto it = finished_.find(finished_order_.front().second);
-    if (it != finished_.end()) {
-      const auto idem = it->second.request.idempotency_key();
-      if (!idem.empty()) by_idempotency_key_.erase(std::string(idem));
-      finished_.erase(it);
+    const TaskKey key = finished_order_.front().second;
+    if (auto slot = finished_.find(key, [&](std::uint32_t s) { return slab_[s].key == key; })) {
+      forget(finished_, *slot);
       ++n;
     }
     finished_order_.pop_front();
@@ -122,8 +146,9 @@ std::int64_t TaskStore::forgotten_through_ms(std::int64_t now_ms) const {
 
 std::size_t TaskStore::count_in_state(std::string_view state) const {
   std::size_t n = 0;
-  for (const auto& [id, t] : live_) n += (t.state == state);
-  for (const auto& [id, t] : finished_) n += (t.state == state);
+  for (const TaskIndex* index : {&live_, &finished_}) {
+    index->for_each_slot([&](std::uint32_t s) { n += (slab_[s].state == state); });
+  }
   return n;
 }
 

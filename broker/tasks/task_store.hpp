@@ -11,7 +11,9 @@
 #include <unordered_map>
 #include <vector>
 
+#include "broker/tasks/slab.hpp"
 #include "broker/tasks/stored_request.hpp"
+#include "broker/tasks/task_index.hpp"
 #include "broker/tasks/task_key.hpp"
 #include "broker/tasks/task_state.hpp"
 #include "common/protocol/messages.hpp"
@@ -127,13 +129,19 @@ class TaskStore {
   std::size_t count_in_state(std::string_view state) const;
 
  private:
+  Task* find_in(const TaskIndex& index, const TaskKey& key);
+  // Forgets the task in `slot`, found through `index` (its idempotency key too).
+  void forget(TaskIndex& index, std::uint32_t slot);
+
   std::size_t backlog_limit_;
-  using TaskMap = std::unordered_map<TaskKey, Task, TaskKeyHash>;
-  NameTable names_;  // before the maps: the tasks' handles are dropped first
+  NameTable names_;  // before the tasks: their handles are dropped first
+  // Every task, at an address that stays put while it lives (callers hold Task& across calls,
+  // and finishing a task only moves its index entry).
+  Slab<Task> slab_;
   // Unfinished tasks, which every message of the hot path looks up, apart from the finished ones
-  // kept for --retention-ms (up to a million): the live map stays small and in cache.
-  TaskMap live_;
-  TaskMap finished_;
+  // kept for --retention-ms (up to a million): the live index stays small and in cache.
+  TaskIndex live_;
+  TaskIndex finished_;
   std::unordered_map<std::string, TaskKey> by_idempotency_key_;
   std::deque<std::pair<std::int64_t, TaskKey>> finished_order_;
 };
