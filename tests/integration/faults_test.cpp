@@ -84,6 +84,8 @@ class RawClient {
   std::string error_code_for(const std::vector<std::string>& frames, std::int64_t expect_req = 0) {
     send(frames);
     auto reply = recv();
+    // A client that announced itself as a worker also gets the broker's heartbeats: not replies.
+    while (reply && reply->type == "heartbeat") reply = recv();
     if (!reply) return "<no reply>";
     if (reply->type != "error") return "<" + reply->type + ">";
     CHECK(reply->body.value("req", -1) == expect_req);
