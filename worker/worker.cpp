@@ -278,7 +278,7 @@ void Worker::on_result_ack(const protocol::MapView& ack) {
   std::string id(ack.str_or("task_id", ""));
   auto it = runs_.find(id);
   if (it != runs_.end() && it->second->phase == Phase::kReporting && it->second->task().attempt == ack.i64_or("attempt", 0)) {
-    runs_.erase(it);
+    erase_run(it);
     metrics_.busy.Set(static_cast<double>(busy_slots()));
   }
 }
@@ -347,7 +347,7 @@ void Worker::next_upload(TaskRun& run) {
   if (run.to_upload.empty()) return report(run);
   ActiveUpload up;
   up.artifact = std::move(run.to_upload.front());
-  run.to_upload.pop_front();
+  run.to_upload.erase(run.to_upload.begin());
   if (up.artifact.meta.sha256.empty()) {  // too large to hash first
     auto hasher = SendHasher::start();
     if (!hasher) {
@@ -457,6 +457,7 @@ void Worker::finish_upload(TaskRun& run, const std::optional<Error>& error) {
 }
 
 void Worker::report(TaskRun& run) {
+  if (run.phase != Phase::kReporting) ++reporting_;
   run.phase = Phase::kReporting;
   flush_events();  // output before the result, so `done` is the last event
   send_result(run);
@@ -563,7 +564,9 @@ void Worker::on_tick(Clock::time_point now) {
         break;
     }
   }
-  for (const auto& id : given_up) runs_.erase(id);
+  for (const auto& id : given_up) {
+    if (auto it = runs_.find(id); it != runs_.end()) erase_run(it);
+  }
   const auto interval = std::chrono::milliseconds(options_.heartbeat_ms);
   if (now - last_sent_ >= interval) send(msg::kHeartbeat, Writer().begin_map().end_map().take());
   if (now - last_heard_ > interval * options_.liveness) {
@@ -584,10 +587,9 @@ int Worker::free_slot() const {
   return static_cast<int>(std::find(used.begin(), used.end(), false) - used.begin());
 }
 
-std::int64_t Worker::busy_slots() const {
-  std::int64_t n = 0;
-  for (const auto& [id, run] : runs_) n += run->phase != Phase::kReporting;
-  return n;
+void Worker::erase_run(std::map<std::string, std::unique_ptr<TaskRun>>::iterator it) {
+  if (it->second->phase == Phase::kReporting) --reporting_;
+  runs_.erase(it);
 }
 
 }  // namespace kbfleet::worker

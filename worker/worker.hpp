@@ -78,8 +78,12 @@ class Worker {
   bool resend_result(TaskRun& run);
   void flush_events();
   void on_tick(Clock::time_point now);
-  std::int64_t busy_slots() const;
+  // Runs holding a slot: all but those reporting (result sent, waiting for the ack). Counted as
+  // runs enter and leave the reporting phase, not by walking runs_ on every task and ack.
+  std::int64_t busy_slots() const { return static_cast<std::int64_t>(runs_.size()) - reporting_; }
   int free_slot() const;
+  // Removes a run, keeping the reporting count true.
+  void erase_run(std::map<std::string, std::unique_ptr<TaskRun>>::iterator it);
 
   WorkerOptions options_;
   zmq::context_t ctx_;
@@ -88,6 +92,7 @@ class Worker {
   WorkerMetrics metrics_;
   metrics::Endpoint metrics_endpoint_;
   std::map<std::string, std::unique_ptr<TaskRun>> runs_;  // by task id
+  std::int64_t reporting_ = 0;  // runs_ in Phase::kReporting
   std::map<std::int64_t, std::string> req_to_task_;
   std::map<std::string, std::string> upload_to_task_;
   std::int64_t next_req_ = 1;

@@ -33,3 +33,26 @@ TEST_CASE("broker and worker /metrics pass promtool and count the work done", "[
   CHECK(worker.err.find("kbfleet_worker_tasks_started_total 2") != std::string::npos);
   CHECK(worker.err.find("kbfleet_worker_slots 1") != std::string::npos);
 }
+
+TEST_CASE("the worker's busy-slot gauge counts running tasks, not results waiting for their ack", "[integration][metrics]") {
+  Fleet fleet({1, 2, {}});
+  REQUIRE(fleet.wait_for_workers(1));
+  const std::string busy = "kbfleet_worker_slots_busy";
+  CHECK(scrape_metric(fleet.worker_metrics[0], busy) == 0);
+
+  auto sub = fleet.cli({"submit", "stubborn", "hang", "--timeout", "60000"});
+  REQUIRE(sub.exit_code == 0);
+  const auto id = trim(sub.out);
+  REQUIRE(!fleet.wait_until_running(id).empty());
+  CHECK(scrape_metric(fleet.worker_metrics[0], busy) == 1);
+
+  // Two quick tasks beside it come and go; the hanging one still holds its slot.
+  REQUIRE(fleet.cli({"run", "hello", "greet"}).exit_code == 0);
+  REQUIRE(fleet.cli({"run", "hello", "greet"}).exit_code == 0);
+  CHECK(scrape_metric(fleet.worker_metrics[0], busy) == 1);
+
+  // The gauge is set when the result is sent, before the broker can publish `done`.
+  REQUIRE(fleet.cli({"cancel", id}).exit_code == 0);
+  REQUIRE(fleet.wait_for_terminal(id) == "cancelled");
+  CHECK(scrape_metric(fleet.worker_metrics[0], busy) == 0);
+}

@@ -5,7 +5,6 @@
 // It is also the executor's Sink: output and progress become encoded events buffered until the
 // worker loop flushes them as one task_events message per loop turn (coalescing).
 #include <chrono>
-#include <deque>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -54,7 +53,7 @@ class TaskRun : public Sink {
   int slot = -1;  // which task user runs it; -1 before the spawn
   std::unique_ptr<HandlerProcess> process;
   protocol::TaskOutcome outcome;  // filled when the handler finished
-  std::deque<CollectedArtifact> to_upload;
+  std::vector<CollectedArtifact> to_upload;  // in upload order (a vector: no allocation when empty, as for most tasks)
   std::optional<ActiveUpload> upload;
   Clock::time_point result_sent_at;
   // Sends of the result that a live broker left unacknowledged (it acknowledges every result
