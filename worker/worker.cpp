@@ -459,7 +459,7 @@ void Worker::finish_upload(TaskRun& run, const std::optional<Error>& error) {
 void Worker::report(TaskRun& run) {
   if (run.phase != Phase::kReporting) ++reporting_;
   run.phase = Phase::kReporting;
-  flush_events();  // output before the result, so `done` is the last event
+  flush_events(run);  // its output before its result, so `done` is its last event
   send_result(run);
   metrics_.finished.increment(run.outcome.state, run.outcome.error_code);
   spdlog::debug("task reported task={} state={}", run.task().task_id, run.outcome.state);
@@ -534,14 +534,16 @@ bool Worker::resend_result(TaskRun& run) {
 }
 
 void Worker::flush_events() {
-  for (auto& [id, run] : runs_) {
-    auto n = run->pending_events();
-    if (n == 0) continue;
-    // A chatty handler can buffer more events in one loop turn than the broker takes per
-    // message (kMaxEventsPerBatch); one oversized batch used to be dropped whole.
-    while (run->pending_events() > 0) send(msg::kTaskEvents, run->take_events());
-    metrics_.events_sent.Increment(static_cast<double>(n));
-  }
+  for (auto& [id, run] : runs_) flush_events(*run);
+}
+
+void Worker::flush_events(TaskRun& run) {
+  auto n = run.pending_events();
+  if (n == 0) return;
+  // A chatty handler can buffer more events in one loop turn than the broker takes per
+  // message (kMaxEventsPerBatch); one oversized batch used to be dropped whole.
+  while (run.pending_events() > 0) send(msg::kTaskEvents, run.take_events());
+  metrics_.events_sent.Increment(static_cast<double>(n));
 }
 
 void Worker::on_tick(Clock::time_point now) {
@@ -550,7 +552,7 @@ void Worker::on_tick(Clock::time_point now) {
     switch (run->phase) {
       case Phase::kRunning:
         if (run->process && run->process->finished()) {
-          flush_events();  // output before the artifact and done events
+          flush_events(*run);  // its output before its artifact and done events
           after_handler(*run);
         }
         break;

@@ -76,7 +76,8 @@ class Worker {
   // Re-sends an unacknowledged result. Returns false when the run is to be given up: the broker
   // is alive but could read neither its result nor the minimal failure that replaced it.
   bool resend_result(TaskRun& run);
-  void flush_events();
+  void flush_events();               // every run's buffered events (once per loop turn)
+  void flush_events(TaskRun& run);   // one run's
   void on_tick(Clock::time_point now);
   // Runs holding a slot: all but those reporting (result sent, waiting for the ack). Counted as
   // runs enter and leave the reporting phase, not by walking runs_ on every task and ack.
