@@ -5,9 +5,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 
 #include "common/manifest/registry.hpp"
 #include "worker/sandbox/probe.hpp"
+#include "worker/sandbox/uid_range_lock.hpp"
 #include "worker/sandbox/workspace_fs.hpp"
 #include "worker/task/attempt.hpp"
 
@@ -19,11 +21,22 @@ namespace {
 using namespace kbfleet::worker;
 using Clock = std::chrono::steady_clock;
 
-// What kbfleet-worker's main() and Worker::create() give the tasks of a worker with one slot.
-WorkerPolicy worker_policy(const LoopSpec& spec) {
+// What kbfleet-worker's main() and Worker::create() give the tasks of a worker with one slot,
+// including a task uid of this loop's own (a block taken as a worker without --task-uid-base
+// takes it, held in `uid_lock` for the loop's life), so loops run as different uids, as workers do.
+WorkerPolicy worker_policy(const LoopSpec& spec, std::optional<UidRangeLock>& uid_lock, std::string& error) {
   ProbeOptions probe;
   probe.init = spec.init;
   probe.slots = 1;
+  if (::geteuid() == 0) {
+    auto lock = UidRangeLock::take_first_free(probe.slots);
+    if (lock) {
+      probe.uid_base = lock->base();
+      uid_lock = std::move(*lock);
+    } else {
+      error = lock.error().to_string();
+    }
+  }
   WorkerPolicy policy;
   policy.layers = probe_sandbox(probe);
   for (char** e = environ; *e != nullptr; ++e) {
@@ -85,9 +98,10 @@ std::string one_attempt(const LoopSpec& spec, const manifest::Registry& plugins,
 LoopResult run_launch_loop(const LoopSpec& spec, const std::function<void()>& ready) {
   LoopResult r;
   std::filesystem::create_directories(spec.work_dir);
-  const WorkerPolicy policy = worker_policy(spec);
+  std::optional<UidRangeLock> uid_lock;
+  const WorkerPolicy policy = worker_policy(spec, uid_lock, r.first_error);
   auto plugins = manifest::Registry::scan(spec.plugins);
-  if (!plugins) r.first_error = plugins.error().to_string();
+  if (!plugins && r.first_error.empty()) r.first_error = plugins.error().to_string();
   std::string missing;
   for (const auto& l : policy.layers.missing()) missing += (missing.empty() ? "" : ",") + l;
   if (!missing.empty()) {
