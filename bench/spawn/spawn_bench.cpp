@@ -15,12 +15,14 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "worker/executor/launch.hpp"
 #include "worker/sandbox/isolation.hpp"
 #include "worker/sandbox/probe.hpp"
+#include "worker/sandbox/uid_range_lock.hpp"
 
 namespace {
 
@@ -126,6 +128,17 @@ int main(int argc, char** argv) {
   fs::path self = fs::read_symlink("/proc/self/exe").parent_path();
   ProbeOptions probe;
   probe.init = self / "kbfleet-init";
+  // Task uids of its own, as a worker without --task-uid-base takes them: never a live worker's.
+  std::optional<kbfleet::worker::UidRangeLock> uid_lock;
+  if (::geteuid() == 0) {
+    auto lock = kbfleet::worker::UidRangeLock::take_first_free(probe.slots);
+    if (!lock) {
+      std::fprintf(stderr, "kbfleet-spawn-bench: %s\n", lock.error().message.c_str());
+      return 78;
+    }
+    probe.uid_base = lock->base();
+    uid_lock = std::move(*lock);
+  }
   SandboxLayers have = probe_sandbox(probe);
   if (!have.namespaces || !have.identities || !have.seccomp || have.landlock_abi == 0) {
     std::fprintf(stderr, "kbfleet-spawn-bench needs every layer (run as root on Linux >= 6.7)\n");
