@@ -404,8 +404,8 @@ Status Journal::checkpoint_passive() {
 
 Status Journal::finish_checkpoint() {
   if (in_transaction_ || !checkpointer_ || !checkpointer_->take_finished()) return {};
-  // The thread is idle now (it finished and nothing asked again yet); were it not, this would
-  // get SQLITE_BUSY on the checkpoint lock and copy nothing, which is harmless.
+  // Usually the thread is idle now; if the timer already asked for the next pass, one of the
+  // two gets SQLITE_BUSY on the checkpoint lock and copies nothing, which is harmless.
   const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
   if (rc != SQLITE_OK && rc != SQLITE_BUSY) return tl::unexpected(error("checkpoint"));
   return {};
