@@ -318,6 +318,13 @@ void Broker::commit_turn() {
   coalesce_outbox();
   for (auto& o : outbox_) send_now(std::move(o));
   outbox_.clear();
+  // After the replies: when the checkpoint thread has just finished a pass, copy the tail it
+  // could not (committed while it ran), so the next commit can restart the WAL.
+  if (journal_ && !journal_error_) {
+    if (auto st = journal_->finish_checkpoint(); !st) {
+      spdlog::warn("journal checkpoint failed path={} error=\"{}\"", journal_->path(), st.error().message);
+    }
+  }
 }
 
 void Broker::expire_orphans(Clock::time_point now) {

@@ -134,6 +134,7 @@ int main(int argc, char** argv) {
       for (long i = 0; i < per_commit; ++i) accept();
       check(j.commit().has_value(), "commit");
     }
+    check(j.finish_checkpoint().has_value(), "checkpoint tail");  // as the broker does after each turn
     done += per_commit;
     if ((since_timer += per_commit) >= 6400) {
       since_timer = 0;

@@ -1,9 +1,14 @@
 #include "broker/journal/journal.hpp"
 
 #include <sqlite3.h>
+#include <sys/stat.h>
 
+#include <cerrno>
 #include <memory>
+#include <mutex>
+#include <set>
 
+#include "broker/journal/checkpointer.hpp"
 #include "broker/journal/schema.hpp"
 
 namespace kbfleet::broker {
@@ -118,31 +123,75 @@ std::string_view durability_name(Durability d) {
   return "none";
 }
 
+namespace {
+
+const char* synchronous_pragma(Durability d) {
+  return d == Durability::kFsync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL";
+}
+
+// The files (device, inode) a Journal of this process has open. The "unix-excl" VFS keeps other
+// processes out, but not a second connection in this one, which would be a second writer. Not an
+// flock or fcntl of our own: closing any fd of the file would drop SQLite's fcntl lock (fcntl(2)).
+std::mutex claims_mu;
+std::set<std::pair<dev_t, ino_t>> claims;
+
+}  // namespace
+
+JournalClaim::~JournalClaim() {
+  if (!held) return;
+  std::lock_guard lock(claims_mu);
+  claims.erase({dev, ino});
+}
+
+namespace {
+
+// Claims the journal file (it exists once SQLite opened it).
+Result<JournalClaim> claim(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return errno_error("stat", path, errno);
+  std::lock_guard lock(claims_mu);
+  if (!claims.insert({st.st_dev, st.st_ino}).second) {
+    return make_error(ErrorCode::kIoError, "journal " + path + " is open already (is another kbfleet-broker using this --data?)");
+  }
+  JournalClaim c;
+  c.dev = st.st_dev;
+  c.ino = st.st_ino;
+  c.held = true;
+  return c;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Journal>> Journal::open(const Options& options) {
+  // "unix-excl": the first lock takes an fcntl write lock on the file for the process (other
+  // processes are kept out, as locking_mode=EXCLUSIVE did) and the WAL's wal-index lives in this
+  // process's memory, shared by this connection and the checkpoint thread's, so neither pays an
+  // fcntl per transaction (sqlite.org/vfs.html, "unix-excl").
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(options.path.c_str(), &db,
                            SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE,
-                           nullptr);
+                           "unix-excl");
   if (rc != SQLITE_OK) {
     std::string msg = "cannot open journal " + options.path + ": " + (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
     sqlite3_close_v2(db);
     return make_error(ErrorCode::kIoError, msg + " (check --data and its permissions)");
   }
-  std::unique_ptr<Journal> j(new Journal(db, options.path, options.durability));
-  // EXCLUSIVE before the first WAL access: the lock is taken by the first read below and held
-  // until close, so a second broker on the same --data fails instead of corrupting state. It
-  // also lets WAL work without the shared-memory index file (sqlite.org/wal.html, section 8).
-  if (auto st = j->exec("PRAGMA locking_mode = EXCLUSIVE"); !st) return tl::unexpected(st.error());
+  auto claimed = claim(options.path);
+  if (!claimed) {
+    sqlite3_close_v2(db);
+    return tl::unexpected(claimed.error());
+  }
+  std::unique_ptr<Journal> j(new Journal(db, std::move(*claimed), options.path, options.durability));
   if (auto st = j->exec("PRAGMA journal_mode = WAL"); !st) {
     return make_error(ErrorCode::kIoError, st.error().message + " (is another kbfleet-broker using this --data?)");
   }
   // NORMAL in WAL mode syncs only at checkpoints: a commit is one write() to the WAL, durable
   // against a process crash; FULL also fsyncs the WAL on every commit.
-  const char* sync = options.durability == Durability::kFsync ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL";
-  if (auto st = j->exec(sync); !st) return tl::unexpected(st.error());
-  // No automatic checkpoint after the commit that crosses N pages: the broker checkpoints on its
-  // once-a-second timer (checkpoint_passive), so a page rewritten by many commits in between is
-  // copied into the database once. The WAL shrinks back to 64 MiB at most.
+  if (auto st = j->exec(synchronous_pragma(options.durability)); !st) return tl::unexpected(st.error());
+  // No automatic checkpoint after the commit that crosses N pages: the checkpoint thread copies
+  // the WAL when the broker's once-a-second timer asks (checkpoint_passive), so a page rewritten
+  // by many commits in between is copied into the database once. The WAL shrinks back to 64 MiB
+  // at most.
   if (auto st = j->exec("PRAGMA wal_autocheckpoint = 0; PRAGMA journal_size_limit = 67108864"); !st) {
     return tl::unexpected(st.error());
   }
@@ -152,10 +201,17 @@ Result<std::unique_ptr<Journal>> Journal::open(const Options& options) {
   }
   if (auto st = journal_schema::migrate(db, options.path); !st) return tl::unexpected(st.error());
   if (auto st = j->prepare_all(); !st) return tl::unexpected(st.error());
+  auto checkpointer = Checkpointer::start(options.path, synchronous_pragma(options.durability));
+  if (!checkpointer) return tl::unexpected(checkpointer.error());
+  j->checkpointer_ = std::move(*checkpointer);
   return j;
 }
 
+Journal::Journal(sqlite3* db, JournalClaim claim, std::string path, Durability d)
+    : db_(db), claim_(std::move(claim)), path_(std::move(path)), durability_(d) {}
+
 Journal::~Journal() {
+  checkpointer_.reset();  // first: its connection must not outlive the writer's
   for (sqlite3_stmt* s : {insert_, update_, outcome_, begin_, commit_, compact_scan_, compact_tasks_, compact_outcomes_}) {
     sqlite3_finalize(s);
   }
@@ -342,15 +398,24 @@ Status Journal::load(const std::function<void(TaskRecord&&)>& fn) {
 }
 
 Status Journal::checkpoint_passive() {
-  if (in_transaction_) return {};  // never inside a turn's transaction
-  if (sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr) != SQLITE_OK) {
-    return tl::unexpected(error("checkpoint"));
-  }
+  if (!checkpointer_) return {};
+  return checkpointer_->request();
+}
+
+Status Journal::finish_checkpoint() {
+  if (in_transaction_ || !checkpointer_ || !checkpointer_->take_finished()) return {};
+  // Usually the thread is idle now; if the timer already asked for the next pass, one of the
+  // two gets SQLITE_BUSY on the checkpoint lock and copies nothing, which is harmless.
+  const int rc = sqlite3_wal_checkpoint_v2(db_, nullptr, SQLITE_CHECKPOINT_PASSIVE, nullptr, nullptr);
+  if (rc != SQLITE_OK && rc != SQLITE_BUSY) return tl::unexpected(error("checkpoint"));
   return {};
 }
 
+std::uint64_t Journal::checkpoint_passes() const { return checkpointer_ ? checkpointer_->passes() : 0; }
+
 Status Journal::checkpoint() {
   if (auto st = commit(); !st) return st;
+  checkpointer_.reset();  // a TRUNCATE checkpoint waits for no one: stop the thread first
   return exec("PRAGMA wal_checkpoint(TRUNCATE)");
 }
 

@@ -10,13 +10,18 @@
 //   with kFsync (synchronous=FULL) every commit is fsynced and survives power loss.
 // - Records written since the last commit are all-or-nothing: a crash or a failed commit loses
 //   them together (the broker holds their replies until commit, so nobody saw them).
-// - Only one process opens a journal at a time (locking_mode=EXCLUSIVE): a second broker on the
-//   same data directory gets IO_ERROR.
-// Not thread-safe: the broker's poll loop is its only user.
+// - Only one Journal opens a file at a time (the "unix-excl" VFS's fcntl lock, held from the
+//   first read to close, and a claim within the process): a second broker on the same data
+//   directory gets IO_ERROR.
+// Not thread-safe: the broker's poll loop is its only user. Checkpoints run on a thread of the
+// journal's own (checkpointer.hpp), which callers do not see.
+#include <sys/types.h>
+
 #include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "common/errors/error.hpp"
 
@@ -24,6 +29,19 @@ struct sqlite3;
 struct sqlite3_stmt;
 
 namespace kbfleet::broker {
+
+class Checkpointer;
+
+// This process's claim on a journal file (its device and inode), released on destruction.
+struct JournalClaim {
+  JournalClaim() = default;
+  JournalClaim(JournalClaim&& o) noexcept : dev(o.dev), ino(o.ino), held(std::exchange(o.held, false)) {}
+  JournalClaim& operator=(JournalClaim&&) = delete;
+  ~JournalClaim();
+  dev_t dev = 0;
+  ino_t ino = 0;
+  bool held = false;
+};
 
 // --durability: none = no journal (state in memory only); batch = WAL, synchronous=NORMAL;
 // fsync = WAL, synchronous=FULL.
@@ -96,15 +114,23 @@ class Journal {
   std::size_t ignored_outcomes() const { return mismatched_outcomes_; }
   // Copies the WAL into the database and truncates it (at shutdown).
   [[nodiscard]] Status checkpoint();
-  // Copies what it can of the WAL into the database without waiting (the broker's timer, once a
-  // second; there is no automatic checkpoint). A no-op inside an open transaction.
+  // Asks the checkpoint thread to copy the WAL into the database (the broker's timer, once a
+  // second; there is no automatic checkpoint) and returns at once. IO_ERROR: a previous pass
+  // failed (the WAL keeps the data; the next request tries again).
   [[nodiscard]] Status checkpoint_passive();
+  // After the checkpoint thread finished a pass: copies on the caller's thread what was committed
+  // during that pass (a short tail, with its two syncs), so that the next commit restarts the WAL
+  // from its start instead of growing it. A no-op otherwise, or inside an open transaction. The
+  // broker calls it after each turn's replies are sent. IO_ERROR.
+  [[nodiscard]] Status finish_checkpoint();
+  // Passes the checkpoint thread finished (tests).
+  std::uint64_t checkpoint_passes() const;
 
   Durability durability() const { return durability_; }
   const std::string& path() const { return path_; }
 
  private:
-  Journal(sqlite3* db, std::string path, Durability d) : db_(db), path_(std::move(path)), durability_(d) {}
+  Journal(sqlite3* db, JournalClaim claim, std::string path, Durability d);
   [[nodiscard]] Status exec(const char* sql);
   [[nodiscard]] Status append_outcome(const TaskRecord& r);
   [[nodiscard]] Status no_row(const TaskRecord& r) const;
@@ -114,6 +140,8 @@ class Journal {
   [[nodiscard]] Status failed(std::string_view what);
 
   sqlite3* db_;
+  JournalClaim claim_;
+  std::unique_ptr<Checkpointer> checkpointer_;  // null once stopped by checkpoint()
   std::string path_;
   Durability durability_;
   bool in_transaction_ = false;

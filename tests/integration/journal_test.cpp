@@ -149,3 +149,20 @@ TEST_CASE("the broker keeps at most --retention-max-tasks finished tasks, in mem
   for (int i = 0; i < 3; ++i) CHECK(unknown(ids[i]));
   for (int i = 3; i < 6; ++i) CHECK(status_of(fleet, ids[i])["state"] == "succeeded");
 }
+
+TEST_CASE("issue 6: a second broker process on the same --data exits 78 while the first holds the journal",
+          "[integration][journal]") {
+  // The lock is the unix-excl VFS's fcntl lock on journal.db, held by the first broker's process
+  // (the in-process claim cannot see another process): a second one must not become a writer.
+  Fleet fleet({0, 1, {}});
+  auto r = run_command({bin("kbfleet-broker"), "--bind", "tcp://127.0.0.1:*", "--events", "tcp://127.0.0.1:*",
+                        "--data", fleet.dir + "/data", "--durability", "batch"},
+                       20s);
+  INFO(r.err);
+  CHECK(r.exit_code == 78);
+  CHECK(r.err.find("another kbfleet-broker") != std::string::npos);
+  // The first broker still works and still journals.
+  auto submitted = fleet.cli({"submit", "hello", "greet", "--input", R"({"name":"second"})"}, 20s);
+  INFO(submitted.err);
+  CHECK(submitted.exit_code == 0);
+}
