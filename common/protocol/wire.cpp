@@ -258,27 +258,80 @@ Writer& Writer::end_array() {
 Writer& Writer::key(std::string_view k) {
   KB_CHECK(!open_.empty() && open_.back().is_map);
   ++open_.back().count;
-  StringStream s{&buf_};
-  msgpack::packer<StringStream> pk(s);
-  pk.pack_str(static_cast<std::uint32_t>(k.size()));
-  pk.pack_str_body(k.data(), static_cast<std::uint32_t>(k.size()));
+  put_str(k);
   return *this;
 }
 
 Writer& Writer::str(std::string_view v) {
   count_value();
-  StringStream s{&buf_};
-  msgpack::packer<StringStream> pk(s);
-  pk.pack_str(static_cast<std::uint32_t>(v.size()));
-  pk.pack_str_body(v.data(), static_cast<std::uint32_t>(v.size()));
+  put_str(v);
   return *this;
+}
+
+// The header and the bytes in one append; the same encoding msgpack::packer::pack_str chooses
+// (fixstr, str8, str16, str32), without a packer and a stream call per piece: the broker writes
+// ~60 keys and strings per task (docs/performance.md).
+void Writer::put_str(std::string_view v) {
+  const auto n = static_cast<std::uint32_t>(v.size());
+  char head[5];
+  std::size_t h;
+  if (n < 32) {
+    head[0] = static_cast<char>(0xa0u | n);
+    h = 1;
+  } else if (n < 256) {
+    head[0] = '\xd9';
+    head[1] = static_cast<char>(n);
+    h = 2;
+  } else if (n < 65536) {
+    head[0] = '\xda';
+    head[1] = static_cast<char>(n >> 8);
+    head[2] = static_cast<char>(n);
+    h = 3;
+  } else {
+    head[0] = '\xdb';
+    for (int i = 0; i < 4; ++i) head[1 + i] = static_cast<char>(n >> (24 - 8 * i));
+    h = 5;
+  }
+  const std::size_t at = buf_.size();
+  buf_.resize(at + h + n);  // one growth check; the bytes are written in place
+  char* out = buf_.data() + at;
+  std::memcpy(out, head, h);
+  if (n != 0) std::memcpy(out + h, v.data(), n);
 }
 
 Writer& Writer::i64(std::int64_t v) {
   count_value();
-  StringStream s{&buf_};
-  msgpack::packer<StringStream> pk(s);
-  pk.pack(v);
+  // msgpack::packer::pack(int64_t)'s choice of the smallest form, written directly.
+  char b[9];
+  std::size_t n;
+  auto be = [&](char tag, std::uint64_t x, int bytes) {
+    b[0] = tag;
+    for (int i = 0; i < bytes; ++i) b[1 + i] = static_cast<char>(x >> (8 * (bytes - 1 - i)));
+    n = 1 + static_cast<std::size_t>(bytes);
+  };
+  const auto u = static_cast<std::uint64_t>(v);
+  if (v < -32) {
+    if (v < -(1LL << 15)) {
+      if (v < -(1LL << 31)) be('\xd3', u, 8);
+      else be('\xd2', u, 4);
+    } else if (v < -(1 << 7)) {
+      be('\xd1', u, 2);
+    } else {
+      be('\xd0', u, 1);
+    }
+  } else if (v < (1 << 7)) {
+    b[0] = static_cast<char>(v);  // positive or negative fixint
+    n = 1;
+  } else if (v < (1LL << 8)) {
+    be('\xcc', u, 1);
+  } else if (v < (1LL << 16)) {
+    be('\xcd', u, 2);
+  } else if (v < (1LL << 32)) {
+    be('\xce', u, 4);
+  } else {
+    be('\xcf', u, 8);
+  }
+  buf_.append(b, n);
   return *this;
 }
 
@@ -326,6 +379,11 @@ Writer& Writer::kv_map(std::string_view k, const std::map<std::string, std::stri
   key(k).begin_map();
   for (const auto& [mk, mv] : v) kv(mk, mv);
   return end_map();
+}
+
+std::string_view Writer::bytes() const {
+  KB_CHECK(open_.empty());
+  return buf_;
 }
 
 std::string Writer::take() {

@@ -100,10 +100,18 @@ class Writer {
 
   // The encoded bytes; all containers must be closed.
   std::string take();
+  // The encoded bytes, kept (all containers must be closed); reset() empties the writer but keeps
+  // its buffer's capacity, for one writer reused per message without an allocation each.
+  std::string_view bytes() const;
+  void reset() {
+    buf_.clear();
+    open_ = OpenStack();
+  }
   std::size_t size() const { return buf_.size(); }  // bytes written so far
 
  private:
   void count_value();
+  void put_str(std::string_view v);
   static constexpr std::size_t kInitialBytes = 256;
   static constexpr std::size_t kMaxDepth = 32;  // our own messages nest at most ~6 deep
   struct Open {
