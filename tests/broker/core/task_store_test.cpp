@@ -25,13 +25,15 @@ std::string output_data(int line) {
   return w.take();
 }
 
-protocol::Event decode_event(const std::string& body) {
+protocol::Event decode_event(std::string_view body) {
   auto b = protocol::Body::decode(body);
   REQUIRE(b.has_value());
   auto e = protocol::Event::decode(b->view());
   REQUIRE(e.has_value());
   return *e;
 }
+
+protocol::Event decode_event(const zmq::message_t& body) { return decode_event(std::string_view(body.data<char>(), body.size())); }
 
 }  // namespace
 
