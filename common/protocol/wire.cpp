@@ -268,9 +268,8 @@ Writer& Writer::str(std::string_view v) {
   return *this;
 }
 
-// The header and the bytes in one append; the same encoding msgpack::packer::pack_str chooses
-// (fixstr, str8, str16, str32), without a packer and a stream call per piece: the broker writes
-// ~60 keys and strings per task (docs/performance.md).
+// The same encoding msgpack::packer::pack_str chooses (fixstr, str8, str16, str32), written
+// without a packer. (One resize() and a memcpy was slower: resize zero-fills, out of line.)
 void Writer::put_str(std::string_view v) {
   const auto n = static_cast<std::uint32_t>(v.size());
   char head[5];
@@ -292,11 +291,8 @@ void Writer::put_str(std::string_view v) {
     for (int i = 0; i < 4; ++i) head[1 + i] = static_cast<char>(n >> (24 - 8 * i));
     h = 5;
   }
-  const std::size_t at = buf_.size();
-  buf_.resize(at + h + n);  // one growth check; the bytes are written in place
-  char* out = buf_.data() + at;
-  std::memcpy(out, head, h);
-  if (n != 0) std::memcpy(out + h, v.data(), n);
+  buf_.append(head, h);
+  buf_.append(v.data(), n);
 }
 
 Writer& Writer::i64(std::int64_t v) {

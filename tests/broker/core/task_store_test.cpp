@@ -194,6 +194,18 @@ TEST_CASE("a queued task has no run record until it gets an event or finishes", 
   CHECK(other.run().next_seq == 1);
 }
 
+TEST_CASE("a published event shares the backlog's bytes and outlives their trimming", "[broker][tasks]") {
+  TaskStore store(1);  // every new event trims the previous one
+  Task& t = store.create(request(), 1);
+  zmq::message_t frame;
+  frame.copy(store.append_event(t, "started", output_data(1), 1));
+  CHECK(frame.data<char>() == t.run().backlog.back().data());  // a reference, not a copy
+  store.append_event(t, "done", output_data(2), 2);
+  REQUIRE(t.run().backlog.size() == 1);
+  CHECK(decode_event(t.run().backlog.front()).type == "done");
+  CHECK(decode_event(frame).type == "started");  // still whole for the frame not yet sent
+}
+
 TEST_CASE("events are numbered from 1 and encoded as protocol events", "[broker][tasks]") {
   TaskStore store(1 << 20);
   Task& t = store.create(request(), 1);
