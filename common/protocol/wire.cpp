@@ -1,5 +1,6 @@
 #include "common/protocol/wire.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
@@ -229,15 +230,15 @@ void Writer::count_value() {
 
 Writer& Writer::begin_map() {
   count_value();
-  open_.push_back({buf_.size(), 0, true});
-  buf_.append("\xdf\0\0\0\0", 5);
+  open_.push_back({len_, 0, true});
+  put("\xdf\0\0\0\0", 5);
   return *this;
 }
 
 Writer& Writer::begin_array() {
   count_value();
-  open_.push_back({buf_.size(), 0, false});
-  buf_.append("\xdd\0\0\0\0", 5);
+  open_.push_back({len_, 0, false});
+  put("\xdd\0\0\0\0", 5);
   return *this;
 }
 
@@ -291,8 +292,8 @@ void Writer::put_str(std::string_view v) {
     for (int i = 0; i < 4; ++i) head[1 + i] = static_cast<char>(n >> (24 - 8 * i));
     h = 5;
   }
-  buf_.append(head, h);
-  buf_.append(v.data(), n);
+  put(head, h);
+  put(v.data(), n);
 }
 
 Writer& Writer::i64(std::int64_t v) {
@@ -327,41 +328,63 @@ Writer& Writer::i64(std::int64_t v) {
   } else {
     be('\xcf', u, 8);
   }
-  buf_.append(b, n);
+  put(b, n);
   return *this;
 }
 
 Writer& Writer::f64(double v) {
   count_value();
-  put_float64(buf_, v);
+  std::string bytes;
+  put_float64(bytes, v);
+  put(bytes.data(), bytes.size());
   return *this;
 }
 
 Writer& Writer::boolean(bool v) {
   count_value();
-  buf_.push_back(v ? '\xc3' : '\xc2');
+  *room(1) = v ? '\xc3' : '\xc2';
   return *this;
 }
 
 Writer& Writer::nil() {
   count_value();
-  buf_.push_back('\xc0');
+  *room(1) = '\xc0';
   return *this;
 }
 
 Writer& Writer::bin(std::string_view bytes) {
   count_value();
-  StringStream s{&buf_};
-  msgpack::packer<StringStream> pk(s);
-  pk.pack_bin(static_cast<std::uint32_t>(bytes.size()));
-  pk.pack_bin_body(bytes.data(), static_cast<std::uint32_t>(bytes.size()));
+  // msgpack::packer::pack_bin's forms: bin8, bin16, bin32.
+  const auto n = static_cast<std::uint32_t>(bytes.size());
+  char head[5];
+  std::size_t h;
+  if (n < 256) {
+    head[0] = '\xc4';
+    head[1] = static_cast<char>(n);
+    h = 2;
+  } else if (n < 65536) {
+    head[0] = '\xc5';
+    head[1] = static_cast<char>(n >> 8);
+    head[2] = static_cast<char>(n);
+    h = 3;
+  } else {
+    head[0] = '\xc6';
+    for (int i = 0; i < 4; ++i) head[1 + i] = static_cast<char>(n >> (24 - 8 * i));
+    h = 5;
+  }
+  put(head, h);
+  put(bytes.data(), n);
   return *this;
+}
+
+void Writer::grow(std::size_t n) {
+  buf_.resize(std::max(buf_.size() * 2, len_ + n));
 }
 
 Writer& Writer::raw(std::string_view encoded) {
   if (encoded.empty()) return nil();
   count_value();
-  buf_.append(encoded);
+  put(encoded.data(), encoded.size());
   return *this;
 }
 
@@ -379,11 +402,13 @@ Writer& Writer::kv_map(std::string_view k, const std::map<std::string, std::stri
 
 std::string_view Writer::bytes() const {
   KB_CHECK(open_.empty());
-  return buf_;
+  return {buf_.data(), len_};
 }
 
 std::string Writer::take() {
   KB_CHECK(open_.empty());
+  buf_.resize(len_);  // truncates: the capacity stays, no copy
+  len_ = 0;
   return std::move(buf_);
 }
 

@@ -90,7 +90,7 @@ TEST_CASE("the writer counts entries of nested maps and arrays", "[protocol][wir
   }
 }
 
-TEST_CASE("the writer encodes strings and integers byte for byte as msgpack::packer does", "[protocol][wire]") {
+TEST_CASE("the writer encodes strings, integers and binaries byte for byte as msgpack::packer does", "[protocol][wire]") {
   // The wire format must not change (python peers, older builds): Writer writes headers itself,
   // so it must pick the same form as msgpack-c at every size boundary.
   struct Stream {
@@ -121,6 +121,16 @@ TEST_CASE("the writer encodes strings and integers byte for byte as msgpack::pac
     Writer w;
     w.begin_array().i64(v).end_array();
     INFO("integer " << v);
+    CHECK(w.take().substr(5) == expected);
+  }
+  for (std::size_t n : {0, 1, 255, 256, 65535, 65536, 70000}) {
+    const std::string v(n, '\x01');
+    std::string expected;
+    Stream s{&expected};
+    msgpack::packer<Stream>(s).pack_bin(static_cast<std::uint32_t>(n)).pack_bin_body(v.data(), static_cast<std::uint32_t>(n));
+    Writer w;
+    w.begin_array().bin(v).end_array();
+    INFO("binary of " << n << " bytes");
     CHECK(w.take().substr(5) == expected);
   }
 }
