@@ -363,7 +363,7 @@ void Broker::send_now(Outgoing out) {
       xpub_.send(zmq::buffer(out.peer), zmq::send_flags::sndmore);
       xpub_.send(zmq::buffer(protocol::kProtocolTag), zmq::send_flags::sndmore);
       xpub_.send(zmq::str_buffer("event"), zmq::send_flags::sndmore);
-      xpub_.send(zmq::buffer(out.body), zmq::send_flags::none);
+      xpub_.send(out.event, zmq::send_flags::none);
     } catch (const zmq::error_t& e) {
       spdlog::warn("event publish failed topic={} error=\"{}\"", out.peer, e.what());
     }
@@ -384,13 +384,13 @@ void Broker::reply_error(const std::string& peer, std::int64_t req, const Error&
 }
 
 void Broker::emit(Task& t, std::string_view type, std::string data_msgpack) {
-  const std::string& body = tasks_.append_event(t, type, data_msgpack, protocol::now_ms());
+  zmq::message_t& body = tasks_.append_event(t, type, data_msgpack, protocol::now_ms());
   mark_dirty(t);  // every transition emits an event: the task's row is rewritten at commit
   auto send_on = [&](std::string topic) {
     Outgoing out;
     out.publish = true;
     out.peer = std::move(topic);
-    out.body = body;
+    out.event.copy(body);
     out.task_id = rollback_id(t);
     send_or_hold(std::move(out));
   };

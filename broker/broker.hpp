@@ -99,6 +99,8 @@ class Broker {
     std::string type;
     std::string body;
     std::vector<zmq::message_t> data;
+    // publish: the encoded event, a reference to the buffer the task's backlog holds (not a copy).
+    zmq::message_t event;
     // The task it is about (dispatch, event, acknowledgement): if the task's creation is rolled
     // back, its messages are dropped and its acknowledgement becomes an IO_ERROR.
     std::string task_id;

@@ -95,15 +95,17 @@ Task* TaskStore::find_by_idempotency_key(const std::string& key) {
   return it == by_idempotency_key_.end() ? nullptr : find(it->second);
 }
 
-const std::string& TaskStore::append_event(Task& t, std::string_view type, std::string_view data_msgpack,
+zmq::message_t& TaskStore::append_event(Task& t, std::string_view type, std::string_view data_msgpack,
                                            std::int64_t ts_ms) {
   TaskRun& run = t.mutable_run();
-  protocol::Writer w;
+  protocol::Writer& w = event_writer_;
+  w.reset();
   w.begin_map();
   protocol::EventRef{t.id().view(), run.next_seq++, type, ts_ms, t.request.plugin.view(), t.attempt, data_msgpack}.encode(w);
   w.end_map();
   run.backlog_bytes += w.size();
-  run.backlog.push_back(w.take());
+  const std::string_view bytes = w.bytes();
+  run.backlog.push_back(zmq::message_t(bytes.data(), bytes.size()));  // exact size: kept until the task is forgotten
   // Bounded: drop the oldest events beyond the limit, but always keep the latest one. Replays
   // then report first_seq > 1 so a subscriber knows the head was trimmed.
   while (run.backlog_bytes > backlog_limit_ && run.backlog.size() > 1) {
@@ -111,7 +113,7 @@ const std::string& TaskStore::append_event(Task& t, std::string_view type, std::
     run.backlog.pop_front();
     ++run.first_seq;
   }
-  return run.backlog.back();
+  return run.backlog.back_message();
 }
 
 void TaskStore::mark_finished(Task& t, std::int64_t now_ms) {

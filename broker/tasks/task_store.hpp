@@ -11,6 +11,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <zmq.hpp>
+
 #include "broker/tasks/slab.hpp"
 #include "broker/tasks/stored_request.hpp"
 #include "broker/tasks/task_index.hpp"
@@ -26,25 +28,31 @@ bool valid_task_id(std::string_view id);
 
 // A task's replayable events, oldest first: a vector with a moving head, so an empty backlog
 // (every queued task) costs no allocation and trimming the oldest event is amortised O(1).
+// Each event is a ZeroMQ message: publishing it to each topic copies a reference, not the bytes
+// (zmq_msg_copy), so the backlog and every frame share one buffer (docs/performance.md).
 class EventBacklog {
  public:
-  void push_back(std::string body) { items_.push_back(std::move(body)); }
+  void push_back(zmq::message_t body) { items_.push_back(std::move(body)); }
   void pop_front() {
-    items_[head_++].clear();
+    items_[head_++].rebuild();  // drops our reference; frames still queued keep theirs
     if (head_ * 2 >= items_.size()) {  // reclaim the dropped half
       items_.erase(items_.begin(), items_.begin() + static_cast<std::ptrdiff_t>(head_));
       head_ = 0;
     }
   }
-  const std::string& front() const { return items_[head_]; }
-  const std::string& back() const { return items_.back(); }
-  const std::string& operator[](std::size_t i) const { return items_[head_ + i]; }
+  std::string_view front() const { return (*this)[0]; }
+  std::string_view back() const { return (*this)[size() - 1]; }
+  std::string_view operator[](std::size_t i) const {
+    const zmq::message_t& m = items_[head_ + i];
+    return {m.data<char>(), m.size()};
+  }
+  zmq::message_t& back_message() { return items_.back(); }  // to publish (copy() shares it)
   std::size_t size() const { return items_.size() - head_; }
   auto begin() const { return items_.begin() + static_cast<std::ptrdiff_t>(head_); }
   auto end() const { return items_.end(); }
 
  private:
-  std::vector<std::string> items_;
+  std::vector<zmq::message_t> items_;
   std::size_t head_ = 0;
 };
 
@@ -109,9 +117,9 @@ class TaskStore {
   Task* find(const TaskKey& key);
   Task* find_by_idempotency_key(const std::string& key);
 
-  // Numbers, encodes and records an event; returns the encoded body (to publish), valid until the
-  // task's next event.
-  const std::string& append_event(Task& t, std::string_view type, std::string_view data_msgpack, std::int64_t ts_ms);
+  // Numbers, encodes and records an event; returns the encoded body, valid until the task's next
+  // event: publish a copy of it (zmq::message_t::copy shares the buffer).
+  zmq::message_t& append_event(Task& t, std::string_view type, std::string_view data_msgpack, std::int64_t ts_ms);
 
   // Records the finish time; tasks must be marked in finish order (recovery sorts them).
   void mark_finished(Task& t, std::int64_t now_ms);
@@ -134,6 +142,7 @@ class TaskStore {
   void forget(TaskIndex& index, std::uint32_t slot);
 
   std::size_t backlog_limit_;
+  protocol::Writer event_writer_;  // reused: an event's bytes are copied once, into its message
   NameTable names_;  // before the tasks: their handles are dropped first
   // Every task, at an address that stays put while it lives (callers hold Task& across calls,
   // and finishing a task only moves its index entry).

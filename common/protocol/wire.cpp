@@ -1,5 +1,6 @@
 #include "common/protocol/wire.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include <nlohmann/json.hpp>
@@ -229,15 +230,15 @@ void Writer::count_value() {
 
 Writer& Writer::begin_map() {
   count_value();
-  open_.push_back({buf_.size(), 0, true});
-  buf_.append("\xdf\0\0\0\0", 5);
+  open_.push_back({len_, 0, true});
+  put("\xdf\0\0\0\0", 5);
   return *this;
 }
 
 Writer& Writer::begin_array() {
   count_value();
-  open_.push_back({buf_.size(), 0, false});
-  buf_.append("\xdd\0\0\0\0", 5);
+  open_.push_back({len_, 0, false});
+  put("\xdd\0\0\0\0", 5);
   return *this;
 }
 
@@ -258,61 +259,132 @@ Writer& Writer::end_array() {
 Writer& Writer::key(std::string_view k) {
   KB_CHECK(!open_.empty() && open_.back().is_map);
   ++open_.back().count;
-  StringStream s{&buf_};
-  msgpack::packer<StringStream> pk(s);
-  pk.pack_str(static_cast<std::uint32_t>(k.size()));
-  pk.pack_str_body(k.data(), static_cast<std::uint32_t>(k.size()));
+  put_str(k);
   return *this;
 }
 
 Writer& Writer::str(std::string_view v) {
   count_value();
-  StringStream s{&buf_};
-  msgpack::packer<StringStream> pk(s);
-  pk.pack_str(static_cast<std::uint32_t>(v.size()));
-  pk.pack_str_body(v.data(), static_cast<std::uint32_t>(v.size()));
+  put_str(v);
   return *this;
+}
+
+// The same encoding msgpack::packer::pack_str chooses (fixstr, str8, str16, str32), written
+// without a packer. (One resize() and a memcpy was slower: resize zero-fills, out of line.)
+void Writer::put_str(std::string_view v) {
+  const auto n = static_cast<std::uint32_t>(v.size());
+  char head[5];
+  std::size_t h;
+  if (n < 32) {
+    head[0] = static_cast<char>(0xa0u | n);
+    h = 1;
+  } else if (n < 256) {
+    head[0] = '\xd9';
+    head[1] = static_cast<char>(n);
+    h = 2;
+  } else if (n < 65536) {
+    head[0] = '\xda';
+    head[1] = static_cast<char>(n >> 8);
+    head[2] = static_cast<char>(n);
+    h = 3;
+  } else {
+    head[0] = '\xdb';
+    for (int i = 0; i < 4; ++i) head[1 + i] = static_cast<char>(n >> (24 - 8 * i));
+    h = 5;
+  }
+  put(head, h);
+  put(v.data(), n);
 }
 
 Writer& Writer::i64(std::int64_t v) {
   count_value();
-  StringStream s{&buf_};
-  msgpack::packer<StringStream> pk(s);
-  pk.pack(v);
+  // msgpack::packer::pack(int64_t)'s choice of the smallest form, written directly.
+  char b[9];
+  std::size_t n;
+  auto be = [&](char tag, std::uint64_t x, int bytes) {
+    b[0] = tag;
+    for (int i = 0; i < bytes; ++i) b[1 + i] = static_cast<char>(x >> (8 * (bytes - 1 - i)));
+    n = 1 + static_cast<std::size_t>(bytes);
+  };
+  const auto u = static_cast<std::uint64_t>(v);
+  if (v < -32) {
+    if (v < -(1LL << 15)) {
+      if (v < -(1LL << 31)) be('\xd3', u, 8);
+      else be('\xd2', u, 4);
+    } else if (v < -(1 << 7)) {
+      be('\xd1', u, 2);
+    } else {
+      be('\xd0', u, 1);
+    }
+  } else if (v < (1 << 7)) {
+    b[0] = static_cast<char>(v);  // positive or negative fixint
+    n = 1;
+  } else if (v < (1LL << 8)) {
+    be('\xcc', u, 1);
+  } else if (v < (1LL << 16)) {
+    be('\xcd', u, 2);
+  } else if (v < (1LL << 32)) {
+    be('\xce', u, 4);
+  } else {
+    be('\xcf', u, 8);
+  }
+  put(b, n);
   return *this;
 }
 
 Writer& Writer::f64(double v) {
   count_value();
-  put_float64(buf_, v);
+  std::string bytes;
+  put_float64(bytes, v);
+  put(bytes.data(), bytes.size());
   return *this;
 }
 
 Writer& Writer::boolean(bool v) {
   count_value();
-  buf_.push_back(v ? '\xc3' : '\xc2');
+  *room(1) = v ? '\xc3' : '\xc2';
   return *this;
 }
 
 Writer& Writer::nil() {
   count_value();
-  buf_.push_back('\xc0');
+  *room(1) = '\xc0';
   return *this;
 }
 
 Writer& Writer::bin(std::string_view bytes) {
   count_value();
-  StringStream s{&buf_};
-  msgpack::packer<StringStream> pk(s);
-  pk.pack_bin(static_cast<std::uint32_t>(bytes.size()));
-  pk.pack_bin_body(bytes.data(), static_cast<std::uint32_t>(bytes.size()));
+  // msgpack::packer::pack_bin's forms: bin8, bin16, bin32.
+  const auto n = static_cast<std::uint32_t>(bytes.size());
+  char head[5];
+  std::size_t h;
+  if (n < 256) {
+    head[0] = '\xc4';
+    head[1] = static_cast<char>(n);
+    h = 2;
+  } else if (n < 65536) {
+    head[0] = '\xc5';
+    head[1] = static_cast<char>(n >> 8);
+    head[2] = static_cast<char>(n);
+    h = 3;
+  } else {
+    head[0] = '\xc6';
+    for (int i = 0; i < 4; ++i) head[1 + i] = static_cast<char>(n >> (24 - 8 * i));
+    h = 5;
+  }
+  put(head, h);
+  put(bytes.data(), n);
   return *this;
+}
+
+void Writer::grow(std::size_t n) {
+  buf_.resize(std::max(buf_.size() * 2, len_ + n));
 }
 
 Writer& Writer::raw(std::string_view encoded) {
   if (encoded.empty()) return nil();
   count_value();
-  buf_.append(encoded);
+  put(encoded.data(), encoded.size());
   return *this;
 }
 
@@ -328,8 +400,15 @@ Writer& Writer::kv_map(std::string_view k, const std::map<std::string, std::stri
   return end_map();
 }
 
+std::string_view Writer::bytes() const {
+  KB_CHECK(open_.empty());
+  return {buf_.data(), len_};
+}
+
 std::string Writer::take() {
   KB_CHECK(open_.empty());
+  buf_.resize(len_);  // truncates: the capacity stays, no copy
+  len_ = 0;
   return std::move(buf_);
 }
 

@@ -3,6 +3,7 @@
 // string keys (docs/protocol.md). Decoding never trusts sizes from the peer: the unpacker runs
 // with explicit limits, so a 9-byte "map32 of 4 billion entries" is an error, not an allocation.
 #include <cstdint>
+#include <cstring>
 #include <map>
 #include <optional>
 #include <string>
@@ -72,7 +73,7 @@ class Writer {
  public:
   // Room for a typical message up front: one allocation per Writer, not a string growing by
   // doubling (the broker builds several bodies per task; docs/performance.md).
-  Writer() { buf_.reserve(kInitialBytes); }
+  Writer() { buf_.resize(kInitialBytes); }
   Writer& begin_map();
   Writer& end_map();
   Writer& begin_array();
@@ -100,10 +101,30 @@ class Writer {
 
   // The encoded bytes; all containers must be closed.
   std::string take();
-  std::size_t size() const { return buf_.size(); }  // bytes written so far
+  // The encoded bytes, kept (all containers must be closed); reset() empties the writer but keeps
+  // its buffer's capacity, for one writer reused per message without an allocation each.
+  std::string_view bytes() const;
+  void reset() {
+    len_ = 0;
+    open_ = OpenStack();
+  }
+  std::size_t size() const { return len_; }  // bytes written so far
 
  private:
   void count_value();
+  void put_str(std::string_view v);
+  // buf_ is kept at full size and len_ bytes of it are written: an append is a bounds check and
+  // a memcpy, inline, not a libstdc++ call (std::string::append) per key and value.
+  char* room(std::size_t n) {
+    if (buf_.size() - len_ < n) grow(n);
+    char* p = buf_.data() + len_;
+    len_ += n;
+    return p;
+  }
+  void put(const char* p, std::size_t n) {
+    if (n != 0) std::memcpy(room(n), p, n);
+  }
+  void grow(std::size_t n);
   static constexpr std::size_t kInitialBytes = 256;
   static constexpr std::size_t kMaxDepth = 32;  // our own messages nest at most ~6 deep
   struct Open {
@@ -127,6 +148,7 @@ class Writer {
     std::size_t n_ = 0;
   };
   std::string buf_;
+  std::size_t len_ = 0;
   OpenStack open_;
 };
 

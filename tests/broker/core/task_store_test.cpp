@@ -25,13 +25,15 @@ std::string output_data(int line) {
   return w.take();
 }
 
-protocol::Event decode_event(const std::string& body) {
+protocol::Event decode_event(std::string_view body) {
   auto b = protocol::Body::decode(body);
   REQUIRE(b.has_value());
   auto e = protocol::Event::decode(b->view());
   REQUIRE(e.has_value());
   return *e;
 }
+
+protocol::Event decode_event(const zmq::message_t& body) { return decode_event(std::string_view(body.data<char>(), body.size())); }
 
 }  // namespace
 
@@ -190,6 +192,18 @@ TEST_CASE("a queued task has no run record until it gets an event or finishes", 
   CHECK(&t.run() != &other.run());  // t has its own now
   CHECK(t.run().next_seq == 2);
   CHECK(other.run().next_seq == 1);
+}
+
+TEST_CASE("a published event shares the backlog's bytes and outlives their trimming", "[broker][tasks]") {
+  TaskStore store(1);  // every new event trims the previous one
+  Task& t = store.create(request(), 1);
+  zmq::message_t frame;
+  frame.copy(store.append_event(t, "started", output_data(1), 1));
+  CHECK(frame.data<char>() == t.run().backlog.back().data());  // a reference, not a copy
+  store.append_event(t, "done", output_data(2), 2);
+  REQUIRE(t.run().backlog.size() == 1);
+  CHECK(decode_event(t.run().backlog.front()).type == "done");
+  CHECK(decode_event(frame).type == "started");  // still whole for the frame not yet sent
 }
 
 TEST_CASE("events are numbered from 1 and encoded as protocol events", "[broker][tasks]") {

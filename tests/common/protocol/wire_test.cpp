@@ -90,6 +90,51 @@ TEST_CASE("the writer counts entries of nested maps and arrays", "[protocol][wir
   }
 }
 
+TEST_CASE("the writer encodes strings, integers and binaries byte for byte as msgpack::packer does", "[protocol][wire]") {
+  // The wire format must not change (python peers, older builds): Writer writes headers itself,
+  // so it must pick the same form as msgpack-c at every size boundary.
+  struct Stream {
+    std::string* out;
+    void write(const char* p, std::size_t n) { out->append(p, n); }
+  };
+  for (std::size_t n : {0, 1, 31, 32, 255, 256, 65535, 65536, 70000}) {
+    const std::string v(n, 'x');
+    std::string expected;
+    Stream s{&expected};
+    msgpack::packer<Stream> pk(s);
+    pk.pack_map(1);
+    pk.pack_str(static_cast<std::uint32_t>(n)).pack_str_body(v.data(), static_cast<std::uint32_t>(n));
+    pk.pack_str(static_cast<std::uint32_t>(n)).pack_str_body(v.data(), static_cast<std::uint32_t>(n));
+    Writer w;
+    w.begin_map().key(v).str(v).end_map();
+    const std::string got = w.take();
+    INFO("string of " << n << " bytes");
+    // Writer's map header is always map32 (5 bytes); msgpack's fixmap is 1.
+    CHECK(got.substr(5) == expected.substr(1));
+  }
+  for (std::int64_t v : std::initializer_list<std::int64_t>{
+           0, 1, 127, 128, 255, 256, 65535, 65536, 4294967295LL, 4294967296LL, INT64_MAX, -1, -32, -33, -128,
+           -129, -32768, -32769, -2147483648LL, -2147483649LL, INT64_MIN}) {
+    std::string expected;
+    Stream s{&expected};
+    msgpack::packer<Stream>(s).pack(v);
+    Writer w;
+    w.begin_array().i64(v).end_array();
+    INFO("integer " << v);
+    CHECK(w.take().substr(5) == expected);
+  }
+  for (std::size_t n : {0, 1, 255, 256, 65535, 65536, 70000}) {
+    const std::string v(n, '\x01');
+    std::string expected;
+    Stream s{&expected};
+    msgpack::packer<Stream>(s).pack_bin(static_cast<std::uint32_t>(n)).pack_bin_body(v.data(), static_cast<std::uint32_t>(n));
+    Writer w;
+    w.begin_array().bin(v).end_array();
+    INFO("binary of " << n << " bytes");
+    CHECK(w.take().substr(5) == expected);
+  }
+}
+
 TEST_CASE("the writer's lists, string maps and empty raw values decode as written", "[protocol][wire]") {
   Writer w;
   w.begin_map()
