@@ -272,23 +272,32 @@ Writer& Writer::str(std::string_view v) {
 // The same encoding msgpack::packer::pack_str chooses (fixstr, str8, str16, str32), written
 // without a packer. (One resize() and a memcpy was slower: resize zero-fills, out of line.)
 void Writer::put_str(std::string_view v) {
+  if (v.size() < 32) {
+    const char head = static_cast<char>(0xa0u | v.size());
+    put(&head, 1);
+    put(v.data(), v.size());
+    return;
+  }
+  put_sized(v, '\xd9');
+}
+
+// A str8/bin8 family header (tag8, then tag8 + 1 for 16 and tag8 + 2 for 32 bits, big-endian
+// length) and the bytes.
+void Writer::put_sized(std::string_view v, char tag8) {
   const auto n = static_cast<std::uint32_t>(v.size());
   char head[5];
   std::size_t h;
-  if (n < 32) {
-    head[0] = static_cast<char>(0xa0u | n);
-    h = 1;
-  } else if (n < 256) {
-    head[0] = '\xd9';
+  if (n < 256) {
+    head[0] = tag8;
     head[1] = static_cast<char>(n);
     h = 2;
   } else if (n < 65536) {
-    head[0] = '\xda';
+    head[0] = static_cast<char>(tag8 + 1);
     head[1] = static_cast<char>(n >> 8);
     head[2] = static_cast<char>(n);
     h = 3;
   } else {
-    head[0] = '\xdb';
+    head[0] = static_cast<char>(tag8 + 2);
     for (int i = 0; i < 4; ++i) head[1 + i] = static_cast<char>(n >> (24 - 8 * i));
     h = 5;
   }
@@ -354,26 +363,7 @@ Writer& Writer::nil() {
 
 Writer& Writer::bin(std::string_view bytes) {
   count_value();
-  // msgpack::packer::pack_bin's forms: bin8, bin16, bin32.
-  const auto n = static_cast<std::uint32_t>(bytes.size());
-  char head[5];
-  std::size_t h;
-  if (n < 256) {
-    head[0] = '\xc4';
-    head[1] = static_cast<char>(n);
-    h = 2;
-  } else if (n < 65536) {
-    head[0] = '\xc5';
-    head[1] = static_cast<char>(n >> 8);
-    head[2] = static_cast<char>(n);
-    h = 3;
-  } else {
-    head[0] = '\xc6';
-    for (int i = 0; i < 4; ++i) head[1 + i] = static_cast<char>(n >> (24 - 8 * i));
-    h = 5;
-  }
-  put(head, h);
-  put(bytes.data(), n);
+  put_sized(bytes, '\xc4');  // msgpack::packer::pack_bin's forms: bin8, bin16, bin32
   return *this;
 }
 

@@ -113,6 +113,7 @@ class Writer {
  private:
   void count_value();
   void put_str(std::string_view v);
+  void put_sized(std::string_view v, char tag8);
   // buf_ is kept at full size and len_ bytes of it are written: an append is a bounds check and
   // a memcpy, inline, not a libstdc++ call (std::string::append) per key and value.
   char* room(std::size_t n) {
