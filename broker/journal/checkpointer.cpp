@@ -20,7 +20,8 @@ Result<std::unique_ptr<Checkpointer>> Checkpointer::start(const std::string& pat
   c->sync_flags_ = std::string_view(synchronous_pragma).ends_with("FULL") ? SQLITE_SYNC_FULL : SQLITE_SYNC_NORMAL;
   if (rc != SQLITE_OK) {
     return make_error(ErrorCode::kIoError,
-                      "journal " + path + ": checkpoint connection: " + (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)));
+                      "journal " + path + ": checkpoint connection: " + (db ? sqlite3_errmsg(db) : sqlite3_errstr(rc)) +
+                          " (check --data and its permissions, and that the disk is not full)");
   }
   // The checkpoint's syncs follow this connection's setting: the same as the writer's, so a
   // checkpoint is exactly as safe against power loss as it was on the loop. Reading the schema
