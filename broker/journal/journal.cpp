@@ -14,63 +14,23 @@
 namespace kbfleet::broker {
 namespace {
 
-using journal_schema::kMutableColumns;
-
 constexpr const char* kInsert =
-    "INSERT INTO tasks (id, request, idempotency_key, state, attempt, worker, worker_name, version, submitted_ms, "
-    "started_ms, finished_ms, next_seq, max_attempts, retry_of, cancel_requested, outcome, artifacts, tenant) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)";
-constexpr const char* kUpdate =
-    "UPDATE tasks SET state = ?4, attempt = ?5, worker = ?6, worker_name = ?7, version = ?8, started_ms = ?10, "
-    "finished_ms = ?11, next_seq = ?12, max_attempts = ?13, retry_of = ?14, cancel_requested = ?15, outcome = ?16, "
-    "artifacts = ?17 WHERE rowid = ?19 AND id = ?1 AND tenant = ?18";
-// A plain single-row INSERT: no statement journal and no lookup of the task's row. The id is
-// kept so load() can tell an outcome that does not belong to its row (a broker bug) and ignore
-// it rather than finish the wrong task.
-constexpr const char* kAppendOutcome =
-    "INSERT INTO outcomes (task_row, id, state, attempt, worker, worker_name, version, started_ms, finished_ms, "
-    "next_seq, max_attempts, retry_of, cancel_requested, outcome, artifacts) "
-    "VALUES (?19, ?1, ?4, ?5, ?6, ?7, ?8, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)";
-// Compaction: outcomes are in finish order, so the finished tasks to delete are a prefix.
-constexpr const char* kCompactScan = "SELECT rowid, finished_ms FROM outcomes ORDER BY rowid LIMIT ?1";
-constexpr const char* kCompactTasks =
-    "DELETE FROM tasks WHERE rowid IN (SELECT task_row FROM outcomes WHERE rowid <= ?1)";
+    "INSERT INTO tasks (id, request, idempotency_key, submitted_ms, tenant, fields) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+// The id and tenant are checked: a row that does not hold the task is not overwritten.
+constexpr const char* kUpdate = "UPDATE tasks SET fields = ?3 WHERE rowid = ?4 AND id = ?1 AND tenant = ?2";
+// One row per commit with every task that finished in it (journal_fields::OutcomeBatch).
+constexpr const char* kAppendOutcomes = "INSERT INTO outcomes (finished_ms, records) VALUES (?1, ?2)";
+// Compaction: outcomes are in commit order, so the finished tasks to delete are those of a prefix.
+constexpr const char* kCompactScan = "SELECT rowid, finished_ms, records FROM outcomes ORDER BY rowid LIMIT ?1";
+// The id too: an outcome whose row holds another task (ignored by load()) deletes nothing.
+constexpr const char* kCompactTask = "DELETE FROM tasks WHERE rowid = ?1 AND id = ?2";
 constexpr const char* kCompactOutcomes = "DELETE FROM outcomes WHERE rowid <= ?1";
-// Both loads select kMutableColumns as one run (read_mutable_columns): from column 6 of the tasks
-// query, from column 1 of the outcomes query (after task_row; the outcome's id follows them).
-constexpr const char* kLoadPrefix = "SELECT id, request, idempotency_key, submitted_ms, tenant, rowid, ";
-constexpr int kLoadMutableFirst = 6;
-constexpr int kOutcomeMutableFirst = 1;
 
-void bind_text(sqlite3_stmt* s, int i, const std::string& v) {
+void bind_text(sqlite3_stmt* s, int i, std::string_view v) {
   sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
 }
-void bind_blob(sqlite3_stmt* s, int i, const std::string& v) {
+void bind_blob(sqlite3_stmt* s, int i, std::string_view v) {
   sqlite3_bind_blob(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
-}
-
-// Binds every column; kUpdate and kAppendOutcome use the same parameter numbers and ignore ?2, ?3,
-// ?9; kInsert ignores ?19 (the row).
-void bind_record(sqlite3_stmt* s, const TaskRecord& r) {
-  bind_text(s, 1, r.id);
-  bind_blob(s, 2, r.request);
-  bind_text(s, 3, r.idempotency_key);
-  bind_text(s, 4, r.state);
-  sqlite3_bind_int64(s, 5, r.attempt);
-  bind_text(s, 6, r.worker);
-  bind_text(s, 7, r.worker_name);
-  bind_text(s, 8, r.version);
-  sqlite3_bind_int64(s, 9, r.submitted_ms);
-  sqlite3_bind_int64(s, 10, r.started_ms);
-  sqlite3_bind_int64(s, 11, r.finished_ms);
-  sqlite3_bind_int64(s, 12, r.next_seq);
-  sqlite3_bind_int64(s, 13, r.max_attempts);
-  bind_text(s, 14, r.retry_of);
-  sqlite3_bind_int(s, 15, r.cancel_requested ? 1 : 0);
-  bind_blob(s, 16, r.outcome);
-  bind_blob(s, 17, r.artifacts);
-  bind_text(s, 18, r.tenant);
-  sqlite3_bind_int64(s, 19, r.row);
 }
 
 std::string column_bytes(sqlite3_stmt* s, int i) {
@@ -79,21 +39,10 @@ std::string column_bytes(sqlite3_stmt* s, int i) {
   return p == nullptr ? std::string() : std::string(static_cast<const char*>(p), static_cast<std::size_t>(n));
 }
 
-// The kMutableColumns of a row, selected in that order from column `first` on.
-void read_mutable_columns(sqlite3_stmt* s, int first, TaskRecord& r) {
-  r.state = column_bytes(s, first);
-  r.attempt = sqlite3_column_int64(s, first + 1);
-  r.worker = column_bytes(s, first + 2);
-  r.worker_name = column_bytes(s, first + 3);
-  r.version = column_bytes(s, first + 4);
-  r.started_ms = sqlite3_column_int64(s, first + 5);
-  r.finished_ms = sqlite3_column_int64(s, first + 6);
-  r.next_seq = sqlite3_column_int64(s, first + 7);
-  r.max_attempts = sqlite3_column_int64(s, first + 8);
-  r.retry_of = column_bytes(s, first + 9);
-  r.cancel_requested = sqlite3_column_int(s, first + 10) != 0;
-  r.outcome = column_bytes(s, first + 11);
-  r.artifacts = column_bytes(s, first + 12);
+std::string_view column_view(sqlite3_stmt* s, int i) {
+  const void* p = sqlite3_column_blob(s, i);
+  int n = sqlite3_column_bytes(s, i);
+  return p == nullptr ? std::string_view() : std::string_view(static_cast<const char*>(p), static_cast<std::size_t>(n));
 }
 
 // Runs a prepared statement to completion and resets it (bindings are cleared too, so the
@@ -212,7 +161,7 @@ Journal::Journal(sqlite3* db, JournalClaim claim, std::string path, Durability d
 
 Journal::~Journal() {
   checkpointer_.reset();  // first: its connection must not outlive the writer's
-  for (sqlite3_stmt* s : {insert_, update_, outcome_, begin_, commit_, compact_scan_, compact_tasks_, compact_outcomes_}) {
+  for (sqlite3_stmt* s : {insert_, update_, outcomes_, begin_, commit_, compact_scan_, compact_task_, compact_outcomes_}) {
     sqlite3_finalize(s);
   }
   sqlite3_close_v2(db_);  // rolls back an open transaction
@@ -230,6 +179,7 @@ Status Journal::failed(std::string_view what) {
   if (sqlite3_get_autocommit(db_) != 0) {
     in_transaction_ = false;
     pending_ = 0;
+    batch_.clear();
   }
   return tl::unexpected(std::move(e));
 }
@@ -249,9 +199,9 @@ Status Journal::prepare_all() {
   // Prepared once: BEGIN and COMMIT run every turn that writes, and parsing them each time cost
   // as much as stepping them.
   const std::pair<const char*, sqlite3_stmt**> all[] = {
-      {kInsert, &insert_},           {kUpdate, &update_},          {kAppendOutcome, &outcome_},
+      {kInsert, &insert_},           {kUpdate, &update_},          {kAppendOutcomes, &outcomes_},
       {"BEGIN IMMEDIATE", &begin_},  {"COMMIT", &commit_},         {kCompactScan, &compact_scan_},
-      {kCompactTasks, &compact_tasks_}, {kCompactOutcomes, &compact_outcomes_}};
+      {kCompactTask, &compact_task_}, {kCompactOutcomes, &compact_outcomes_}};
   for (auto [sql, stmt] : all) {
     if (sqlite3_prepare_v3(db_, sql, -1, SQLITE_PREPARE_PERSISTENT, stmt, nullptr) != SQLITE_OK) {
       return tl::unexpected(error("prepare"));
@@ -269,7 +219,14 @@ Status Journal::begin_if_needed() {
 
 Result<std::int64_t> Journal::insert(const TaskRecord& r) {
   if (auto st = begin_if_needed(); !st) return tl::unexpected(st.error());
-  bind_record(insert_, r);
+  fields_.reset();
+  journal_fields::encode(fields_, r);
+  bind_text(insert_, 1, r.id);
+  bind_blob(insert_, 2, r.request);
+  bind_text(insert_, 3, r.idempotency_key);
+  sqlite3_bind_int64(insert_, 4, r.submitted_ms);
+  bind_text(insert_, 5, r.tenant);
+  bind_blob(insert_, 6, fields_.bytes());
   if (step_once(insert_) != SQLITE_DONE) return tl::unexpected(failed("insert task " + r.id).error());
   const std::int64_t row = sqlite3_last_insert_rowid(db_);
   if (r.finished_ms > 0) {
@@ -277,29 +234,28 @@ Result<std::int64_t> Journal::insert(const TaskRecord& r) {
     // terminal state goes.
     TaskRecord at = r;
     at.row = row;
-    if (auto st = append_outcome(at); !st) return tl::unexpected(st.error());
+    batch_.add(at, fields_);
   }
   ++pending_;
   return row;
 }
 
 Status Journal::update(const TaskRecord& r) {
+  if (r.row <= 0) return no_row(r);
   if (auto st = begin_if_needed(); !st) return st;
   if (r.finished_ms > 0) {
-    if (auto st = append_outcome(r); !st) return st;
+    batch_.add(r, fields_);  // written by commit(), as one row with the turn's other outcomes
   } else {
-    bind_record(update_, r);
+    fields_.reset();
+    journal_fields::encode(fields_, r);
+    bind_text(update_, 1, r.id);
+    bind_text(update_, 2, r.tenant);
+    bind_blob(update_, 3, fields_.bytes());
+    sqlite3_bind_int64(update_, 4, r.row);
     if (step_once(update_) != SQLITE_DONE) return failed("update task " + r.id);
     if (sqlite3_changes(db_) != 1) return no_row(r);
   }
   ++pending_;
-  return {};
-}
-
-Status Journal::append_outcome(const TaskRecord& r) {
-  if (r.row <= 0) return no_row(r);
-  bind_record(outcome_, r);
-  if (step_once(outcome_) != SQLITE_DONE) return failed("append the outcome of task " + r.id);
   return {};
 }
 
@@ -308,31 +264,57 @@ Status Journal::no_row(const TaskRecord& r) const {
 }
 
 Result<std::size_t> Journal::compact(std::int64_t finished_before_ms, std::size_t limit) {
-  // The longest prefix of `outcomes` (finish order) finished at or before the bound. A wall
-  // clock stepped back leaves rows behind a later one until that one is old enough too.
+  // The longest prefix of `outcomes` (commit order) finished at or before the bound, of at most
+  // `limit` tasks (at least one batch). A wall clock stepped back leaves rows behind a later one
+  // until that one is old enough too.
   std::int64_t through = 0;
-  std::size_t n = 0;
+  std::vector<std::pair<std::int64_t, std::string>> rows;
   sqlite3_bind_int64(compact_scan_, 1, static_cast<std::int64_t>(limit));
   int rc;
+  Status decoded;
   while ((rc = sqlite3_step(compact_scan_)) == SQLITE_ROW && sqlite3_column_int64(compact_scan_, 1) <= finished_before_ms) {
-    through = sqlite3_column_int64(compact_scan_, 0);
-    ++n;
+    const std::int64_t batch_row = sqlite3_column_int64(compact_scan_, 0);
+    auto entries = journal_fields::decode_batch(column_view(compact_scan_, 2), path_ + ", outcome batch " + std::to_string(batch_row));
+    if (!entries) {
+      decoded = tl::unexpected(entries.error());
+      break;
+    }
+    if (!rows.empty() && rows.size() + entries->size() > limit) break;
+    for (const auto& e : *entries) rows.emplace_back(e.task_row, e.id);
+    through = batch_row;
   }
   sqlite3_reset(compact_scan_);
   sqlite3_clear_bindings(compact_scan_);
+  if (!decoded) return tl::unexpected(decoded.error());
   if (rc != SQLITE_ROW && rc != SQLITE_DONE) return tl::unexpected(failed("compact").error());
-  if (n == 0) return std::size_t{0};  // no transaction: a tick with nothing to delete commits nothing
+  if (through == 0) return std::size_t{0};  // no transaction: a tick with nothing to delete commits nothing
   if (auto st = begin_if_needed(); !st) return tl::unexpected(st.error());
-  for (sqlite3_stmt* s : {compact_tasks_, compact_outcomes_}) {
-    sqlite3_bind_int64(s, 1, through);
-    if (step_once(s) != SQLITE_DONE) return tl::unexpected(failed("compact").error());
+  for (const auto& [row, id] : rows) {
+    sqlite3_bind_int64(compact_task_, 1, row);
+    bind_text(compact_task_, 2, id);
+    if (step_once(compact_task_) != SQLITE_DONE) return tl::unexpected(failed("compact").error());
   }
-  pending_ += n;
-  return n;
+  sqlite3_bind_int64(compact_outcomes_, 1, through);
+  if (step_once(compact_outcomes_) != SQLITE_DONE) return tl::unexpected(failed("compact").error());
+  pending_ += rows.size();
+  return rows.size();
 }
 
 Status Journal::commit() {
   if (!in_transaction_) return {};
+  if (!batch_.empty()) {
+    const std::size_t n = batch_.size();
+    const std::string_view records = batch_.finish();
+    sqlite3_bind_int64(outcomes_, 1, batch_.latest_finish_ms());
+    bind_blob(outcomes_, 2, records);
+    const int rc = step_once(outcomes_);
+    batch_.clear();
+    if (rc != SQLITE_DONE) {
+      Error e = error("append the outcomes of " + std::to_string(n) + " tasks");
+      rollback();
+      return tl::unexpected(std::move(e));
+    }
+  }
   if (step_once(commit_) != SQLITE_DONE) {
     Error e = error("COMMIT");
     rollback();
@@ -350,21 +332,71 @@ void Journal::rollback() {
   }
   in_transaction_ = false;
   pending_ = 0;
+  batch_.clear();
+}
+
+Status Journal::stage_outcomes() {
+  // Each batch's entries become rows of a temporary table, so the merge join below can read them
+  // sorted by task row; SQLite spills temporary tables to disk, so memory stays bounded.
+  if (auto st = exec("DROP TABLE IF EXISTS temp.load_outcomes; CREATE TEMP TABLE load_outcomes "
+                     "(task_row INTEGER NOT NULL, id TEXT NOT NULL, fields BLOB NOT NULL); BEGIN");
+      !st) {
+    return st;
+  }
+  using Stmt = std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)>;
+  sqlite3_stmt* raw_read = nullptr;
+  sqlite3_stmt* raw_write = nullptr;
+  if (sqlite3_prepare_v2(db_, "SELECT rowid, records FROM outcomes ORDER BY rowid", -1, &raw_read, nullptr) != SQLITE_OK) {
+    return tl::unexpected(error("load outcomes"));
+  }
+  Stmt read(raw_read, &sqlite3_finalize);
+  if (sqlite3_prepare_v2(db_, "INSERT INTO temp.load_outcomes VALUES (?1, ?2, ?3)", -1, &raw_write, nullptr) != SQLITE_OK) {
+    return tl::unexpected(error("load outcomes"));
+  }
+  Stmt write(raw_write, &sqlite3_finalize);
+  int rc;
+  while ((rc = sqlite3_step(read.get())) == SQLITE_ROW) {
+    const std::int64_t batch_row = sqlite3_column_int64(read.get(), 0);
+    auto entries = journal_fields::decode_batch(column_view(read.get(), 1), path_ + ", outcome batch " + std::to_string(batch_row));
+    if (!entries) {
+      (void)exec("ROLLBACK");
+      return tl::unexpected(entries.error());
+    }
+    for (const auto& e : *entries) {
+      sqlite3_bind_int64(write.get(), 1, e.task_row);
+      bind_text(write.get(), 2, e.id);
+      bind_blob(write.get(), 3, e.fields);
+      if (step_once(write.get()) != SQLITE_DONE) {
+        Error err = error("load outcomes");
+        (void)exec("ROLLBACK");
+        return tl::unexpected(std::move(err));
+      }
+    }
+  }
+  if (rc != SQLITE_DONE) {
+    Error err = error("load outcomes");
+    (void)exec("ROLLBACK");
+    return tl::unexpected(std::move(err));
+  }
+  return exec("COMMIT");
 }
 
 Status Journal::load(const std::function<void(TaskRecord&&)>& fn) {
   // A merge join, streaming both tables: tasks in submission order, outcomes sorted by their
   // task's row (SQLite's sorter spills to temporary files), so memory does not grow with the
   // number of finished tasks a journal holds.
+  if (auto st = stage_outcomes(); !st) return st;
   using Stmt = std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)>;
   sqlite3_stmt* raw_tasks = nullptr;
   sqlite3_stmt* raw_outcomes = nullptr;
-  const std::string load_tasks = std::string(kLoadPrefix) + kMutableColumns + " FROM tasks ORDER BY rowid";
-  if (sqlite3_prepare_v2(db_, load_tasks.c_str(), -1, &raw_tasks, nullptr) != SQLITE_OK) return tl::unexpected(error("load"));
+  constexpr const char* kLoadTasks =
+      "SELECT id, request, idempotency_key, submitted_ms, tenant, rowid, fields FROM tasks ORDER BY rowid";
+  if (sqlite3_prepare_v2(db_, kLoadTasks, -1, &raw_tasks, nullptr) != SQLITE_OK) return tl::unexpected(error("load"));
   Stmt tasks(raw_tasks, &sqlite3_finalize);
-  const std::string load_outcomes =
-      std::string("SELECT task_row, ") + kMutableColumns + ", id FROM outcomes ORDER BY task_row, rowid";
-  if (sqlite3_prepare_v2(db_, load_outcomes.c_str(), -1, &raw_outcomes, nullptr) != SQLITE_OK) return tl::unexpected(error("load"));
+  constexpr const char* kLoadOutcomes = "SELECT task_row, fields, id FROM temp.load_outcomes ORDER BY task_row, rowid";
+  if (sqlite3_prepare_v2(db_, kLoadOutcomes, -1, &raw_outcomes, nullptr) != SQLITE_OK) {
+    return tl::unexpected(error("load outcomes"));
+  }
   Stmt outcomes(raw_outcomes, &sqlite3_finalize);
   sqlite3_stmt* o = outcomes.get();
   int orc = sqlite3_step(o);
@@ -378,15 +410,18 @@ Status Journal::load(const std::function<void(TaskRecord&&)>& fn) {
     r.submitted_ms = sqlite3_column_int64(t, 3);
     r.tenant = column_bytes(t, 4);
     r.row = sqlite3_column_int64(t, 5);
-    read_mutable_columns(t, kLoadMutableFirst, r);
+    if (auto st = journal_fields::decode(column_view(t, 6), r, path_ + ", task row " + std::to_string(r.row)); !st) return st;
     // Outcomes of rows before this one have no task (a broker bug): ignored. This row's, in
     // the order they were written: the last one that names this task wins.
     for (; orc == SQLITE_ROW && sqlite3_column_int64(o, 0) <= r.row; orc = sqlite3_step(o)) {
-      if (sqlite3_column_int64(o, 0) < r.row || column_bytes(o, kOutcomeMutableFirst + 13) != r.id) {
+      if (sqlite3_column_int64(o, 0) < r.row || column_view(o, 2) != r.id) {
         ++mismatched_outcomes_;
         continue;
       }
-      read_mutable_columns(o, kOutcomeMutableFirst, r);
+      if (auto st = journal_fields::decode(column_view(o, 1), r, path_ + ", outcome of task row " + std::to_string(r.row));
+          !st) {
+        return st;
+      }
     }
     if (orc != SQLITE_ROW && orc != SQLITE_DONE) return tl::unexpected(error("load outcomes"));
     fn(std::move(r));
@@ -394,7 +429,9 @@ Status Journal::load(const std::function<void(TaskRecord&&)>& fn) {
   if (rc != SQLITE_DONE) return tl::unexpected(error("load"));
   for (; orc == SQLITE_ROW; orc = sqlite3_step(o)) ++mismatched_outcomes_;  // after the last task's row
   if (orc != SQLITE_DONE) return tl::unexpected(error("load outcomes"));
-  return {};
+  tasks.reset();
+  outcomes.reset();
+  return exec("DROP TABLE temp.load_outcomes");
 }
 
 Status Journal::checkpoint_passive() {

@@ -1,6 +1,6 @@
 #pragma once
 // The broker's durable journal: one SQLite database (WAL mode) holding a row per task the broker
-// accepted and an appended outcome per task that finished, so a restarted broker can recover
+// accepted and, appended by each commit, the outcomes of the tasks that finished in it, so a restarted broker can recover
 // queued and running tasks, finished outcomes and idempotency keys (docs/operations.md,
 // "Durability and recovery").
 //
@@ -23,6 +23,8 @@
 #include <string>
 #include <utility>
 
+#include "broker/journal/fields.hpp"
+#include "broker/journal/task_record.hpp"
 #include "common/errors/error.hpp"
 
 struct sqlite3;
@@ -49,27 +51,6 @@ enum class Durability { kNone, kBatch, kFsync };
 [[nodiscard]] Result<Durability> parse_durability(std::string_view name);
 std::string_view durability_name(Durability d);
 
-// One task as journalled. Blobs are msgpack: `request` a SubmitRequest map, `outcome` a
-// TaskOutcome map (empty while unfinished), `artifacts` an array of ArtifactMeta maps.
-struct TaskRecord {
-  std::string id;
-  std::string request;
-  std::string idempotency_key;
-  std::string state;
-  std::int64_t attempt = 0;
-  std::string worker;       // routing id of the worker running the attempt ("" when not running)
-  std::string worker_name;
-  std::string version;
-  std::int64_t submitted_ms = 0, started_ms = 0, finished_ms = 0;  // finished_ms 0 = unfinished
-  std::int64_t next_seq = 1;  // the task's next event sequence number
-  std::int64_t max_attempts = 1;
-  std::string retry_of;
-  bool cancel_requested = false;
-  std::string outcome;
-  std::string artifacts;
-  std::string tenant = "default";  // the tenant that submitted it (issue #7)
-  std::int64_t row = 0;  // its journal row: returned by insert(), filled by load(), used by update()
-};
 
 class Journal {
  public:
@@ -97,7 +78,8 @@ class Journal {
   // hold the task, or the record has no row.
   [[nodiscard]] Status update(const TaskRecord& r);
   // Deletes at most `limit` tasks finished at or before `finished_before_ms`, oldest finish
-  // first, stopping at the first one finished later; returns how many. Opens no transaction
+  // first, stopping at the first one finished later; returns how many. Tasks that finished in one
+  // commit go together (the first such group even if it holds more than `limit`). Opens no transaction
   // when there is nothing to delete.
   [[nodiscard]] Result<std::size_t> compact(std::int64_t finished_before_ms, std::size_t limit);
 
@@ -132,7 +114,7 @@ class Journal {
  private:
   Journal(sqlite3* db, JournalClaim claim, std::string path, Durability d);
   [[nodiscard]] Status exec(const char* sql);
-  [[nodiscard]] Status append_outcome(const TaskRecord& r);
+  [[nodiscard]] Status stage_outcomes();
   [[nodiscard]] Status no_row(const TaskRecord& r) const;
   [[nodiscard]] Status prepare_all();
   [[nodiscard]] Status begin_if_needed();
@@ -147,13 +129,15 @@ class Journal {
   bool in_transaction_ = false;
   std::size_t pending_ = 0;
   std::size_t mismatched_outcomes_ = 0;
+  protocol::Writer fields_;  // one row's fields, encoded (kept: no allocation per row)
+  journal_fields::OutcomeBatch batch_;  // this transaction's finished tasks, appended by commit()
   sqlite3_stmt* insert_ = nullptr;
   sqlite3_stmt* update_ = nullptr;
-  sqlite3_stmt* outcome_ = nullptr;
+  sqlite3_stmt* outcomes_ = nullptr;
   sqlite3_stmt* begin_ = nullptr;
   sqlite3_stmt* commit_ = nullptr;
   sqlite3_stmt* compact_scan_ = nullptr;
-  sqlite3_stmt* compact_tasks_ = nullptr;
+  sqlite3_stmt* compact_task_ = nullptr;
   sqlite3_stmt* compact_outcomes_ = nullptr;
 };
 

@@ -15,16 +15,10 @@ namespace kbfleet::broker::journal_schema {
 // 2: the `tenant` column (issue #7). 3: `id` is no longer a primary key: rows are updated by
 // rowid, which the broker keeps per task, so a commit dirties no page of a random-keyed index
 // (ids are 128 random bits; unique by construction). 4: a task's terminal state is appended to
-// `outcomes` instead of rewriting its row (issue #6).
-inline constexpr int kVersion = 4;
-
-inline constexpr const char* kColumns =
-    "id, request, idempotency_key, state, attempt, worker, worker_name, version, submitted_ms, started_ms, "
-    "finished_ms, next_seq, max_attempts, retry_of, cancel_requested, outcome, artifacts, tenant";
-// The fields a transition may change (all but id, request, idempotency_key, submitted_ms, tenant).
-inline constexpr const char* kMutableColumns =
-    "state, attempt, worker, worker_name, version, started_ms, finished_ms, next_seq, max_attempts, retry_of, "
-    "cancel_requested, outcome, artifacts";
+// `outcomes` instead of rewriting its row (issue #6). 5: the fields a transition changes are one
+// msgpack column (`fields`), and `outcomes` holds one row per commit with every task that
+// finished in it (journal_fields, issue #6).
+inline constexpr int kVersion = 5;
 
 // Brings the journal `db` (opened, exclusively locked) to kVersion: creates the tables of a new
 // one, migrates an older one step by step. IO_ERROR naming `path`: a newer schema than

@@ -40,6 +40,26 @@ std::unique_ptr<Journal> open_journal(const std::string& dir, std::int64_t max_p
   return std::move(*j);
 }
 
+// Raw SQL on a closed journal, as an operator (or a damaged disk) would change it.
+void exec_on(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  REQUIRE(rc == SQLITE_OK);
+}
+
+std::int64_t scalar_of(const std::string& path, const char* sql) {
+  sqlite3* db = nullptr;
+  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
+  sqlite3_stmt* s = nullptr;
+  REQUIRE(sqlite3_prepare_v2(db, sql, -1, &s, nullptr) == SQLITE_OK);
+  const std::int64_t v = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
+  sqlite3_finalize(s);
+  sqlite3_close(db);
+  return v;
+}
+
 std::vector<TaskRecord> load_all(Journal& j) {
   std::vector<TaskRecord> out;
   REQUIRE(j.load([&](TaskRecord&& r) { out.push_back(std::move(r)); }).has_value());
@@ -173,15 +193,15 @@ TEST_CASE("issue 6: a finished task's outcome is appended, not rewritten, and wi
 }
 
 TEST_CASE("issue 6: compaction stops at the first outcome finished after the bound", "[broker][journal]") {
-  // Outcomes are deleted as a prefix in finish order: one finished out of clock order waits.
+  // Outcomes are deleted as a prefix in commit order: one finished out of clock order waits.
   TempDir dir;
   auto j = open_journal(dir.path);
   for (int ms : {100, 300, 200}) {
     TaskRecord r = record(ms, "succeeded");
     r.finished_ms = ms;
     REQUIRE(j->insert(r).has_value());
+    REQUIRE(j->commit().has_value());  // a commit each: one outcome row each
   }
-  REQUIRE(j->commit().has_value());
   auto n = j->compact(250, 100);
   REQUIRE(n.has_value());
   CHECK(*n == 1);
@@ -353,6 +373,7 @@ TEST_CASE("compaction deletes finished tasks older than the retention, in bounde
     TaskRecord r = record(i, "succeeded");
     r.finished_ms = i * 100;
     REQUIRE(j->insert(r).has_value());
+    REQUIRE(j->commit().has_value());  // a commit each: one outcome row each
   }
   for (int i = 11; i <= 13; ++i) REQUIRE(j->insert(record(i)).has_value());  // unfinished
   REQUIRE(j->commit().has_value());
@@ -367,6 +388,75 @@ TEST_CASE("compaction deletes finished tasks older than the retention, in bounde
   auto all = load_all(*j);
   REQUIRE(all.size() == 8);
   for (const auto& r : all) CHECK((r.finished_ms == 0 || r.finished_ms > 500));
+}
+
+TEST_CASE("issue 6: the tasks finished in one commit are one outcome row, loaded and compacted together",
+          "[broker][journal]") {
+  TempDir dir;
+  auto j = open_journal(dir.path);
+  std::vector<TaskRecord> tasks;
+  for (int i = 1; i <= 5; ++i) {
+    tasks.push_back(record(i, "running"));
+    auto row = j->insert(tasks.back());
+    REQUIRE(row.has_value());
+    tasks.back().row = *row;
+  }
+  REQUIRE(j->commit().has_value());
+  for (int i : {0, 2, 3}) {  // three finish in one turn
+    tasks[i].state = "succeeded";
+    tasks[i].finished_ms = 100 + i;
+    tasks[i].outcome = "\x81\xa1x" + std::to_string(i);
+    REQUIRE(j->update(tasks[i]).has_value());
+  }
+  REQUIRE(j->commit().has_value());
+  tasks[1].state = "failed";  // one in the next
+  tasks[1].finished_ms = 900;
+  REQUIRE(j->update(tasks[1]).has_value());
+  REQUIRE(j->commit().has_value());
+  j.reset();
+  CHECK(scalar_of(dir.path + "/journal.db", "SELECT count(*) FROM outcomes") == 2);
+  j = open_journal(dir.path);
+  auto all = load_all(*j);
+  REQUIRE(all.size() == 5);
+  for (int i : {0, 2, 3}) {
+    CHECK(all[i].state == "succeeded");
+    CHECK(all[i].finished_ms == 100 + i);
+    CHECK(all[i].outcome == "\x81\xa1x" + std::to_string(i));
+  }
+  CHECK(all[1].state == "failed");
+  CHECK(all[4].state == "running");
+  // The first commit's three go together, even with a limit of one; the later one stays.
+  auto n = j->compact(500, 1);
+  REQUIRE(n.has_value());
+  CHECK(*n == 3);
+  REQUIRE(j->commit().has_value());
+  all = load_all(*j);
+  REQUIRE(all.size() == 2);
+  CHECK(all[0].state == "failed");
+  CHECK(all[1].state == "running");
+}
+
+TEST_CASE("issue 6: a journal row whose fields are damaged is an IO_ERROR naming the row, not a crash",
+          "[broker][journal]") {
+  TempDir dir;
+  {
+    auto j = open_journal(dir.path);
+    REQUIRE(j->insert(record(1)).has_value());
+    REQUIRE(j->commit().has_value());
+  }
+  const std::string path = dir.path + "/journal.db";
+  for (const char* damage : {"x'93a1780102'", "x'dd7fffffff'", "x''", "'queued'"}) {
+    INFO(damage);
+    exec_on(path, std::string("UPDATE tasks SET fields = ") + damage);
+    auto j = Journal::open({path, Durability::kBatch, 0});
+    REQUIRE(j.has_value());
+    std::size_t loaded = 0;
+    auto st = (*j)->load([&](TaskRecord&&) { ++loaded; });
+    REQUIRE_FALSE(st.has_value());
+    CHECK(st.error().code == ErrorCode::kIoError);
+    CHECK(st.error().message.find("task row 1") != std::string::npos);
+    CHECK(loaded == 0);
+  }
 }
 
 TEST_CASE("a second broker on the same journal is refused while the first holds it", "[broker][journal]") {
