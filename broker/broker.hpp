@@ -266,6 +266,8 @@ class Broker {
   std::int64_t plugin_subscribers_ = 0;  // XPUB subscriptions to "plugin." topics
   Clock::time_point next_heartbeat_;
   std::unique_ptr<Journal> journal_;  // null with --durability none
+  TaskRecord journal_record_;          // the record commit_turn() is writing, reused (fill_record)
+  protocol::Writer journal_scratch_;   // its request, outcome and artifacts being encoded
   std::vector<Outgoing> outbox_;
   // coalesce_outbox's scratch: peer -> index of its batch head, for `task` [0] and `result_ack` [1]
   std::unordered_map<std::string_view, std::size_t> batch_heads_[2];

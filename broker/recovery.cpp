@@ -21,54 +21,53 @@ constexpr std::size_t kCompactBatch = 2000;
 // `ready`, so a shorter grace would retry tasks whose result is on its way.
 constexpr std::int64_t kMinDefaultGraceMs = 5000;
 
-TaskRecord record_of(const Task& t, bool with_request) {
-  TaskRecord r;
-  r.id = t.id().str();
+// Fills `r` with task `t` as journalled. `r` and `scratch` are the broker's, reused for every
+// record: assigning into kept strings copies bytes without an allocation per field.
+void fill_record(const Task& t, bool with_request, TaskRecord& r, Writer& scratch) {
+  r.id.assign(t.id().view());
   if (with_request) {
-    Writer w;
-    w.begin_map();
-    t.request.ref().encode(w);
-    w.end_map();
-    r.request = w.take();
-    r.idempotency_key = t.request.idempotency_key();
+    scratch.reset();
+    scratch.begin_map();
+    t.request.ref().encode(scratch);
+    scratch.end_map();
+    r.request.assign(scratch.bytes());
+    r.idempotency_key.assign(t.request.idempotency_key());
     r.submitted_ms = t.submitted_ms;
+  } else {
+    r.request.clear();
+    r.idempotency_key.clear();
+    r.submitted_ms = 0;
   }
-  r.state = t.state.name();
+  r.state.assign(t.state.name());
   r.attempt = t.attempt;
-  r.worker = t.run().worker;
-  r.worker_name = t.run().worker_name;
-  r.version = t.run().version;
+  r.worker.assign(t.run().worker);
+  r.worker_name.assign(t.run().worker_name);
+  r.version.assign(t.run().version);
   r.started_ms = t.run().started_ms;
   r.finished_ms = t.run().finished_ms;
   r.next_seq = t.run().next_seq;
   r.max_attempts = t.max_attempts;
-  r.retry_of = t.run().retry_of;
-  r.tenant = t.tenant;
+  r.retry_of.assign(t.run().retry_of);
+  r.tenant.assign(t.tenant);
   r.row = t.journal_row;
   r.cancel_requested = t.cancel_requested;
+  r.outcome.clear();
   if (t.run().outcome) {
-    Writer o;
-    o.begin_map();
-    t.run().outcome->encode(o);
-    o.end_map();
-    r.outcome = o.take();
+    scratch.reset();
+    scratch.begin_map();
+    t.run().outcome->encode(scratch);
+    scratch.end_map();
+    r.outcome.assign(scratch.bytes());
   }
-  if (t.run().artifacts.empty()) {
-    // Most tasks: the same 12 bytes, kept inline by the string (no Writer, no allocation).
-    static const std::string kNone = Writer().begin_map().key("artifacts").begin_array().end_array().end_map().take();
-    r.artifacts = kNone;
-    return r;
-  }
-  Writer a;
-  a.begin_map().key("artifacts").begin_array();
+  scratch.reset();
+  scratch.begin_map().key("artifacts").begin_array();  // most tasks: none, the same 12 bytes
   for (const auto& m : t.run().artifacts) {
-    a.begin_map();
-    m.encode(a);
-    a.end_map();
+    scratch.begin_map();
+    m.encode(scratch);
+    scratch.end_map();
   }
-  a.end_array().end_map();
-  r.artifacts = a.take();
-  return r;
+  scratch.end_array().end_map();
+  r.artifacts.assign(scratch.bytes());
 }
 
 std::vector<protocol::ArtifactMeta> artifacts_of(const std::string& blob) {
@@ -246,11 +245,13 @@ void Broker::commit_turn() {
       if (Task* t = tasks_.find(key)) {
         t->journal_dirty = false;
         if (created_this_turn_.count(key) > 0) {
-          auto row = journal_->insert(record_of(*t, /*with_request=*/true));
+          fill_record(*t, /*with_request=*/true, journal_record_, journal_scratch_);
+          auto row = journal_->insert(journal_record_);
           if (row) t->journal_row = *row;
           if (!row) on_journal_failure(row.error());
-        } else if (auto st = journal_->update(record_of(*t, /*with_request=*/false)); !st) {
-          on_journal_failure(st.error());
+        } else {
+          fill_record(*t, /*with_request=*/false, journal_record_, journal_scratch_);
+          if (auto st = journal_->update(journal_record_); !st) on_journal_failure(st.error());
         }
       }
     }
