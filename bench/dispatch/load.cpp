@@ -82,7 +82,9 @@ class Meter {
     r.seconds = spec_.seconds;
     r.tasks_per_s = measuring_ ? static_cast<double>(completed_) / spec_.seconds : 0;
     r.p50_us = percentile(lat_us_, 0.50);
+    r.p90_us = percentile(lat_us_, 0.90);
     r.p99_us = percentile(lat_us_, 0.99);
+    r.p999_us = percentile(lat_us_, 0.999);
     r.client_cpu_s = cpu1_ - cpu0_;
     return r;
   }

@@ -30,6 +30,7 @@ struct LoadResult {
   double seconds = 0;
   double tasks_per_s = 0;
   double p50_us = 0, p99_us = 0;
+  double p90_us = 0, p999_us = 0;  // the shape of the tail: a plateau (scheduling) or spikes
   std::int64_t lost = 0;     // no completion within 10 s (e.g. an event dropped at a high-water mark)
   std::int64_t refused = 0;  // kbfleet `error` replies to submit
   std::string first_error;

@@ -230,11 +230,11 @@ void print_result(const Options& o, const LoadResult& r, double broker_cpu_s, do
   std::printf(
       "{\"system\": \"%s\", \"workers\": %d, \"credits\": %d, \"window\": %d, \"queued\": %lld, \"durability\": "
       "\"%s\", \"plugin\": \"%s\", \"seconds\": %.3f, \"completed\": %lld, \"tasks_per_s\": %.1f, \"p50_us\": %.1f, "
-      "\"p99_us\": %.1f, \"broker_cpu_s\": %.3f, \"broker_cpu_us_per_task\": %.2f, \"workers_cpu_s\": %.3f, "
+      "\"p99_us\": %.1f, \"p90_us\": %.1f, \"p999_us\": %.1f, \"broker_cpu_s\": %.3f, \"broker_cpu_us_per_task\": %.2f, \"workers_cpu_s\": %.3f, "
       "\"client_cpu_s\": %.3f, \"broker_rss_bytes\": %lld, \"request_bytes\": %lld, \"lost\": %lld, \"refused\": "
       "%lld, \"queued_rss_bytes\": %lld, \"queued_bytes_per_task\": %.1f, \"input_bytes\": %lld, \"error\": \"%s\"}\n",
       o.system.c_str(), o.workers, o.credits, o.window, o.queued, o.durability.c_str(), o.plugin.c_str(), r.seconds,
-      static_cast<long long>(r.completed), r.tasks_per_s, r.p50_us, r.p99_us, broker_cpu_s, per_task, workers_cpu_s,
+      static_cast<long long>(r.completed), r.tasks_per_s, r.p50_us, r.p99_us, r.p90_us, r.p999_us, broker_cpu_s, per_task, workers_cpu_s,
       r.client_cpu_s, broker_rss, static_cast<long long>(r.request_bytes), static_cast<long long>(r.lost),
       static_cast<long long>(r.refused), queued_bytes,
       o.queued > 0 ? static_cast<double>(queued_bytes) / static_cast<double>(o.queued) : 0.0,
