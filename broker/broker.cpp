@@ -252,7 +252,7 @@ void Broker::reply(const std::string& peer, std::string_view type, std::string b
   send_or_hold(std::move(out));
 }
 
-void Broker::send_or_hold(Outgoing out) { outbox_.push_back(std::move(out)); }
+void Broker::send_or_hold(Outgoing&& out) { outbox_.push_back(std::move(out)); }
 
 void Broker::coalesce_outbox() {
   // (type, peer) -> index of the message that carries the batch. Moving a later assignment or
@@ -339,7 +339,7 @@ std::optional<Clock::time_point> Broker::next_ack_due() const {
   return next;
 }
 
-void Broker::send_now(Outgoing out) {
+void Broker::send_now(Outgoing& out) {
   if (out.consumed) return;  // sent inside another message's batch
   if (!out.batch.empty() || !out.acks.empty()) {
     // `task` -> `tasks: [assignment...]` (with `acks: [...]` when it carries acknowledgements);

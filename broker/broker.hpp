@@ -148,8 +148,8 @@ class Broker {
   void update_gauges();
   // Held in outbox_ until the end of the loop turn (commit_turn): with a journal, until the
   // commit that makes their cause durable; always, so a turn's messages to one worker batch.
-  void send_or_hold(Outgoing out);
-  void send_now(Outgoing out);
+  void send_or_hold(Outgoing&& out);
+  void send_now(Outgoing& out);  // may consume out's body, data and event
   // Folds each peer's `task` and `result_ack` messages of this turn into one message each; for a
   // worker that reads acknowledgements inside `tasks`, folds them into its assignments or holds
   // them (hold_acks).

@@ -317,7 +317,7 @@ void Broker::commit_turn() {
     turn_failed_ = false;
   }
   coalesce_outbox();
-  for (auto& o : outbox_) send_now(std::move(o));
+  for (auto& o : outbox_) send_now(o);
   outbox_.clear();
   // After the replies: when the checkpoint thread has just finished a pass, copy the tail it
   // could not (committed while it ran), so the next commit can restart the WAL.

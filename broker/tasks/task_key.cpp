@@ -33,20 +33,44 @@ TaskKey new_task_key() {
 
 namespace {
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
+// Lookup tables, built at compile time: ids are formatted and parsed several times per task
+// (topics, events, replies, lookups), and a table costs a load per byte where the digit
+// arithmetic cost a branch per character.
+struct HexTables {
+  char pairs[512];          // byte b -> its two lowercase hex digits at [2b], [2b+1]
+  signed char digit[256];   // character -> its value, or -1
+};
+
+constexpr HexTables make_hex_tables() {
+  constexpr char kHex[] = "0123456789abcdef";
+  HexTables t{};
+  for (int b = 0; b < 256; ++b) {
+    t.pairs[2 * b] = kHex[b >> 4];
+    t.pairs[2 * b + 1] = kHex[b & 0xf];
+    t.digit[b] = -1;
+  }
+  for (int d = 0; d < 16; ++d) t.digit[static_cast<unsigned char>(kHex[d])] = static_cast<signed char>(d);
+  return t;
+}
+
+constexpr HexTables kHexTables = make_hex_tables();
+
+void put_half(char* out, std::uint64_t v) {
+  for (int i = 7; i >= 0; --i) {
+    std::memcpy(out + 2 * i, &kHexTables.pairs[2 * (v & 0xff)], 2);
+    v >>= 8;
+  }
 }
 
 bool parse_half(std::string_view hex16, std::uint64_t& out) {
   out = 0;
+  int bad = 0;
   for (char c : hex16) {
-    const int d = hex_digit(c);
-    if (d < 0) return false;
-    out = (out << 4) | static_cast<std::uint64_t>(d);
+    const int d = kHexTables.digit[static_cast<unsigned char>(c)];
+    bad |= d;  // any -1 sets the sign bit
+    out = (out << 4) | static_cast<std::uint64_t>(d & 0xf);
   }
-  return true;
+  return bad >= 0;
 }
 
 }  // namespace
@@ -58,11 +82,8 @@ std::optional<TaskKey> parse_task_key(std::string_view id) {
 }
 
 TaskIdHex::TaskIdHex(const TaskKey& k) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  for (int i = 0; i < 16; ++i) {
-    text_[15 - i] = kHex[(k.hi >> (4 * i)) & 0xf];
-    text_[31 - i] = kHex[(k.lo >> (4 * i)) & 0xf];
-  }
+  put_half(text_, k.hi);
+  put_half(text_ + 16, k.lo);
 }
 
 std::string to_hex(const TaskKey& k) { return TaskIdHex(k).str(); }

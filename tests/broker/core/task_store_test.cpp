@@ -70,6 +70,15 @@ TEST_CASE("a task id and its 128-bit key convert both ways", "[broker][tasks]") 
   CHECK(parse_task_key("0123456789abcdeffedcba9876543210") == TaskKey{0x0123456789abcdefULL, 0xfedcba9876543210ULL});
   CHECK_FALSE(parse_task_key("0123456789ABCDEFfedcba9876543210"));
   CHECK_FALSE(parse_task_key("0123456789abcdeffedcba987654321"));
+  CHECK(to_hex(TaskKey{0, ~0ULL}) == "0000000000000000ffffffffffffffff");
+  // Every character that is not a lowercase hex digit is refused, in either half.
+  for (int c = 0; c < 256; ++c) {
+    if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')) continue;
+    std::string id(32, 'a');
+    id[c % 32] = static_cast<char>(c);
+    INFO(c);
+    CHECK_FALSE(parse_task_key(id));
+  }
 }
 
 TEST_CASE("an unknown or malformed id finds nothing", "[broker][tasks]") {
