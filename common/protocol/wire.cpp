@@ -37,7 +37,10 @@ const msgpack::object* MapView::get(std::string_view key) const {
   const auto& m = map_->via.map;
   for (std::uint32_t i = 0; i < m.size; ++i) {
     const auto& k = m.ptr[i].key;
-    if (k.type == msgpack::type::STR && std::string_view(k.via.str.ptr, k.via.str.size) == key) {
+    // The first byte before memcmp: a message's keys mostly differ there, and this runs for
+    // every field read of every message.
+    if (k.type == msgpack::type::STR && k.via.str.size == key.size() &&
+        (key.empty() || (k.via.str.ptr[0] == key[0] && std::memcmp(k.via.str.ptr, key.data(), key.size()) == 0))) {
       return &m.ptr[i].val;
     }
   }
@@ -272,10 +275,10 @@ Writer& Writer::str(std::string_view v) {
 // The same encoding msgpack::packer::pack_str chooses (fixstr, str8, str16, str32), written
 // without a packer. (One resize() and a memcpy was slower: resize zero-fills, out of line.)
 void Writer::put_str(std::string_view v) {
-  if (v.size() < 32) {
-    const char head = static_cast<char>(0xa0u | v.size());
-    put(&head, 1);
-    put(v.data(), v.size());
+  if (v.size() < 32) {  // keys and most values: one bounds check for the header and the bytes
+    char* p = room(1 + v.size());
+    p[0] = static_cast<char>(0xa0u | v.size());
+    if (!v.empty()) std::memcpy(p + 1, v.data(), v.size());
     return;
   }
   put_sized(v, '\xd9');
