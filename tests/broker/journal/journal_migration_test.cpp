@@ -9,31 +9,15 @@
 #include <vector>
 
 #include "broker/journal/journal.hpp"
+#include "tests/broker/journal/raw_sql.hpp"
 #include "tests/support/process.hpp"
 
 namespace kbfleet::broker {
 namespace {
 
-// Writes a journal as another broker version did: its schema and rows, by raw SQL.
-void write_old_journal(const std::string& path, const char* sql) {
-  sqlite3* db = nullptr;
-  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
-  const int rc = sqlite3_exec(db, sql, nullptr, nullptr, nullptr);
-  sqlite3_close(db);
-  REQUIRE(rc == SQLITE_OK);
-}
-
-// The first column of the first row of `sql` run on a closed journal, as an operator would see it.
-std::int64_t scalar(const std::string& path, const char* sql) {
-  sqlite3* db = nullptr;
-  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
-  sqlite3_stmt* s = nullptr;
-  REQUIRE(sqlite3_prepare_v2(db, sql, -1, &s, nullptr) == SQLITE_OK);
-  const std::int64_t v = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
-  sqlite3_finalize(s);
-  sqlite3_close(db);
-  return v;
-}
+// A journal as another broker version wrote it: its schema and rows, by raw SQL.
+void write_old_journal(const std::string& path, const std::string& sql) { raw_sql::exec(path, sql); }
+std::int64_t scalar(const std::string& path, const char* sql) { return raw_sql::scalar(path, sql); }
 
 // The version-1 table, as a broker before issue #7 created it.
 constexpr const char* kTasksV1 =
@@ -43,6 +27,14 @@ constexpr const char* kTasksV1 =
     "NULL, next_seq INTEGER NOT NULL, max_attempts INTEGER NOT NULL, retry_of TEXT NOT NULL, cancel_requested "
     "INTEGER NOT NULL, outcome BLOB NOT NULL, artifacts BLOB NOT NULL);"
     "CREATE INDEX tasks_finished ON tasks(finished_ms) WHERE finished_ms > 0;";
+
+// The `tasks` table of versions 3 and 4 (every field a column, no primary key).
+constexpr const char* kTasksV3 =
+    "CREATE TABLE tasks (id TEXT NOT NULL, request BLOB NOT NULL, idempotency_key TEXT NOT NULL, "
+    "state TEXT NOT NULL, attempt INTEGER NOT NULL, worker TEXT NOT NULL, worker_name TEXT NOT NULL, "
+    "version TEXT NOT NULL, submitted_ms INTEGER NOT NULL, started_ms INTEGER NOT NULL, finished_ms INTEGER NOT "
+    "NULL, next_seq INTEGER NOT NULL, max_attempts INTEGER NOT NULL, retry_of TEXT NOT NULL, cancel_requested "
+    "INTEGER NOT NULL, outcome BLOB NOT NULL, artifacts BLOB NOT NULL, tenant TEXT NOT NULL DEFAULT 'default');";
 
 std::vector<TaskRecord> load_all(Journal& j) {
   std::vector<TaskRecord> got;
@@ -97,11 +89,7 @@ TEST_CASE("issue 6: a version-3 journal is migrated: finished tasks keep their o
   // The version-3 schema (one row per task, rewritten on every transition, and the partial
   // index on finished_ms), as the broker before issue #6 wrote it.
   write_old_journal(path,
-      "CREATE TABLE tasks (id TEXT NOT NULL, request BLOB NOT NULL, idempotency_key TEXT NOT NULL, "
-      "state TEXT NOT NULL, attempt INTEGER NOT NULL, worker TEXT NOT NULL, worker_name TEXT NOT NULL, "
-      "version TEXT NOT NULL, submitted_ms INTEGER NOT NULL, started_ms INTEGER NOT NULL, finished_ms INTEGER NOT "
-      "NULL, next_seq INTEGER NOT NULL, max_attempts INTEGER NOT NULL, retry_of TEXT NOT NULL, cancel_requested "
-      "INTEGER NOT NULL, outcome BLOB NOT NULL, artifacts BLOB NOT NULL, tenant TEXT NOT NULL DEFAULT 'default');"
+      std::string(kTasksV3) +
       "CREATE INDEX tasks_finished ON tasks(finished_ms) WHERE finished_ms > 0;"
       "INSERT INTO tasks VALUES ('late', x'80', '', 'succeeded', 1, '', 'w0', '1.0', 1, 2, 300, 4, 1, '', 0, "
       "x'81a57374617465a9737563636565646564', x'', 'acme');"
@@ -168,11 +156,7 @@ TEST_CASE("issue 6: a version-4 journal is migrated: fields packed, outcomes kep
   // broker before schema 5 wrote it: a task finished at 300, one queued, one finished at 100 (its
   // outcome appended first), one running, and an outcome naming a row that holds another task.
   write_old_journal(path,
-      "CREATE TABLE tasks (id TEXT NOT NULL, request BLOB NOT NULL, idempotency_key TEXT NOT NULL, "
-      "state TEXT NOT NULL, attempt INTEGER NOT NULL, worker TEXT NOT NULL, worker_name TEXT NOT NULL, "
-      "version TEXT NOT NULL, submitted_ms INTEGER NOT NULL, started_ms INTEGER NOT NULL, finished_ms INTEGER NOT "
-      "NULL, next_seq INTEGER NOT NULL, max_attempts INTEGER NOT NULL, retry_of TEXT NOT NULL, cancel_requested "
-      "INTEGER NOT NULL, outcome BLOB NOT NULL, artifacts BLOB NOT NULL, tenant TEXT NOT NULL DEFAULT 'default');"
+      std::string(kTasksV3) +
       "CREATE TABLE outcomes (task_row INTEGER NOT NULL, id TEXT NOT NULL, state TEXT NOT NULL, attempt INTEGER NOT "
       "NULL, worker TEXT NOT NULL, worker_name TEXT NOT NULL, version TEXT NOT NULL, started_ms INTEGER NOT NULL, "
       "finished_ms INTEGER NOT NULL, next_seq INTEGER NOT NULL, max_attempts INTEGER NOT NULL, retry_of TEXT NOT "

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "broker/journal/journal.hpp"
+#include "tests/broker/journal/raw_sql.hpp"
 #include "tests/support/process.hpp"
 
 namespace kbfleet::broker {
@@ -38,26 +39,6 @@ std::unique_ptr<Journal> open_journal(const std::string& dir, std::int64_t max_p
   auto j = Journal::open({dir + "/journal.db", Durability::kBatch, max_pages});
   REQUIRE(j.has_value());
   return std::move(*j);
-}
-
-// Raw SQL on a closed journal, as an operator (or a damaged disk) would change it.
-void exec_on(const std::string& path, const std::string& sql) {
-  sqlite3* db = nullptr;
-  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
-  const int rc = sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr);
-  sqlite3_close(db);
-  REQUIRE(rc == SQLITE_OK);
-}
-
-std::int64_t scalar_of(const std::string& path, const char* sql) {
-  sqlite3* db = nullptr;
-  REQUIRE(sqlite3_open(path.c_str(), &db) == SQLITE_OK);
-  sqlite3_stmt* s = nullptr;
-  REQUIRE(sqlite3_prepare_v2(db, sql, -1, &s, nullptr) == SQLITE_OK);
-  const std::int64_t v = sqlite3_step(s) == SQLITE_ROW ? sqlite3_column_int64(s, 0) : -1;
-  sqlite3_finalize(s);
-  sqlite3_close(db);
-  return v;
 }
 
 std::vector<TaskRecord> load_all(Journal& j) {
@@ -414,7 +395,7 @@ TEST_CASE("issue 6: the tasks finished in one commit are one outcome row, loaded
   REQUIRE(j->update(tasks[1]).has_value());
   REQUIRE(j->commit().has_value());
   j.reset();
-  CHECK(scalar_of(dir.path + "/journal.db", "SELECT count(*) FROM outcomes") == 2);
+  CHECK(raw_sql::scalar(dir.path + "/journal.db", "SELECT count(*) FROM outcomes") == 2);
   j = open_journal(dir.path);
   auto all = load_all(*j);
   REQUIRE(all.size() == 5);
@@ -447,7 +428,7 @@ TEST_CASE("issue 6: a journal row whose fields are damaged is an IO_ERROR naming
   const std::string path = dir.path + "/journal.db";
   for (const char* damage : {"x'93a1780102'", "x'dd7fffffff'", "x''", "'queued'"}) {
     INFO(damage);
-    exec_on(path, std::string("UPDATE tasks SET fields = ") + damage);
+    raw_sql::exec(path, std::string("UPDATE tasks SET fields = ") + damage);
     auto j = Journal::open({path, Durability::kBatch, 0});
     REQUIRE(j.has_value());
     std::size_t loaded = 0;
