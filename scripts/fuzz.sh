@@ -13,7 +13,7 @@ if ! [[ "$seconds" =~ ^[0-9]+$ ]] || [ "$seconds" -lt 1 ]; then
   echo "usage: scripts/fuzz.sh [SECONDS per target, default 20]" >&2
   exit 64
 fi
-targets=(protocol_body_fuzz json_input_fuzz manifest_fuzz fd3_line_fuzz line_splitter_fuzz)
+targets=(protocol_body_fuzz json_input_fuzz manifest_fuzz fd3_line_fuzz line_splitter_fuzz journal_fields_fuzz)
 
 scripts/install-deps.sh
 # clang and libFuzzer are optional developer tools, not in install-deps.sh (docs/dependencies.md).
