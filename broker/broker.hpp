@@ -83,6 +83,12 @@ class Broker {
   [[nodiscard]] Status reload_allow_list();
   bool secure() const { return allow_ != nullptr; }
 
+  // Where a task's request, outcome and artifacts are encoded for the journal (kept across turns:
+  // no allocation per record).
+  struct JournalWriters {
+    protocol::Writer request, outcome, artifacts;
+  };
+
  private:
   struct Upload {
     std::string task_id;
@@ -266,8 +272,7 @@ class Broker {
   std::int64_t plugin_subscribers_ = 0;  // XPUB subscriptions to "plugin." topics
   Clock::time_point next_heartbeat_;
   std::unique_ptr<Journal> journal_;  // null with --durability none
-  TaskRecord journal_record_;          // the record commit_turn() is writing, reused (fill_record)
-  protocol::Writer journal_scratch_;   // its request, outcome and artifacts being encoded
+  JournalWriters journal_writers_;     // the record commit_turn() is writing (record_of), reused
   std::vector<Outgoing> outbox_;
   // coalesce_outbox's scratch: peer -> index of its batch head, for `task` [0] and `result_ack` [1]
   std::unordered_map<std::string_view, std::size_t> batch_heads_[2];

@@ -21,53 +21,50 @@ constexpr std::size_t kCompactBatch = 2000;
 // `ready`, so a shorter grace would retry tasks whose result is on its way.
 constexpr std::int64_t kMinDefaultGraceMs = 5000;
 
-// Fills `r` with task `t` as journalled. `r` and `scratch` are the broker's, reused for every
-// record: assigning into kept strings copies bytes without an allocation per field.
-void fill_record(const Task& t, bool with_request, TaskRecord& r, Writer& scratch) {
-  r.id.assign(t.id().view());
+// Task `t` as journalled, viewing its own strings, `id` and the bytes encoded into `w` (the
+// broker's kept writers): valid until the next call with the same writers, and no string copied.
+TaskRecordRef record_of(const Task& t, bool with_request, const TaskIdHex& id, Broker::JournalWriters& w) {
+  TaskRecordRef r;
+  r.id = id.view();
   if (with_request) {
-    scratch.reset();
-    scratch.begin_map();
-    t.request.ref().encode(scratch);
-    scratch.end_map();
-    r.request.assign(scratch.bytes());
-    r.idempotency_key.assign(t.request.idempotency_key());
+    w.request.reset();
+    w.request.begin_map();
+    t.request.ref().encode(w.request);
+    w.request.end_map();
+    r.request = w.request.bytes();
+    r.idempotency_key = t.request.idempotency_key();
     r.submitted_ms = t.submitted_ms;
-  } else {
-    r.request.clear();
-    r.idempotency_key.clear();
-    r.submitted_ms = 0;
   }
-  r.state.assign(t.state.name());
+  r.state = t.state.name();
   r.attempt = t.attempt;
-  r.worker.assign(t.run().worker);
-  r.worker_name.assign(t.run().worker_name);
-  r.version.assign(t.run().version);
+  r.worker = t.run().worker;
+  r.worker_name = t.run().worker_name;
+  r.version = t.run().version;
   r.started_ms = t.run().started_ms;
   r.finished_ms = t.run().finished_ms;
   r.next_seq = t.run().next_seq;
   r.max_attempts = t.max_attempts;
-  r.retry_of.assign(t.run().retry_of);
-  r.tenant.assign(t.tenant);
+  r.retry_of = t.run().retry_of;
+  r.tenant = t.tenant.view();
   r.row = t.journal_row;
   r.cancel_requested = t.cancel_requested;
-  r.outcome.clear();
   if (t.run().outcome) {
-    scratch.reset();
-    scratch.begin_map();
-    t.run().outcome->encode(scratch);
-    scratch.end_map();
-    r.outcome.assign(scratch.bytes());
+    w.outcome.reset();
+    w.outcome.begin_map();
+    t.run().outcome->encode(w.outcome);
+    w.outcome.end_map();
+    r.outcome = w.outcome.bytes();
   }
-  scratch.reset();
-  scratch.begin_map().key("artifacts").begin_array();  // most tasks: none, the same 12 bytes
+  w.artifacts.reset();
+  w.artifacts.begin_map().key("artifacts").begin_array();  // most tasks: none, the same 12 bytes
   for (const auto& m : t.run().artifacts) {
-    scratch.begin_map();
-    m.encode(scratch);
-    scratch.end_map();
+    w.artifacts.begin_map();
+    m.encode(w.artifacts);
+    w.artifacts.end_map();
   }
-  scratch.end_array().end_map();
-  r.artifacts.assign(scratch.bytes());
+  w.artifacts.end_array().end_map();
+  r.artifacts = w.artifacts.bytes();
+  return r;
 }
 
 std::vector<protocol::ArtifactMeta> artifacts_of(const std::string& blob) {
@@ -245,13 +242,12 @@ void Broker::commit_turn() {
       if (Task* t = tasks_.find(key)) {
         t->journal_dirty = false;
         if (created_this_turn_.count(key) > 0) {
-          fill_record(*t, /*with_request=*/true, journal_record_, journal_scratch_);
-          auto row = journal_->insert(journal_record_);
+          auto row = journal_->insert(record_of(*t, /*with_request=*/true, t->id(), journal_writers_));
           if (row) t->journal_row = *row;
           if (!row) on_journal_failure(row.error());
         } else {
-          fill_record(*t, /*with_request=*/false, journal_record_, journal_scratch_);
-          if (auto st = journal_->update(journal_record_); !st) on_journal_failure(st.error());
+          auto st = journal_->update(record_of(*t, /*with_request=*/false, t->id(), journal_writers_));
+          if (!st) on_journal_failure(st.error());
         }
       }
     }

@@ -20,7 +20,7 @@ using namespace kbfleet::broker;
 
 std::string encoded(const TaskRecord& r) {
   kbfleet::protocol::Writer w;
-  journal_fields::encode(w, r);
+  journal_fields::encode(w, ref_of(r));
   return std::string(w.bytes());
 }
 
@@ -44,7 +44,7 @@ void batch(std::string_view bytes) {
     if (!journal_fields::decode(e.fields, r, "fuzz")) continue;  // load() would stop with IO_ERROR
     r.row = e.task_row;
     r.id = std::string(e.id);
-    rebuilt.add(r, scratch);
+    rebuilt.add(ref_of(r), scratch);
     ++kept;
   }
   if (kept == 0) return;

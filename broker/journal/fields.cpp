@@ -54,7 +54,7 @@ std::int64_t int_of(const msgpack::object& o) {  // after is_int
 
 }  // namespace
 
-void encode(protocol::Writer& w, const TaskRecord& r) {
+void encode(protocol::Writer& w, const TaskRecordRef& r) {
   w.begin_array()
       .str(r.state)
       .i64(r.attempt)
@@ -103,7 +103,7 @@ Status decode(std::string_view bytes, TaskRecord& r, std::string_view where) {
   return {};
 }
 
-void OutcomeBatch::add(const TaskRecord& r, protocol::Writer& scratch) {
+void OutcomeBatch::add(const TaskRecordRef& r, protocol::Writer& scratch) {
   if (entries_ == 0) w_.begin_array();
   scratch.reset();
   encode(scratch, r);

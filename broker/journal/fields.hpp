@@ -16,7 +16,7 @@ namespace kbfleet::broker::journal_fields {
 
 // The mutable fields of `r` (state, attempt, worker, worker_name, version, started_ms,
 // finished_ms, next_seq, max_attempts, retry_of, cancel_requested, outcome, artifacts) as one array.
-void encode(protocol::Writer& w, const TaskRecord& r);
+void encode(protocol::Writer& w, const TaskRecordRef& r);
 // Reads them back into `r`. IO_ERROR naming `where` when the bytes are not what encode() wrote.
 [[nodiscard]] Status decode(std::string_view bytes, TaskRecord& r, std::string_view where);
 
@@ -34,7 +34,7 @@ class OutcomeBatch {
   bool empty() const { return entries_ == 0; }
   std::size_t size() const { return entries_; }
   std::int64_t latest_finish_ms() const { return latest_finish_ms_; }
-  void add(const TaskRecord& r, protocol::Writer& scratch);
+  void add(const TaskRecordRef& r, protocol::Writer& scratch);
   // The encoded batch; add() may not be called again before clear().
   std::string_view finish();
   void clear();

@@ -26,11 +26,12 @@ constexpr const char* kCompactScan = "SELECT rowid, finished_ms, records FROM ou
 constexpr const char* kCompactTask = "DELETE FROM tasks WHERE rowid = ?1 AND id = ?2";
 constexpr const char* kCompactOutcomes = "DELETE FROM outcomes WHERE rowid <= ?1";
 
+// An empty view may have no data pointer, which SQLite would bind as NULL: bind "" instead.
 void bind_text(sqlite3_stmt* s, int i, std::string_view v) {
-  sqlite3_bind_text(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+  sqlite3_bind_text(s, i, v.data() != nullptr ? v.data() : "", static_cast<int>(v.size()), SQLITE_STATIC);
 }
 void bind_blob(sqlite3_stmt* s, int i, std::string_view v) {
-  sqlite3_bind_blob(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
+  sqlite3_bind_blob(s, i, v.data() != nullptr ? v.data() : "", static_cast<int>(v.size()), SQLITE_STATIC);
 }
 
 std::string column_bytes(sqlite3_stmt* s, int i) {
@@ -217,7 +218,7 @@ Status Journal::begin_if_needed() {
   return {};
 }
 
-Result<std::int64_t> Journal::insert(const TaskRecord& r) {
+Result<std::int64_t> Journal::insert(const TaskRecordRef& r) {
   if (auto st = begin_if_needed(); !st) return tl::unexpected(st.error());
   fields_.reset();
   journal_fields::encode(fields_, r);
@@ -227,12 +228,12 @@ Result<std::int64_t> Journal::insert(const TaskRecord& r) {
   sqlite3_bind_int64(insert_, 4, r.submitted_ms);
   bind_text(insert_, 5, r.tenant);
   bind_blob(insert_, 6, fields_.bytes());
-  if (step_once(insert_) != SQLITE_DONE) return tl::unexpected(failed("insert task " + r.id).error());
+  if (step_once(insert_) != SQLITE_DONE) return tl::unexpected(failed("insert task " + std::string(r.id)).error());
   const std::int64_t row = sqlite3_last_insert_rowid(db_);
   if (r.finished_ms > 0) {
     // Accepted already finished (cancelled in the turn it arrived): its state goes where every
     // terminal state goes.
-    TaskRecord at = r;
+    TaskRecordRef at = r;
     at.row = row;
     batch_.add(at, fields_);
   }
@@ -240,7 +241,7 @@ Result<std::int64_t> Journal::insert(const TaskRecord& r) {
   return row;
 }
 
-Status Journal::update(const TaskRecord& r) {
+Status Journal::update(const TaskRecordRef& r) {
   if (r.row <= 0) return no_row(r);
   if (auto st = begin_if_needed(); !st) return st;
   if (r.finished_ms > 0) {
@@ -252,15 +253,15 @@ Status Journal::update(const TaskRecord& r) {
     bind_text(update_, 2, r.tenant);
     bind_blob(update_, 3, fields_.bytes());
     sqlite3_bind_int64(update_, 4, r.row);
-    if (step_once(update_) != SQLITE_DONE) return failed("update task " + r.id);
+    if (step_once(update_) != SQLITE_DONE) return failed("update task " + std::string(r.id));
     if (sqlite3_changes(db_) != 1) return no_row(r);
   }
   ++pending_;
   return {};
 }
 
-Status Journal::no_row(const TaskRecord& r) const {
-  return make_error(ErrorCode::kInternal, "journal " + path_ + ": task " + r.id + " has no row " + std::to_string(r.row));
+Status Journal::no_row(const TaskRecordRef& r) const {
+  return make_error(ErrorCode::kInternal, "journal " + path_ + ": task " + std::string(r.id) + " has no row " + std::to_string(r.row));
 }
 
 Result<std::size_t> Journal::compact(std::int64_t finished_before_ms, std::size_t limit) {

@@ -70,13 +70,15 @@ class Journal {
 
   // Writes into the open transaction (begun on the first write after a commit); returns the
   // row, which update() needs. IO_ERROR.
-  [[nodiscard]] Result<std::int64_t> insert(const TaskRecord& r);
+  [[nodiscard]] Result<std::int64_t> insert(const TaskRecordRef& r);
+  [[nodiscard]] Result<std::int64_t> insert(const TaskRecord& r) { return insert(ref_of(r)); }
   // Records the mutable fields (everything but id, request, submitted_ms, idempotency_key,
   // tenant) of row `r.row`, which must hold task `r.id`: a terminal state (finished_ms > 0) is
   // appended as the task's outcome, which is final (load() ignores one whose row does not hold
   // the task); any other state rewrites the row. IO_ERROR; INTERNAL if a rewritten row does not
   // hold the task, or the record has no row.
-  [[nodiscard]] Status update(const TaskRecord& r);
+  [[nodiscard]] Status update(const TaskRecordRef& r);
+  [[nodiscard]] Status update(const TaskRecord& r) { return update(ref_of(r)); }
   // Deletes at most `limit` tasks finished at or before `finished_before_ms`, oldest finish
   // first, stopping at the first one finished later; returns how many. Tasks that finished in one
   // commit go together (the first such group even if it holds more than `limit`). Opens no transaction
@@ -115,7 +117,7 @@ class Journal {
   Journal(sqlite3* db, JournalClaim claim, std::string path, Durability d);
   [[nodiscard]] Status exec(const char* sql);
   [[nodiscard]] Status stage_outcomes();
-  [[nodiscard]] Status no_row(const TaskRecord& r) const;
+  [[nodiscard]] Status no_row(const TaskRecordRef& r) const;
   [[nodiscard]] Status prepare_all();
   [[nodiscard]] Status begin_if_needed();
   Error error(std::string_view what) const;

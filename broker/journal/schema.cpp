@@ -251,7 +251,7 @@ Status pack_fields(Migration& m) {
         TaskRecord t;
         read_mutable_columns_v4(r, 6, t);
         fields.reset();
-        journal_fields::encode(fields, t);
+        journal_fields::encode(fields, ref_of(t));
         sqlite3_bind_int64(w, 1, sqlite3_column_int64(r, 0));
         for (int i = 1; i <= 3; ++i) sqlite3_bind_value(w, i + 1, sqlite3_column_value(r, i));
         sqlite3_bind_int64(w, 5, sqlite3_column_int64(r, 4));
@@ -278,7 +278,7 @@ Status pack_fields(Migration& m) {
         t.id = column_bytes(r, 1);
         read_mutable_columns_v4(r, 2, t);
         batch.clear();
-        batch.add(t, fields);
+        batch.add(ref_of(t), fields);
         const std::string_view bytes = batch.finish();
         sqlite3_bind_int64(w, 1, batch.latest_finish_ms());
         bind_bytes(w, 2, bytes);

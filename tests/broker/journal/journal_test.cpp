@@ -371,6 +371,33 @@ TEST_CASE("compaction deletes finished tasks older than the retention, in bounde
   for (const auto& r : all) CHECK((r.finished_ms == 0 || r.finished_ms > 500));
 }
 
+TEST_CASE("issue 6: a record of views with empty strings is stored as empty strings and not as NULLs", "[broker][journal]") {
+  // The broker writes records that view its tasks' strings; an empty std::string_view may have no
+  // data pointer, which SQLite would bind as NULL and the NOT NULL columns would refuse.
+  TempDir dir;
+  auto j = open_journal(dir.path);
+  TaskRecordRef r;
+  r.id = "task-views";
+  r.request = std::string_view("\x80", 1);
+  r.state = "queued";
+  r.tenant = "default";
+  REQUIRE(r.idempotency_key.data() == nullptr);
+  auto row = j->insert(r);
+  REQUIRE(row.has_value());
+  r.row = *row;
+  r.state = "succeeded";
+  r.finished_ms = 7;
+  REQUIRE(j->update(r).has_value());
+  REQUIRE(j->commit().has_value());
+  auto all = load_all(*j);
+  REQUIRE(all.size() == 1);
+  CHECK(all[0].id == "task-views");
+  CHECK(all[0].idempotency_key.empty());
+  CHECK(all[0].state == "succeeded");
+  CHECK(all[0].worker.empty());
+  CHECK(all[0].outcome.empty());
+}
+
 TEST_CASE("issue 6: the tasks finished in one commit are one outcome row, loaded and compacted together",
           "[broker][journal]") {
   TempDir dir;
