@@ -10,9 +10,15 @@
 
 #include "broker/journal/checkpointer.hpp"
 #include "broker/journal/schema.hpp"
+#include "broker/journal/sqlite_values.hpp"
 
 namespace kbfleet::broker {
 namespace {
+
+using sqlite_values::bind_blob;
+using sqlite_values::bind_text;
+using sqlite_values::column_bytes;
+using sqlite_values::column_view;
 
 constexpr const char* kInsert =
     "INSERT INTO tasks (id, request, idempotency_key, submitted_ms, tenant, fields) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
@@ -25,26 +31,6 @@ constexpr const char* kCompactScan = "SELECT rowid, finished_ms, records FROM ou
 // The id too: an outcome whose row holds another task (ignored by load()) deletes nothing.
 constexpr const char* kCompactTask = "DELETE FROM tasks WHERE rowid = ?1 AND id = ?2";
 constexpr const char* kCompactOutcomes = "DELETE FROM outcomes WHERE rowid <= ?1";
-
-// An empty view may have no data pointer, which SQLite would bind as NULL: bind "" instead.
-void bind_text(sqlite3_stmt* s, int i, std::string_view v) {
-  sqlite3_bind_text(s, i, v.data() != nullptr ? v.data() : "", static_cast<int>(v.size()), SQLITE_STATIC);
-}
-void bind_blob(sqlite3_stmt* s, int i, std::string_view v) {
-  sqlite3_bind_blob(s, i, v.data() != nullptr ? v.data() : "", static_cast<int>(v.size()), SQLITE_STATIC);
-}
-
-std::string column_bytes(sqlite3_stmt* s, int i) {
-  const void* p = sqlite3_column_blob(s, i);
-  int n = sqlite3_column_bytes(s, i);
-  return p == nullptr ? std::string() : std::string(static_cast<const char*>(p), static_cast<std::size_t>(n));
-}
-
-std::string_view column_view(sqlite3_stmt* s, int i) {
-  const void* p = sqlite3_column_blob(s, i);
-  int n = sqlite3_column_bytes(s, i);
-  return p == nullptr ? std::string_view() : std::string_view(static_cast<const char*>(p), static_cast<std::size_t>(n));
-}
 
 // Runs a prepared statement to completion and resets it (bindings are cleared too, so the
 // SQLITE_STATIC buffers are not referenced after the call).
@@ -345,40 +331,38 @@ Status Journal::stage_outcomes() {
     return st;
   }
   using Stmt = std::unique_ptr<sqlite3_stmt, decltype(&sqlite3_finalize)>;
-  sqlite3_stmt* raw_read = nullptr;
-  sqlite3_stmt* raw_write = nullptr;
-  if (sqlite3_prepare_v2(db_, "SELECT rowid, records FROM outcomes ORDER BY rowid", -1, &raw_read, nullptr) != SQLITE_OK) {
-    return tl::unexpected(error("load outcomes"));
+  Stmt read(nullptr, &sqlite3_finalize);
+  Stmt write(nullptr, &sqlite3_finalize);
+  auto fail = [&](Error e) -> Status {
+    read.reset();  // finalized first: the rollback then has no statement in progress
+    write.reset();
+    (void)exec("ROLLBACK");
+    return tl::unexpected(std::move(e));
+  };
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db_, "SELECT rowid, records FROM outcomes ORDER BY rowid", -1, &raw, nullptr) != SQLITE_OK) {
+    return fail(error("load outcomes"));
   }
-  Stmt read(raw_read, &sqlite3_finalize);
-  if (sqlite3_prepare_v2(db_, "INSERT INTO temp.load_outcomes VALUES (?1, ?2, ?3)", -1, &raw_write, nullptr) != SQLITE_OK) {
-    return tl::unexpected(error("load outcomes"));
+  read.reset(raw);
+  if (sqlite3_prepare_v2(db_, "INSERT INTO temp.load_outcomes VALUES (?1, ?2, ?3)", -1, &raw, nullptr) != SQLITE_OK) {
+    return fail(error("load outcomes"));
   }
-  Stmt write(raw_write, &sqlite3_finalize);
+  write.reset(raw);
   int rc;
   while ((rc = sqlite3_step(read.get())) == SQLITE_ROW) {
     const std::int64_t batch_row = sqlite3_column_int64(read.get(), 0);
     auto entries = journal_fields::decode_batch(column_view(read.get(), 1), path_ + ", outcome batch " + std::to_string(batch_row));
-    if (!entries) {
-      (void)exec("ROLLBACK");
-      return tl::unexpected(entries.error());
-    }
+    if (!entries) return fail(entries.error());
     for (const auto& e : *entries) {
       sqlite3_bind_int64(write.get(), 1, e.task_row);
       bind_text(write.get(), 2, e.id);
       bind_blob(write.get(), 3, e.fields);
-      if (step_once(write.get()) != SQLITE_DONE) {
-        Error err = error("load outcomes");
-        (void)exec("ROLLBACK");
-        return tl::unexpected(std::move(err));
-      }
+      if (step_once(write.get()) != SQLITE_DONE) return fail(error("load outcomes"));
     }
   }
-  if (rc != SQLITE_DONE) {
-    Error err = error("load outcomes");
-    (void)exec("ROLLBACK");
-    return tl::unexpected(std::move(err));
-  }
+  if (rc != SQLITE_DONE) return fail(error("load outcomes"));
+  read.reset();
+  write.reset();
   return exec("COMMIT");
 }
 

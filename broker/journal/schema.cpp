@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "broker/journal/fields.hpp"
+#include "broker/journal/sqlite_values.hpp"
 
 namespace kbfleet::broker::journal_schema {
 namespace {
@@ -198,11 +199,8 @@ Status append_outcomes(Migration& m) {
   });
 }
 
-std::string column_bytes(sqlite3_stmt* s, int i) {
-  const void* p = sqlite3_column_blob(s, i);
-  const int n = sqlite3_column_bytes(s, i);
-  return p == nullptr ? std::string() : std::string(static_cast<const char*>(p), static_cast<std::size_t>(n));
-}
+using sqlite_values::bind_blob;
+using sqlite_values::column_bytes;
 
 // The kMutableColumnsV4 of a version-4 row, selected in that order from column `first` on.
 void read_mutable_columns_v4(sqlite3_stmt* s, int first, TaskRecord& r) {
@@ -219,10 +217,6 @@ void read_mutable_columns_v4(sqlite3_stmt* s, int first, TaskRecord& r) {
   r.cancel_requested = sqlite3_column_int(s, first + 10) != 0;
   r.outcome = column_bytes(s, first + 11);
   r.artifacts = column_bytes(s, first + 12);
-}
-
-void bind_bytes(sqlite3_stmt* s, int i, std::string_view v) {
-  sqlite3_bind_blob(s, i, v.data(), static_cast<int>(v.size()), SQLITE_STATIC);
 }
 
 // 4 -> 5: each row's changing fields packed into `fields` (rowids kept), each outcome a batch of
@@ -256,7 +250,7 @@ Status pack_fields(Migration& m) {
         for (int i = 1; i <= 3; ++i) sqlite3_bind_value(w, i + 1, sqlite3_column_value(r, i));
         sqlite3_bind_int64(w, 5, sqlite3_column_int64(r, 4));
         sqlite3_bind_value(w, 6, sqlite3_column_value(r, 5));
-        bind_bytes(w, 7, fields.bytes());
+        bind_blob(w, 7, fields.bytes());
         if (auto st = m.run(w, "migrate tasks to version 5"); !st) return st;
       }
       if (rc != SQLITE_DONE) return m.fail("migrate tasks to version 5");
@@ -281,7 +275,7 @@ Status pack_fields(Migration& m) {
         batch.add(ref_of(t), fields);
         const std::string_view bytes = batch.finish();
         sqlite3_bind_int64(w, 1, batch.latest_finish_ms());
-        bind_bytes(w, 2, bytes);
+        bind_blob(w, 2, bytes);
         if (auto st = m.run(w, "migrate outcomes to version 5"); !st) return st;
       }
       if (rc != SQLITE_DONE) return m.fail("migrate outcomes to version 5");
