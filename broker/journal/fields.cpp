@@ -15,6 +15,13 @@ constexpr std::uint32_t kEntryCount = 3;
 // batch's entries are views of the column's bytes.
 bool reference_all(msgpack::type::object_type, std::size_t, void*) { return true; }
 
+Error malformed(std::string_view where, std::string_view what) {
+  return Error{ErrorCode::kIoError,
+               "journal " + std::string(where) + ": " + std::string(what) +
+                   " (the journal is damaged or was not written by kbfleet-broker; move it away to start empty)",
+               {}};
+}
+
 Result<msgpack::object_handle> unpack(std::string_view bytes, std::string_view where) {
   try {
     std::size_t off = 0;
@@ -22,18 +29,11 @@ Result<msgpack::object_handle> unpack(std::string_view bytes, std::string_view w
     // damaged header cannot make the unpacker allocate more than the bytes justify.
     const std::size_t n = bytes.size();
     auto h = msgpack::unpack(bytes.data(), n, off, reference_all, nullptr, msgpack::unpack_limit(n, 0, n, n, 0, 4));
-    if (off != bytes.size()) return make_error(ErrorCode::kIoError, "journal " + std::string(where) + ": trailing bytes");
+    if (off != bytes.size()) return tl::unexpected(malformed(where, "trailing bytes"));
     return h;
   } catch (const std::exception& e) {
-    return make_error(ErrorCode::kIoError, "journal " + std::string(where) + ": unreadable: " + e.what());
+    return tl::unexpected(malformed(where, std::string("unreadable msgpack: ") + e.what()));
   }
-}
-
-Error malformed(std::string_view where, std::string_view what) {
-  return Error{ErrorCode::kIoError,
-               "journal " + std::string(where) + ": " + std::string(what) +
-                   " (the journal is damaged or was not written by kbfleet-broker; move it away to start empty)",
-               {}};
 }
 
 bool is_bytes(const msgpack::object& o) { return o.type == msgpack::type::STR || o.type == msgpack::type::BIN; }

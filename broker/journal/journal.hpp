@@ -1,8 +1,8 @@
 #pragma once
 // The broker's durable journal: one SQLite database (WAL mode) holding a row per task the broker
-// accepted and, appended by each commit, the outcomes of the tasks that finished in it, so a restarted broker can recover
-// queued and running tasks, finished outcomes and idempotency keys (docs/operations.md,
-// "Durability and recovery").
+// accepted and, appended by each commit, the outcomes of the tasks that finished in it, so a
+// restarted broker can recover queued and running tasks, finished outcomes and idempotency keys
+// (docs/operations.md, "Durability and recovery").
 //
 // Guarantees:
 // - A record is durable once commit() returned success: with kBatch (synchronous=NORMAL) it
